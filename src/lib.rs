@@ -1,0 +1,36 @@
+//! resume-chat-worker: takes "resume chat" jobs from SQS, resumes the chat in Amazon Connect
+//! within Connect's quotas, and publishes exactly one result per job.
+//!
+//! # Map of the modules
+//!
+//! Data, parsed once at the edge:
+//! - [`config`]: settings from environment variables and flags; a bad one exits 2 with one line.
+//! - [`job`]: the job message of the contract, parsed and validated into a [`job::Job`].
+//! - [`outcome`]: the result message of the contract, built from how a job ended.
+//!
+//! Adapters (the only code that knows the AWS SDKs; they classify errors into our own types):
+//! - [`connect`]: the [`connect::ConnectApi`] trait, its `aws-sdk-connect` adapter and error classes.
+//! - [`queue`]: the [`queue::JobQueue`] trait, its `aws-sdk-sqs` adapter and an in-memory queue.
+//!
+//! Decisions (plain functions of their inputs, tested under paused time):
+//! - [`retry`]: what to do after a failed Connect call: retry soon, give back to SQS, or fail.
+//! - [`rate`]: the adaptive per-operation rate limiter and the active-chat capacity gate.
+//!
+//! The pipeline (carries the decisions out):
+//! - [`pipeline`]: receiver, per-job processing, visibility heartbeat, settling results.
+//! - [`metrics`], [`http`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` server.
+//! - [`telemetry`]: JSON or text logs through `tracing`.
+//! - [`cli`]: the operator commands (`run`, `enqueue`, `dlq replay`, `validate`).
+
+pub mod cli;
+pub mod config;
+pub mod connect;
+pub mod http;
+pub mod job;
+pub mod metrics;
+pub mod outcome;
+pub mod pipeline;
+pub mod queue;
+pub mod rate;
+pub mod retry;
+pub mod telemetry;
