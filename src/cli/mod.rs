@@ -1,1 +1,3 @@
 //! Operator commands.
+
+pub mod validate;

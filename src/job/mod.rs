@@ -15,6 +15,8 @@
 //! - Error messages never contain the value of `customerId`, of an attribute, or of message content.
 
 mod parse;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
