@@ -398,6 +398,50 @@ mod tests {
     }
 
     #[test]
+    fn fixture_of_valid_jobs_is_valid() {
+        let r = run(include_str!("../../tests/data/jobs/valid.jsonl"));
+        assert!(r.is_ok(), "{r}");
+        assert_eq!(r.valid, 5);
+    }
+
+    #[test]
+    fn fixture_of_invalid_jobs_fails_each_line_on_the_intended_field() {
+        let r = run(include_str!("../../tests/data/jobs/invalid.jsonl"));
+        let fields: Vec<(usize, Option<&str>)> = r
+            .errors
+            .iter()
+            .map(|e| (e.line, e.error.field.as_deref()))
+            .collect();
+        let expected = [
+            None,
+            None,
+            Some("jobId"),
+            Some("jobId"),
+            Some("action"),
+            Some("sourceContactId"),
+            Some("rehydrationType"),
+            Some("initialContactId"),
+            Some("participant.displayName"),
+            Some("participant.displayName"),
+            Some("attributes.bad key"),
+            Some("initialMessage.contentType"),
+            Some("initialMessage.content"),
+            Some("chatDurationInMinutes"),
+            Some("chatDurationInMinutes"),
+            Some("supportedMessagingContentTypes"),
+            Some("customerId"),
+            Some("notAfter"),
+        ];
+        let expected: Vec<(usize, Option<&str>)> = expected
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (i + 1, f))
+            .collect();
+        assert_eq!(fields, expected);
+        assert_eq!((r.valid, r.invalid), (0, 18));
+    }
+
+    #[test]
     fn render_with_hints_keeps_one_line_per_error() {
         let r = run("{}\n");
         let text = r.render_with_hints();

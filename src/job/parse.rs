@@ -4,7 +4,8 @@
 //! JSON path, and would echo offending values (a customer id, an attribute) into the message.
 //! Here every check produces a [`Bad`] that carries the field path and a sentence without the
 //! value; [`parse_job`] then adds the jobId/action it could read, so a failure result can still be
-//! correlated. The first problem found wins, in the order of the contract table.
+//! correlated. The first problem found wins, in the order of the contract table, except that a
+//! missing `instanceId`/`contactFlowId` with no configured default is reported last.
 
 use std::collections::BTreeMap;
 
@@ -101,21 +102,12 @@ fn fields(
 ) -> Checked<Job> {
     let start = action == Action::StartPersistentChat;
 
-    let instance_id = with_default(
-        obj,
-        "instanceId",
-        INSTANCE_ID_MAX,
-        &defaults.instance_id,
-        "no default Connect instance is configured",
-    )?;
+    // The job's own values are checked in table order; falling back to a default (and failing
+    // when there is none) waits until the end, so a missing deployment setting does not hide the
+    // job's own mistakes from `validate`.
+    let instance_id = opt_bounded(obj, "instanceId", INSTANCE_ID_MAX)?;
     let contact_flow_id = if start {
-        Some(with_default(
-            obj,
-            "contactFlowId",
-            CONTACT_FLOW_ID_MAX,
-            &defaults.contact_flow_id,
-            "no default contact flow is configured",
-        )?)
+        opt_bounded(obj, "contactFlowId", CONTACT_FLOW_ID_MAX)?
     } else {
         None
     };
@@ -135,9 +127,9 @@ fn fields(
     let initial_contact_id = if start {
         None
     } else {
-        match opt_str(obj, "initialContactId", "initialContactId")? {
+        match opt_bounded(obj, "initialContactId", CONTACT_ID_MAX)? {
             None => return Err(required_for("initialContactId", action)),
-            Some(s) => Some(bounded("initialContactId", s, CONTACT_ID_MAX)?.to_owned()),
+            some => some,
         }
     };
     let display_name = if start {
@@ -149,11 +141,24 @@ fn fields(
     let initial_message = initial_message(obj)?;
     let chat_duration_in_minutes = chat_duration(obj)?;
     let supported_messaging_content_types = supported_types(obj)?;
-    let customer_id = match opt_str(obj, "customerId", "customerId")? {
-        None => None,
-        Some(s) => Some(bounded("customerId", s, CUSTOMER_ID_MAX)?.to_owned()),
-    };
+    let customer_id = opt_bounded(obj, "customerId", CUSTOMER_ID_MAX)?;
     let not_after = not_after(obj)?;
+    let instance_id = or_default(
+        instance_id,
+        "instanceId",
+        &defaults.instance_id,
+        "no default Connect instance is configured",
+    )?;
+    let contact_flow_id = if start {
+        Some(or_default(
+            contact_flow_id,
+            "contactFlowId",
+            &defaults.contact_flow_id,
+            "no default contact flow is configured",
+        )?)
+    } else {
+        None
+    };
 
     Ok(Job {
         job_id,
@@ -346,16 +351,23 @@ fn not_after(obj: &Map<String, Value>) -> Checked<Option<OffsetDateTime>> {
     }
 }
 
-/// An optional string field that falls back to a configured default.
-fn with_default(
-    obj: &Map<String, Value>,
+/// An optional string field of 1..=max characters.
+fn opt_bounded(obj: &Map<String, Value>, key: &str, max: usize) -> Checked<Option<String>> {
+    match opt_str(obj, key, key)? {
+        None => Ok(None),
+        Some(s) => Ok(Some(bounded(key, s, max)?.to_owned())),
+    }
+}
+
+/// The job's value, else the configured default, else an error naming the field.
+fn or_default(
+    value: Option<String>,
     key: &str,
-    max: usize,
     default: &Option<String>,
     why_required: &str,
 ) -> Checked<String> {
-    match (opt_str(obj, key, key)?, default) {
-        (Some(s), _) => Ok(bounded(key, s, max)?.to_owned()),
+    match (value, default) {
+        (Some(v), _) => Ok(v),
         (None, Some(d)) => Ok(d.clone()),
         (None, None) => Err(bad(key, format_args!("is required because {why_required}"))),
     }

@@ -1390,3 +1390,19 @@ fn fuzz_random_bytes_never_panic() {
         check(&String::from_utf8_lossy(&bytes), &[]);
     }
 }
+
+#[test]
+fn missing_default_is_reported_after_the_jobs_own_mistakes() {
+    let none = JobDefaults::default();
+    let v = with(start(), "rehydrationType", json!("ALL"));
+    let e = parse_job(&v.to_string(), &none).err();
+    assert_eq!(e.and_then(|e| e.field), Some("rehydrationType".into()));
+    // A bad value of the field itself is still reported in table order.
+    let v = with(
+        with(start(), "instanceId", json!("")),
+        "rehydrationType",
+        json!("ALL"),
+    );
+    let e = parse_job(&v.to_string(), &none).err();
+    assert_eq!(e.and_then(|e| e.field), Some("instanceId".into()));
+}
