@@ -1,0 +1,430 @@
+//! The adaptive rate controller of one Connect operation: a pure function of (time, outcomes).
+//!
+//! # Mechanism
+//!
+//! Connect's rate quota is a token bucket shared by every caller in the account. We cannot see
+//! it; we only see `429 TooManyRequests/Throttling` when it is empty. The controller keeps an
+//! allowed rate `r` in `[floor, ceiling]` (ceiling = the configured rate):
+//!
+//! - **Start at the ceiling.** A fresh controller allows the ceiling at once (no slow start):
+//!   alone, a worker must use its whole configured rate from the first second.
+//! - **Multiplicative cut, once per congestion episode.** A `Throttled` outcome cuts
+//!   `r ← r × f` where `f = clamp(p, min_decrease_factor, decrease_factor)` and `p` is the
+//!   (Laplace-smoothed) share of calls accepted since the previous cut: a lone 429 after a long
+//!   run of successes cuts by `decrease_factor` (0.8); a storm of 429s (many replicas starting
+//!   together) cuts down to `min_decrease_factor` (0.5) at once instead of taking many rounds.
+//!   After a cut, further 429s are ignored until the calls that were already sent at the old
+//!   rate have been answered (the limiter reports sends with [`RateController::on_send`];
+//!   responses come back roughly in send order) and at least `min_hold` has passed, or
+//!   `max_hold` has passed (a send whose answer never comes must not stretch the episode).
+//!   Without `on_send` reports the episode is simply `min_hold` long.
+//! - **CUBIC-like recovery.** The rate where the 429 happened is remembered as `w_max`. After a
+//!   cut the rate climbs back along a concave cubic, fast at first and flattening to a plateau at
+//!   `w_max` after `recovery_time`; beyond it a slow quadratic probe creeps above `w_max` toward
+//!   the ceiling (the neighbour may have left). Concavity matters: Connect's bucket (capacity =
+//!   burst) integrates our excess, so the time spent just under `w_max` refills it and the slow
+//!   probe drains it again; a cycle averages to the available rate with one 429 per cycle.
+//!   If a 429 comes before the previous `w_max` was reached, the share shrank (another replica or
+//!   caller joined) and `w_max` is set a bit lower than the cut point ("fast convergence"), which
+//!   lets replicas converge to equal shares.
+//! - **`Accepted` and `Neutral`** never lower the rate. `Neutral` covers everything that says
+//!   nothing about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx,
+//!   5xx, transport errors.
+//!
+//! Time enters only through the `now` arguments, so tests drive it with explicit instants.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::RateFeedback;
+
+/// Tuning of [`RateController`]; the defaults are tuned by the scenario files in
+/// `tests/data/rate-scenarios/`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerSettings {
+    /// Cut factor for an isolated 429 (after mostly successful calls).
+    pub decrease_factor: f64,
+    /// Deepest single cut, used when most recent calls were throttled.
+    pub min_decrease_factor: f64,
+    /// Time to climb back from a cut to the rate of the last 429 (`w_max`).
+    pub recovery_time: Duration,
+    /// Probe above `w_max` after the plateau: `w_max × (1 + probe_gain × s²)`, `s` in seconds
+    /// past `recovery_time`.
+    pub probe_gain: f64,
+    /// Shrink of `w_max` when a 429 comes before the previous `w_max` was reached.
+    pub fast_convergence_factor: f64,
+    /// Floor as a fraction of the ceiling ...
+    pub floor_fraction: f64,
+    /// ... but never below this many calls/s (unless the ceiling itself is lower).
+    pub min_floor: f64,
+    /// Shortest congestion episode.
+    pub min_hold: Duration,
+    /// Longest congestion episode (lost answers must not stretch it).
+    pub max_hold: Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            decrease_factor: 0.8,
+            min_decrease_factor: 0.5,
+            recovery_time: Duration::from_secs(3),
+            probe_gain: 0.004,
+            fast_convergence_factor: 0.9,
+            floor_fraction: 0.05,
+            min_floor: 0.1,
+            min_hold: Duration::from_millis(50),
+            max_hold: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The episode that started with the last cut.
+#[derive(Clone, Copy, Debug)]
+struct Episode {
+    /// When the rate was cut.
+    at: Instant,
+    /// Sends counted when the cut happened: the episode lasts until as many answers came back.
+    sends_at_cut: u64,
+}
+
+/// Allowed rate of one operation, driven by outcomes. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct RateController {
+    settings: ControllerSettings,
+    ceiling: f64,
+    floor: f64,
+    /// Rate at the last 429 (after fast convergence): the plateau of the recovery curve.
+    w_max: f64,
+    /// Rate right after the last cut and when it happened: the start of the recovery curve.
+    cut_rate: f64,
+    epoch: Instant,
+    episode: Option<Episode>,
+    sends: u64,
+    answers: u64,
+    /// Outcomes since the last cut, for the depth of the next cut.
+    accepted_since_cut: u64,
+    throttled_since_cut: u64,
+    cuts: u64,
+}
+
+impl RateController {
+    /// A controller allowing `ceiling` calls/s from `now` on. A non-finite or non-positive
+    /// ceiling (configuration validates it first) is treated as 0.001 calls/s.
+    pub fn new(settings: ControllerSettings, ceiling: f64, now: Instant) -> Self {
+        let ceiling = sanitize_rate(ceiling);
+        let floor = (ceiling * settings.floor_fraction)
+            .max(settings.min_floor)
+            .min(ceiling);
+        RateController {
+            ceiling,
+            floor,
+            w_max: ceiling,
+            cut_rate: ceiling,
+            // As if the last cut were long ago: the curve is past its plateau, at the ceiling.
+            epoch: now.checked_sub(settings.recovery_time).unwrap_or(now),
+            episode: None,
+            sends: 0,
+            answers: 0,
+            accepted_since_cut: 0,
+            throttled_since_cut: 0,
+            cuts: 0,
+            settings,
+        }
+    }
+
+    /// The configured ceiling (calls/s).
+    pub fn ceiling(&self) -> f64 {
+        self.ceiling
+    }
+
+    /// The lowest rate the controller will go to (calls/s).
+    pub fn floor(&self) -> f64 {
+        self.floor
+    }
+
+    /// How many times the rate was cut.
+    pub fn cuts(&self) -> u64 {
+        self.cuts
+    }
+
+    /// A call was sent at `now` (lets the controller tell answers to calls sent before a cut
+    /// from answers to calls sent after it).
+    pub fn on_send(&mut self, _now: Instant) {
+        self.sends = self.sends.saturating_add(1);
+    }
+
+    /// One call's outcome arrived at `now`.
+    pub fn on_feedback(&mut self, now: Instant, feedback: RateFeedback) {
+        self.answers = self.answers.saturating_add(1);
+        match feedback {
+            RateFeedback::Neutral => {}
+            RateFeedback::Accepted => {
+                self.accepted_since_cut = self.accepted_since_cut.saturating_add(1);
+            }
+            RateFeedback::Throttled => {
+                self.throttled_since_cut = self.throttled_since_cut.saturating_add(1);
+                if !self.in_episode(now) {
+                    self.cut(now);
+                }
+            }
+        }
+    }
+
+    /// Allowed calls/s at `now`.
+    pub fn rate(&self, now: Instant) -> f64 {
+        let k = self.settings.recovery_time.as_secs_f64();
+        let s = now.saturating_duration_since(self.epoch).as_secs_f64();
+        let r = if k > 0.0 && s < k {
+            // Concave climb from cut_rate to w_max: fast at first, flat near w_max.
+            let x = 1.0 - s / k;
+            self.w_max - (self.w_max - self.cut_rate) * x * x * x
+        } else {
+            let p = s - k;
+            self.w_max * (1.0 + self.settings.probe_gain * p * p)
+        };
+        clamp(r, self.floor, self.ceiling)
+    }
+
+    /// Whether a 429 at `now` belongs to the episode of the last cut (and is ignored).
+    fn in_episode(&mut self, now: Instant) -> bool {
+        let Some(ep) = self.episode else {
+            return false;
+        };
+        let age = now.saturating_duration_since(ep.at);
+        if age >= self.settings.max_hold {
+            // Answers to some sends never came (cancelled calls): forget them.
+            self.answers = self.answers.max(ep.sends_at_cut);
+            self.episode = None;
+            return false;
+        }
+        if age < self.settings.min_hold || self.answers <= ep.sends_at_cut {
+            return true;
+        }
+        self.episode = None;
+        false
+    }
+
+    fn cut(&mut self, now: Instant) {
+        let current = self.rate(now);
+        let accepted = self.accepted_since_cut as f64;
+        let total = accepted + self.throttled_since_cut as f64;
+        // Laplace-smoothed accepted share: one 429 among few answers says little.
+        let accepted_share = (accepted + 1.0) / (total + 1.0);
+        let factor = clamp(
+            accepted_share,
+            self.settings.min_decrease_factor,
+            self.settings.decrease_factor,
+        );
+        self.w_max = if current < self.w_max * 0.99 {
+            current * self.settings.fast_convergence_factor
+        } else {
+            current
+        };
+        self.w_max = clamp(self.w_max, self.floor, self.ceiling);
+        self.cut_rate = clamp(current * factor, self.floor, self.ceiling);
+        self.w_max = self.w_max.max(self.cut_rate);
+        self.epoch = now;
+        self.episode = Some(Episode {
+            at: now,
+            // The answer to the call that triggered this cut is already counted.
+            sends_at_cut: self.sends.max(self.answers),
+        });
+        self.accepted_since_cut = 0;
+        self.throttled_since_cut = 0;
+        self.cuts = self.cuts.saturating_add(1);
+    }
+}
+
+/// A usable rate from configuration input: finite and positive, else 0.001 calls/s.
+pub(crate) fn sanitize_rate(rate: f64) -> f64 {
+    if rate.is_finite() && rate > 0.0 {
+        rate.clamp(0.001, 1_000_000.0)
+    } else {
+        0.001
+    }
+}
+
+/// `f64::clamp` that cannot panic on `lo > hi` or NaN.
+fn clamp(x: f64, lo: f64, hi: f64) -> f64 {
+    if x.is_nan() {
+        return lo;
+    }
+    x.max(lo).min(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn controller(ceiling: f64) -> (RateController, Instant) {
+        let t0 = Instant::now();
+        (RateController::new(ControllerSettings::default(), ceiling, t0), t0)
+    }
+
+    /// Report `n` accepted calls, each sent and answered at `at`.
+    fn accept_n(c: &mut RateController, at: Instant, n: usize) {
+        for _ in 0..n {
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Accepted);
+        }
+    }
+
+    #[test]
+    fn starts_at_the_ceiling() {
+        let (c, t0) = controller(10.0);
+        assert_eq!(c.rate(t0), 10.0);
+        assert_eq!(c.rate(t0 + Duration::from_secs(100)), 10.0);
+    }
+
+    #[test]
+    fn accepted_and_neutral_never_lower_the_rate() {
+        let (mut c, t0) = controller(10.0);
+        for i in 0..1000 {
+            let now = t0 + ms(i * 10);
+            c.on_send(now);
+            let fb = if i % 2 == 0 {
+                RateFeedback::Neutral
+            } else {
+                RateFeedback::Accepted
+            };
+            c.on_feedback(now, fb);
+            assert_eq!(c.rate(now), 10.0);
+        }
+        assert_eq!(c.cuts(), 0);
+    }
+
+    #[test]
+    fn lone_429_cuts_by_decrease_factor_then_recovers() {
+        let (mut c, t0) = controller(10.0);
+        accept_n(&mut c, t0, 50);
+        c.on_send(t0);
+        c.on_feedback(t0, RateFeedback::Throttled);
+        assert!((c.rate(t0) - 8.0).abs() < 1e-9, "{}", c.rate(t0));
+        // Concave: more than half of the way back after a third of the recovery time.
+        let third = c.rate(t0 + Duration::from_secs(1));
+        assert!(third > 9.0 && third < 10.0, "{third}");
+        assert!((c.rate(t0 + Duration::from_secs(3)) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn further_429s_in_the_same_episode_are_ignored() {
+        let (mut c, t0) = controller(10.0);
+        accept_n(&mut c, t0, 50);
+        // Five calls in flight at the old rate when the first 429 arrives.
+        for _ in 0..5 {
+            c.on_send(t0);
+        }
+        c.on_feedback(t0, RateFeedback::Throttled);
+        let after_cut = c.rate(t0);
+        for i in 1..5 {
+            c.on_feedback(t0 + ms(60 + i), RateFeedback::Throttled);
+        }
+        assert_eq!(c.cuts(), 1);
+        assert!(c.rate(t0 + ms(70)) >= after_cut);
+        // A call sent after the cut and throttled is a new episode.
+        c.on_send(t0 + ms(100));
+        c.on_feedback(t0 + ms(200), RateFeedback::Throttled);
+        assert_eq!(c.cuts(), 2);
+        assert!(c.rate(t0 + ms(200)) < after_cut);
+    }
+
+    #[test]
+    fn without_send_reports_the_episode_is_min_hold() {
+        let (mut c, t0) = controller(10.0);
+        c.on_feedback(t0, RateFeedback::Throttled);
+        c.on_feedback(t0 + ms(10), RateFeedback::Throttled);
+        assert_eq!(c.cuts(), 1);
+        c.on_feedback(t0 + ms(60), RateFeedback::Throttled);
+        assert_eq!(c.cuts(), 2);
+    }
+
+    #[test]
+    fn lost_answers_end_the_episode_after_max_hold() {
+        let (mut c, t0) = controller(10.0);
+        for _ in 0..10 {
+            c.on_send(t0);
+        }
+        c.on_feedback(t0, RateFeedback::Throttled);
+        c.on_feedback(t0 + ms(1900), RateFeedback::Throttled);
+        assert_eq!(c.cuts(), 1);
+        c.on_feedback(t0 + ms(2100), RateFeedback::Throttled);
+        assert_eq!(c.cuts(), 2);
+    }
+
+    #[test]
+    fn a_storm_of_429s_cuts_deeper() {
+        let (mut c, t0) = controller(10.0);
+        // The very first answer is a 429: nothing says the rate was fine, cut deep.
+        c.on_send(t0);
+        c.on_feedback(t0, RateFeedback::Throttled);
+        assert!((c.rate(t0) - 5.0).abs() < 1e-9, "{}", c.rate(t0));
+        let mut now = t0 + ms(100);
+        let before = c.rate(now);
+        for _ in 0..4 {
+            c.on_send(now);
+            c.on_feedback(now, RateFeedback::Throttled);
+        }
+        assert_eq!(c.cuts(), 2);
+        assert!((c.rate(now) - before * 0.5).abs() < 1e-9, "{}", c.rate(now));
+        now += ms(1);
+        assert!(c.rate(now) < before * 0.51);
+    }
+
+    #[test]
+    fn never_below_the_floor_nor_above_the_ceiling() {
+        let (mut c, t0) = controller(10.0);
+        let mut now = t0;
+        for _ in 0..200 {
+            now += ms(100);
+            c.on_send(now);
+            c.on_feedback(now, RateFeedback::Throttled);
+            assert!(c.rate(now) >= 0.5 - 1e-12);
+        }
+        assert!((c.rate(now) - 0.5).abs() < 1e-9);
+        assert_eq!(c.rate(now + Duration::from_secs(3600)), 10.0);
+    }
+
+    #[test]
+    fn fractional_ceiling_and_floor() {
+        let (c, t0) = controller(0.5);
+        assert_eq!(c.rate(t0), 0.5);
+        assert!((c.floor() - 0.1).abs() < 1e-12);
+        let (c, _) = controller(0.05);
+        assert_eq!(c.floor(), 0.05);
+    }
+
+    #[test]
+    fn bad_ceilings_do_not_panic() {
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
+            let (mut c, t0) = controller(bad);
+            c.on_feedback(t0, RateFeedback::Throttled);
+            let r = c.rate(t0);
+            assert!(r.is_finite() && r > 0.0);
+        }
+    }
+
+    #[test]
+    fn probing_above_w_max_creeps_back_to_the_ceiling() {
+        let (mut c, t0) = controller(10.0);
+        accept_n(&mut c, t0, 50);
+        c.on_send(t0);
+        c.on_feedback(t0, RateFeedback::Throttled);
+        let t1 = t0 + Duration::from_secs(1);
+        c.on_send(t1);
+        c.on_feedback(t1, RateFeedback::Throttled);
+        // The second 429 came before the plateau: w_max = 0.9 × rate at the 429.
+        let at_429 = 8.0 + 2.0 * (1.0 - (1.0f64 - 1.0 / 3.0).powi(3));
+        let w_max = at_429 * 0.9;
+        let plateau = c.rate(t1 + Duration::from_secs(3));
+        assert!((plateau - w_max).abs() < 1e-9, "{plateau} vs {w_max}");
+        let later = c.rate(t1 + Duration::from_secs(8));
+        assert!(later > plateau && later < 10.0, "{later}");
+        assert_eq!(c.rate(t1 + Duration::from_secs(30)), 10.0);
+    }
+}
