@@ -1,1 +1,25 @@
-pub fn placeholder() {}
+//! connect-sim: a local Amazon Connect simulator for the two operations the worker uses,
+//! StartChatContact and CreatePersistentContactAssociation, on Connect's restJson1 wire
+//! protocol, with Connect's quotas (per-operation token buckets for the account, concurrent
+//! active chats per instance, another caller sharing the quota), idempotent ClientTokens,
+//! fault injection and counters.
+//!
+//! Use it from tests as a library (`start(SimConfig, "127.0.0.1:0")`, then point an AWS SDK
+//! at `SimHandle::endpoint_url()` and read `SimHandle::stats()`), or run the `connect-sim`
+//! binary. sim/README.md documents the wire behaviour, the order of checks and the stats.
+
+mod api;
+mod auth;
+mod background;
+mod bucket;
+pub mod config;
+mod core;
+mod error;
+mod ids;
+mod server;
+pub mod stats;
+mod validate;
+
+pub use config::SimConfig;
+pub use server::{SimHandle, start};
+pub use stats::{BackgroundCounters, OpCounters, Operations, SecondCounts, Stats, TimelineSecond};

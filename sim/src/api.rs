@@ -1,0 +1,132 @@
+//! HTTP routes. The two Connect operations on the restJson1 protocol, and the `/_sim`
+//! control endpoints:
+//! - `PUT /contact/chat` → StartChatContact
+//! - `POST /contact/persistent-contact-association/{InstanceId}/{InitialContactId}` →
+//!   CreatePersistentContactAssociation
+//! - `GET /_sim/stats` → `Stats` as JSON; `POST /_sim/reset` → fresh account, 204.
+//!
+//! Per request: auth (403) → parse and validate (400) → the account's decision (`core`) →
+//! `--latency-ms` → respond, or close the connection when fault injection says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::Value;
+
+use crate::core::{Core, Outcome};
+use crate::error::{ApiError, ErrorCode};
+use crate::server::ConnControl;
+use crate::stats::Op;
+use crate::{auth, ids, validate};
+
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/contact/chat", put(start_chat))
+        .route(
+            "/contact/persistent-contact-association/{instance_id}/{initial_contact_id}",
+            post(associate),
+        )
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/reset", post(reset))
+        .fallback(unknown)
+        .with_state(core)
+}
+
+async fn start_chat(
+    State(core): State<Arc<Core>>,
+    conn: Option<axum::Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let outcome = auth::check(&headers)
+        .and_then(|()| validate::start_chat(&body))
+        .map(|req| core.start_chat(&req));
+    finish(&core, Op::StartChat, outcome, conn).await
+}
+
+async fn associate(
+    State(core): State<Arc<Core>>,
+    Path((instance_id, initial_contact_id)): Path<(String, String)>,
+    conn: Option<axum::Extension<ConnControl>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let outcome = auth::check(&headers)
+        .and_then(|()| validate::associate(&instance_id, &initial_contact_id, &body))
+        .map(|req| core.associate(&req));
+    finish(&core, Op::Associate, outcome, conn).await
+}
+
+/// Counts early rejections, applies the latency, then answers or drops the connection.
+async fn finish(
+    core: &Core,
+    op: Op,
+    outcome: Result<Outcome, ApiError>,
+    conn: Option<axum::Extension<ConnControl>>,
+) -> Response {
+    let outcome = outcome.unwrap_or_else(|e| {
+        core.count_rejected(op, &e);
+        Outcome::Err(e)
+    });
+    let latency = core.config().latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    tracing::debug!(operation = op.name(), ?outcome, "request decided");
+    match outcome {
+        Outcome::Ok(body) => json_response(StatusCode::OK, None, &body),
+        Outcome::Err(e) => error_response(&e),
+        Outcome::Drop => match conn {
+            Some(axum::Extension(conn)) => {
+                conn.drop_connection();
+                // The connection task now drops this future with the connection.
+                std::future::pending::<Response>().await
+            }
+            // Not served by our accept loop (e.g. a bare Router in a test): the closest we
+            // can do is an empty 500 without any error header.
+            None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+    }
+}
+
+fn json_response(status: StatusCode, error_type: Option<&str>, body: &Value) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let request_id = ids::uuid(&mut rand::rng());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-amzn-RequestId", v);
+    }
+    if let Some(code) = error_type.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert("x-amzn-ErrorType", code);
+    }
+    (status, headers, body.to_string()).into_response()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code.status(), Some(e.code.as_str()), &e.body())
+}
+
+async fn stats(State(core): State<Arc<Core>>) -> Response {
+    match serde_json::to_value(core.stats()) {
+        Ok(v) => json_response(StatusCode::OK, None, &v),
+        Err(e) => error_response(&ApiError::new(ErrorCode::InternalService, e.to_string())),
+    }
+}
+
+async fn reset(State(core): State<Arc<Core>>) -> StatusCode {
+    core.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn unknown() -> Response {
+    error_response(&ApiError::new(
+        ErrorCode::UnknownOperation,
+        "connect-sim implements StartChatContact and CreatePersistentContactAssociation only",
+    ))
+}

@@ -1,0 +1,187 @@
+//! Simulator configuration: one struct used both as the library's `SimConfig` and as the
+//! CLI's flags (clap derives the flags from the same fields, so `--help` documents every
+//! field and the defaults cannot drift apart: `Default` is defined by parsing no flags).
+
+use clap::{Args, Parser};
+
+/// Every knob of the simulator. `SimConfig::default()` equals the CLI defaults.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct SimConfig {
+    /// StartChatContact rate quota for the whole account, in calls per second (token bucket
+    /// refill rate, continuous). A new account has 2/s.
+    #[arg(long, default_value_t = 2.0, value_parser = non_negative_f64)]
+    pub start_chat_rate: f64,
+    /// StartChatContact burst quota (token bucket capacity). A new account has 5.
+    #[arg(long, default_value_t = 5)]
+    pub start_chat_burst: u32,
+    /// CreatePersistentContactAssociation rate quota, in calls per second.
+    #[arg(long, default_value_t = 2.0, value_parser = non_negative_f64)]
+    pub associate_rate: f64,
+    /// CreatePersistentContactAssociation burst quota (token bucket capacity).
+    #[arg(long, default_value_t = 5)]
+    pub associate_burst: u32,
+    /// Concurrent active chats allowed per instance; beyond it StartChatContact answers
+    /// 429 LimitExceededException.
+    #[arg(long, default_value_t = 100)]
+    pub max_active_chats: u32,
+    /// How long each simulated chat stays active, in seconds (fractions allowed), whatever
+    /// ChatDurationInMinutes says: tests use seconds where real chats last hours.
+    #[arg(long, default_value_t = 60.0, value_parser = positive_f64)]
+    pub chat_seconds: f64,
+    /// Another caller in the same account (a website widget, another service) calling
+    /// StartChatContact at this many calls per second, drawing from the same token bucket.
+    /// Its calls only consume rate tokens (no chats), and are counted apart under
+    /// `background` in the stats. 0 disables it.
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64)]
+    pub background_rate: f64,
+    /// Fraction (0..=1) of calls that pass the quotas and then fail with 500
+    /// InternalServiceException. A share `fail_after_create_ratio` of them fail after the chat
+    /// was created (a retry with the same ClientToken then returns that chat).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub fail_rate: f64,
+    /// Which share (0..=1) of injected failures and dropped connections happen after the
+    /// chat or association was created, as real partial failures do.
+    #[arg(long, default_value_t = 0.5, value_parser = fraction)]
+    pub fail_after_create_ratio: f64,
+    /// Extra latency added to every Connect API response, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fraction (0..=1) of calls that pass the quotas and whose connection is then closed
+    /// without any response (some after the chat was created, see fail_after_create_ratio).
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub drop_rate: f64,
+    /// Known instance ids (repeat the flag or separate with commas). Empty: any instance id
+    /// is accepted; otherwise any other id answers 404 ResourceNotFoundException.
+    #[arg(long = "instance-id", value_delimiter = ',')]
+    pub instance_ids: Vec<String>,
+    /// A SourceContactId, InitialContactId or RelatedContactId starting with this prefix
+    /// answers 404 ResourceNotFoundException. Empty disables the check.
+    #[arg(long, default_value = "missing-")]
+    pub missing_contact_prefix: String,
+    /// How long a ClientToken is remembered for idempotent replays, in seconds.
+    #[arg(long, default_value_t = 28_800.0, value_parser = positive_f64)]
+    pub idempotency_ttl_seconds: f64,
+    /// Seed for the fault-injection random draws (reproducible runs). Random when absent.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        // Parsing an empty command line cannot fail: every field has a default.
+        DefaultsOnly::parse_from(["connect-sim"]).config
+    }
+}
+
+impl SimConfig {
+    /// Checks what clap cannot when the struct is built by hand (library use).
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("start_chat_rate", self.start_chat_rate),
+            ("associate_rate", self.associate_rate),
+            ("background_rate", self.background_rate),
+        ];
+        for (name, v) in rates {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be a finite number >= 0, got {v}"));
+            }
+        }
+        let fractions = [
+            ("fail_rate", self.fail_rate),
+            ("drop_rate", self.drop_rate),
+            ("fail_after_create_ratio", self.fail_after_create_ratio),
+        ];
+        for (name, v) in fractions {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be between 0 and 1, got {v}"));
+            }
+        }
+        let positives = [
+            ("chat_seconds", self.chat_seconds),
+            ("idempotency_ttl_seconds", self.idempotency_ttl_seconds),
+        ];
+        for (name, v) in positives {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} must be a finite number > 0, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    config: SimConfig,
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("must be a finite number >= 0".into())
+    }
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err("must be a finite number > 0".into())
+    }
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be between 0 and 1".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_cli_defaults() {
+        let c = SimConfig::default();
+        assert_eq!(c.start_chat_rate, 2.0);
+        assert_eq!(c.start_chat_burst, 5);
+        assert_eq!(c.associate_rate, 2.0);
+        assert_eq!(c.associate_burst, 5);
+        assert_eq!(c.max_active_chats, 100);
+        assert_eq!(c.missing_contact_prefix, "missing-");
+        assert!(c.instance_ids.is_empty());
+        assert_eq!(c.fail_rate, 0.0);
+        assert_eq!(c.drop_rate, 0.0);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn instance_ids_accept_repeats_and_commas() {
+        let c = DefaultsOnly::parse_from([
+            "connect-sim",
+            "--instance-id",
+            "a,b",
+            "--instance-id",
+            "c",
+        ])
+        .config;
+        assert_eq!(c.instance_ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        assert!(DefaultsOnly::try_parse_from(["x", "--fail-rate", "1.5"]).is_err());
+        assert!(DefaultsOnly::try_parse_from(["x", "--chat-seconds", "0"]).is_err());
+        let c = SimConfig {
+            drop_rate: -0.1,
+            ..SimConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

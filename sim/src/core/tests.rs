@@ -1,0 +1,1 @@
+//! Core decisions under paused time.
