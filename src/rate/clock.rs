@@ -30,7 +30,11 @@ impl Reference for TokioInstant {
     }
 
     fn saturating_sub(&self, duration: Nanos) -> Self {
-        TokioInstant(self.0.checked_sub(Duration::from(duration)).unwrap_or(self.0))
+        TokioInstant(
+            self.0
+                .checked_sub(Duration::from(duration))
+                .unwrap_or(self.0),
+        )
     }
 }
 
@@ -56,9 +60,15 @@ mod tests {
         let a = clock.now();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let b = clock.now();
-        assert_eq!(Duration::from(b.duration_since(a)), Duration::from_millis(1500));
+        assert_eq!(
+            Duration::from(b.duration_since(a)),
+            Duration::from_millis(1500)
+        );
         assert_eq!(Duration::from(a.duration_since(b)), Duration::ZERO);
-        assert_eq!(b.saturating_sub(Nanos::from(Duration::from_millis(1500))), a);
+        assert_eq!(
+            b.saturating_sub(Nanos::from(Duration::from_millis(1500))),
+            a
+        );
         assert_eq!(a + Nanos::from(Duration::from_millis(1500)), b);
     }
 }

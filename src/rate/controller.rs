@@ -62,13 +62,24 @@ pub struct ControllerSettings {
     pub min_hold: Duration,
     /// Longest congestion episode (lost answers must not stretch it).
     pub max_hold: Duration,
+    /// Weight of the prior in the accepted share that sizes a cut: (accepted + prior) /
+    /// (answers + prior); small = trust few answers.
+    pub prior: f64,
+    /// Shortest time between cuts over which the accepted rate is trusted as our share.
+    pub min_cycle: Duration,
+    /// Plateau at the accepted rate of the last cycle (else at the rate of the 429).
+    pub use_share_estimate: bool,
+    /// The recovery after a cut spans at least this many calls (see [`time_scale`]).
+    pub recovery_calls: f64,
+    /// Sends over a cycle, as a fraction of the allowed rate, that make it a busy cycle.
+    pub busy_fraction: f64,
 }
 
 impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
             decrease_factor: 0.8,
-            min_decrease_factor: 0.5,
+            min_decrease_factor: 0.3,
             recovery_time: Duration::from_secs(3),
             probe_gain: 0.004,
             fast_convergence_factor: 0.9,
@@ -76,6 +87,11 @@ impl Default for ControllerSettings {
             min_floor: 0.1,
             min_hold: Duration::from_millis(50),
             max_hold: Duration::from_secs(2),
+            prior: 0.5,
+            min_cycle: Duration::from_secs(1),
+            busy_fraction: 0.75,
+            recovery_calls: 40.0,
+            use_share_estimate: true,
         }
     }
 }
@@ -100,12 +116,17 @@ pub struct RateController {
     /// Rate right after the last cut and when it happened: the start of the recovery curve.
     cut_rate: f64,
     epoch: Instant,
+    /// Stretch of the recovery curve's time for low rates (≥ 1), see [`time_scale`].
+    scale: f64,
+    /// Start of the current cycle (creation or last cut), for the accepted rate.
+    cycle_start: Instant,
     episode: Option<Episode>,
     sends: u64,
     answers: u64,
     /// Outcomes since the last cut, for the depth of the next cut.
     accepted_since_cut: u64,
     throttled_since_cut: u64,
+    sends_since_cut: u64,
     cuts: u64,
 }
 
@@ -124,11 +145,14 @@ impl RateController {
             cut_rate: ceiling,
             // As if the last cut were long ago: the curve is past its plateau, at the ceiling.
             epoch: now.checked_sub(settings.recovery_time).unwrap_or(now),
+            cycle_start: now,
+            scale: 1.0,
             episode: None,
             sends: 0,
             answers: 0,
             accepted_since_cut: 0,
             throttled_since_cut: 0,
+            sends_since_cut: 0,
             cuts: 0,
             settings,
         }
@@ -153,6 +177,7 @@ impl RateController {
     /// from answers to calls sent after it).
     pub fn on_send(&mut self, _now: Instant) {
         self.sends = self.sends.saturating_add(1);
+        self.sends_since_cut = self.sends_since_cut.saturating_add(1);
     }
 
     /// One call's outcome arrived at `now`.
@@ -174,8 +199,9 @@ impl RateController {
 
     /// Allowed calls/s at `now`.
     pub fn rate(&self, now: Instant) -> f64 {
+        // Time runs `1 / scale` as fast for a slow controller: it sees fewer answers per second.
         let k = self.settings.recovery_time.as_secs_f64();
-        let s = now.saturating_duration_since(self.epoch).as_secs_f64();
+        let s = now.saturating_duration_since(self.epoch).as_secs_f64() / self.scale;
         let r = if k > 0.0 && s < k {
             // Concave climb from cut_rate to w_max: fast at first, flat near w_max.
             let x = 1.0 - s / k;
@@ -211,21 +237,45 @@ impl RateController {
         let accepted = self.accepted_since_cut as f64;
         let total = accepted + self.throttled_since_cut as f64;
         // Laplace-smoothed accepted share: one 429 among few answers says little.
-        let accepted_share = (accepted + 1.0) / (total + 1.0);
+        let prior = self.settings.prior;
+        let accepted_share = (accepted + prior) / (total + prior);
         let factor = clamp(
             accepted_share,
             self.settings.min_decrease_factor,
             self.settings.decrease_factor,
         );
-        self.w_max = if current < self.w_max * 0.99 {
-            current * self.settings.fast_convergence_factor
-        } else {
-            current
+        // Between two 429s (both at an empty Connect bucket) the tokens we got are exactly our
+        // share of the refill: the accepted rate over the cycle estimates the rate we can
+        // sustain. It is only meaningful if we were sending at about the allowed rate (not
+        // short of jobs) over a cycle long enough to average out.
+        let cycle = now
+            .saturating_duration_since(self.cycle_start)
+            .as_secs_f64();
+        let busy = self.sends_since_cut as f64 >= self.settings.busy_fraction * current * cycle;
+        let share = (self.settings.use_share_estimate
+            && cycle >= self.settings.min_cycle.as_secs_f64() * self.scale
+            && busy
+            && self.accepted_since_cut >= 3)
+            .then(|| {
+                // Calls still in flight are counted as accepted: most are, and leaving them out
+                // would bias a short cycle low by one round trip's worth of calls.
+                let got = (self
+                    .sends_since_cut
+                    .saturating_sub(self.throttled_since_cut) as f64)
+                    .max(accepted);
+                got / cycle
+            });
+        self.w_max = match share {
+            Some(share) => current.min(share),
+            None if current < self.w_max * 0.99 => current * self.settings.fast_convergence_factor,
+            None => current,
         };
         self.w_max = clamp(self.w_max, self.floor, self.ceiling);
         self.cut_rate = clamp(current * factor, self.floor, self.ceiling);
         self.w_max = self.w_max.max(self.cut_rate);
+        self.scale = time_scale(&self.settings, self.w_max);
         self.epoch = now;
+        self.cycle_start = now;
         self.episode = Some(Episode {
             at: now,
             // The answer to the call that triggered this cut is already counted.
@@ -233,8 +283,20 @@ impl RateController {
         });
         self.accepted_since_cut = 0;
         self.throttled_since_cut = 0;
+        self.sends_since_cut = 0;
         self.cuts = self.cuts.saturating_add(1);
     }
+}
+
+/// How much slower than nominal the recovery curve runs at rate `w_max`: the climb back must
+/// span at least `recovery_calls` calls, or a slow controller (0.5 calls/s, or one replica of
+/// many) would be back at `w_max` before a single answer could tell it whether that was right.
+fn time_scale(settings: &ControllerSettings, w_max: f64) -> f64 {
+    let k = settings.recovery_time.as_secs_f64();
+    if k <= 0.0 || w_max <= 0.0 {
+        return 1.0;
+    }
+    (settings.recovery_calls / w_max / k).clamp(1.0, 1000.0)
 }
 
 /// A usable rate from configuration input: finite and positive, else 0.001 calls/s.
@@ -262,9 +324,75 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Settings with round numbers: no time stretch, no share estimate, prior 1, cuts ≥ 0.5.
+    fn plain() -> ControllerSettings {
+        ControllerSettings {
+            recovery_calls: 0.0,
+            use_share_estimate: false,
+            prior: 1.0,
+            min_decrease_factor: 0.5,
+            ..ControllerSettings::default()
+        }
+    }
+
     fn controller(ceiling: f64) -> (RateController, Instant) {
         let t0 = Instant::now();
-        (RateController::new(ControllerSettings::default(), ceiling, t0), t0)
+        (RateController::new(plain(), ceiling, t0), t0)
+    }
+
+    #[test]
+    fn plateau_at_the_accepted_rate_of_the_last_cycle() {
+        let settings = ControllerSettings {
+            use_share_estimate: true,
+            ..plain()
+        };
+        let t0 = Instant::now();
+        let mut c = RateController::new(settings, 10.0, t0);
+        // Allowed 10/s, busy, but only 8/s went out and got through.
+        for k in 0..80u32 {
+            let at = t0 + Duration::from_secs(1) * k / 8;
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Accepted);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        c.on_send(t1);
+        c.on_feedback(t1, RateFeedback::Throttled);
+        // The share is 80 calls in 10 s: the plateau is 8/s, not the 10/s of the 429...
+        let plateau = c.rate(t1 + Duration::from_secs(3));
+        assert!((plateau - 8.0).abs() < 0.2, "{plateau}");
+        // ... unless we were short of jobs: then the cycle says nothing about the share.
+        let mut idle = RateController::new(
+            ControllerSettings {
+                use_share_estimate: true,
+                ..plain()
+            },
+            10.0,
+            t0,
+        );
+        for k in 0..20u32 {
+            let at = t0 + Duration::from_millis(500) * k;
+            idle.on_send(at);
+            idle.on_feedback(at, RateFeedback::Accepted);
+        }
+        idle.on_send(t1);
+        idle.on_feedback(t1, RateFeedback::Throttled);
+        assert!((idle.rate(t1 + Duration::from_secs(3)) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slow_controllers_recover_over_more_time() {
+        let settings = ControllerSettings {
+            recovery_calls: 30.0,
+            ..plain()
+        };
+        let t0 = Instant::now();
+        let mut c = RateController::new(settings, 1.0, t0);
+        accept_n(&mut c, t0, 50);
+        c.on_send(t0);
+        c.on_feedback(t0, RateFeedback::Throttled);
+        // 30 calls at 1/s: the climb back takes 30 s instead of 3 s.
+        assert!(c.rate(t0 + Duration::from_secs(3)) < 0.9);
+        assert!((c.rate(t0 + Duration::from_secs(30)) - 1.0).abs() < 1e-9);
     }
 
     /// Report `n` accepted calls, each sent and answered at `at`.

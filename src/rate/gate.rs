@@ -318,10 +318,7 @@ mod tests {
         g.on_limit_exceeded(t0);
         // More LimitExceeded from calls already in flight: stays closed, cooldown does not grow.
         g.on_limit_exceeded(t0 + Duration::from_millis(500));
-        assert_eq!(
-            g.reopens_in(t0 + Duration::from_millis(500)),
-            Some(secs(2))
-        );
+        assert_eq!(g.reopens_in(t0 + Duration::from_millis(500)), Some(secs(2)));
         // A success of a call that was in flight: capacity exists, open.
         g.on_success();
         assert_eq!(g.admit(t0 + secs(1)), Admission::Open);

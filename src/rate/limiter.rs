@@ -37,9 +37,9 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
+use super::RateFeedback;
 use super::clock::{TokioClock, TokioInstant};
 use super::controller::{ControllerSettings, RateController, sanitize_rate};
-use super::RateFeedback;
 
 /// Longest single sleep of the waiter at the head, so a rate that recovers while it waits
 /// shortens the wait.
@@ -54,8 +54,12 @@ type Governor = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<
 
 struct Pacing {
     controller: RateController,
-    /// Scheduled time of the last call (may be slightly before it really went out).
+    /// Scheduled time of the last call, before jitter (may be slightly before it really went
+    /// out).
     last_slot: Option<Instant>,
+    /// Delay of the next call after its slot, as a fraction of the period.
+    jitter: f64,
+    rng: u64,
 }
 
 impl Pacing {
@@ -64,7 +68,7 @@ impl Pacing {
         Duration::from_secs_f64(1.0 / sanitize_rate(rate))
     }
 
-    /// When the next call may go.
+    /// The next call's slot (before jitter).
     fn next_slot(&self, now: Instant) -> Instant {
         match self.last_slot {
             None => now,
@@ -72,14 +76,61 @@ impl Pacing {
         }
     }
 
+    /// When the next call may go: its slot plus a random delay of up to [`JITTER`] periods.
+    /// The delay never accumulates (the next slot counts from this slot, not from the
+    /// release), so the average rate is exact; it only breaks phase locking: a replica whose
+    /// calls always land just after a token refills would never see a 429 and never yield its
+    /// share to replicas that always land just before.
+    fn release_at(&self, now: Instant) -> Instant {
+        let slot = self.next_slot(now);
+        if self.last_slot.is_none() {
+            return slot;
+        }
+        slot.checked_add(self.period(now).mul_f64(self.jitter))
+            .unwrap_or(slot)
+    }
+
     fn commit(&mut self, now: Instant) {
         let slot = self.next_slot(now);
         let earliest = now
-            .checked_sub(self.period(now).mul_f64(CATCH_UP))
+            .checked_sub(self.period(now).mul_f64(CATCH_UP + JITTER))
             .unwrap_or(now);
         self.last_slot = Some(slot.max(earliest).min(now));
         self.controller.on_send(now);
+        self.jitter = JITTER * next_unit(&mut self.rng);
     }
+}
+
+/// Largest random delay of a call after its slot, as a fraction of the period.
+const JITTER: f64 = 0.2;
+
+/// A uniform number in [0, 1) from a splitmix64 state.
+fn next_unit(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+thread_local! {
+    /// Seeds of the limiters created on this thread: distinct per limiter, and reproducible in
+    /// tests (each test runs on its own thread or process).
+    static SEEDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0x5EED) };
+}
+
+/// A jitter seed: distinct per limiter, and per process outside tests (replicas must not jitter
+/// in step).
+fn next_seed() -> u64 {
+    let n = SEEDS.with(|c| {
+        let n = c.get();
+        c.set(n.wrapping_add(0x9E37_79B9));
+        n
+    });
+    #[cfg(not(test))]
+    let n = n ^ u64::from(std::process::id()).rotate_left(32);
+    n
 }
 
 /// Adaptive rate limiter of one Connect operation. `Send + Sync`; share it with an `Arc`.
@@ -99,7 +150,11 @@ impl AdaptiveLimiter {
     }
 
     /// Like [`AdaptiveLimiter::new`] with explicit controller tuning.
-    pub fn with_settings(settings: ControllerSettings, ceiling_per_second: f64, burst: u32) -> Self {
+    pub fn with_settings(
+        settings: ControllerSettings,
+        ceiling_per_second: f64,
+        burst: u32,
+    ) -> Self {
         let ceiling = sanitize_rate(ceiling_per_second);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(Duration::from_secs_f64(1.0 / ceiling))
@@ -111,6 +166,8 @@ impl AdaptiveLimiter {
             pacing: Mutex::new(Pacing {
                 controller: RateController::new(settings, ceiling, Instant::now()),
                 last_slot: None,
+                jitter: 0.0,
+                rng: next_seed(),
             }),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -122,7 +179,7 @@ impl AdaptiveLimiter {
         let _turn = self.turn.lock().await;
         loop {
             let now = Instant::now();
-            let slot = self.with_pacing(|p| p.next_slot(now));
+            let slot = self.with_pacing(|p| p.release_at(now));
             if slot > now {
                 tokio::time::sleep_until(slot.min(now + RECHECK)).await;
                 continue;
@@ -202,9 +259,16 @@ mod tests {
             limiter.acquire().await;
             sends.push(Instant::now() - start);
         }
+        // Call k goes at its slot k × 100 ms plus a jitter of at most 20 ms that never
+        // accumulates: no burst, no drift.
         assert_eq!(sends[0], Duration::ZERO);
-        assert_eq!(sends[1], Duration::from_millis(100));
-        assert_eq!(sends[20], Duration::from_secs(2));
+        for (k, sent) in sends.iter().enumerate() {
+            let slot = Duration::from_millis(100) * k as u32;
+            assert!(
+                *sent >= slot && *sent <= slot + Duration::from_millis(20),
+                "{k}: {sent:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -214,8 +278,9 @@ mod tests {
         limiter.acquire().await;
         limiter.acquire().await;
         let waited = limiter.acquire().await;
-        assert_eq!(waited, Duration::from_secs(2));
-        assert_eq!(Instant::now() - start, Duration::from_secs(4));
+        assert!(waited >= Duration::from_millis(1600) && waited <= Duration::from_millis(2400));
+        let elapsed = Instant::now() - start;
+        assert!(elapsed >= Duration::from_secs(4) && elapsed <= Duration::from_millis(4400));
     }
 
     #[tokio::test(start_paused = true)]
@@ -241,20 +306,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cancelled_waiters_do_not_stall_others() {
-        let limiter = Arc::new(AdaptiveLimiter::new(1.0, 1));
+        let limiter = Arc::new(AdaptiveLimiter::new(0.1, 1));
+        let start = Instant::now();
         limiter.acquire().await;
-        // Ten waiters give up before their slot.
+        // Ten waiters give up long before their slot (t = 10 s).
         for _ in 0..10 {
             let l = Arc::clone(&limiter);
-            let r = tokio::time::timeout(Duration::from_millis(300), async move {
-                l.acquire().await
-            })
-            .await;
+            let r =
+                tokio::time::timeout(Duration::from_millis(300), async move { l.acquire().await })
+                    .await;
             assert!(r.is_err());
         }
-        // 3 s passed; the next call may go at once: nothing was reserved by the cancelled ones.
-        let waited = limiter.acquire().await;
-        assert_eq!(waited, Duration::ZERO);
+        // Nothing was reserved by the cancelled ones: the next call still goes at its slot,
+        // t = 10 s (plus at most 2 s of jitter), not 10 slots later.
+        limiter.acquire().await;
+        let elapsed = Instant::now() - start;
+        assert!(elapsed >= Duration::from_secs(10) && elapsed <= Duration::from_secs(12));
     }
 
     #[tokio::test(start_paused = true)]
@@ -273,7 +340,8 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        // 20 calls at 5/s, no burst: the last one at 19 × 200 ms.
-        assert_eq!(Instant::now() - start, Duration::from_millis(3800));
+        // 20 calls at 5/s, no burst: the last one at its slot 19 × 200 ms (+ jitter ≤ 40 ms).
+        let elapsed = Instant::now() - start;
+        assert!(elapsed >= Duration::from_millis(3800) && elapsed <= Duration::from_millis(3840));
     }
 }

@@ -37,12 +37,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{AdaptiveLimiter, RateFeedback};
+use super::{AdaptiveLimiter, ControllerSettings, RateFeedback};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Scenario {
     description: String,
+    /// The benchmark target where the expected ranges are looser (documentation only).
+    #[serde(default)]
+    #[allow(dead_code)]
+    target: Option<String>,
     server: ServerSpec,
     duration_s: f64,
     #[serde(default)]
@@ -150,6 +154,8 @@ struct World {
     other_sent: Vec<f64>,
     other_refused: Vec<f64>,
     min_allowed_fraction: Vec<(f64, f64)>,
+    /// (time, sum of the replicas' allowed rates), for the trace.
+    total_allowed: Vec<(f64, f64)>,
 }
 
 impl World {
@@ -163,7 +169,9 @@ impl World {
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
-        let dt = now.saturating_duration_since(self.last_refill).as_secs_f64();
+        let dt = now
+            .saturating_duration_since(self.last_refill)
+            .as_secs_f64();
         self.level = (self.level + dt * self.rate).min(self.burst);
         self.last_refill = now;
         if self.level >= 1.0 {
@@ -185,7 +193,8 @@ impl World {
             self.worker_throttled.push(t);
             return Answer::Throttled;
         }
-        if self.limit_exceeded_fraction > 0.0 && self.rng.next_f64() < self.limit_exceeded_fraction {
+        if self.limit_exceeded_fraction > 0.0 && self.rng.next_f64() < self.limit_exceeded_fraction
+        {
             self.worker_neutral.push(t);
             return Answer::LimitExceeded;
         }
@@ -280,10 +289,12 @@ async fn sampler(world: Shared, limiters: Vec<Arc<AdaptiveLimiter>>, end: Instan
             .iter()
             .map(|l| l.allowed_rate() / l.ceiling())
             .fold(f64::INFINITY, f64::min);
+        let total: f64 = limiters.iter().map(|l| l.allowed_rate()).sum();
         {
             let mut w = lock(&world);
             let t = w.secs(Instant::now());
             w.min_allowed_fraction.push((t, min));
+            w.total_allowed.push((t, total));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -328,6 +339,7 @@ async fn run(s: &Scenario) -> Measured {
         other_sent: Vec::new(),
         other_refused: Vec::new(),
         min_allowed_fraction: Vec::new(),
+        total_allowed: Vec::new(),
     }));
     let end = start + Duration::from_secs_f64(s.duration_s);
     let mut tasks = Vec::new();
@@ -345,7 +357,7 @@ async fn run(s: &Scenario) -> Measured {
     let mut replica_tasks = Vec::new();
     for i in 0..s.replicas.count {
         let stagger = Duration::from_secs_f64(s.replicas.start_stagger_s * i as f64);
-        let limiter = Arc::new(AdaptiveLimiter::new(ceiling, burst));
+        let limiter = Arc::new(AdaptiveLimiter::with_settings(settings(), ceiling, burst));
         limiters.push(Arc::clone(&limiter));
         let w = Arc::clone(&world);
         replica_tasks.push(tokio::spawn(async move {
@@ -363,11 +375,58 @@ async fn run(s: &Scenario) -> Measured {
         t.abort();
     }
     let w = lock(&world);
+    if std::env::var_os("RATE_SCENARIO_TRACE").is_some() {
+        trace(&w, s.duration_s);
+    }
     let end_s = match (s.jobs, w.last_success) {
         (Some(_), Some(t)) => w.secs(t),
         _ => s.duration_s,
     };
     measure(s, &w, end_s)
+}
+
+/// Controller settings: the defaults, or for tuning sessions `RATE_SETTINGS` =
+/// "decrease,min_decrease,recovery_s,probe_gain,prior,recovery_calls".
+fn settings() -> ControllerSettings {
+    let mut s = ControllerSettings::default();
+    if let Ok(v) = std::env::var("RATE_SETTINGS") {
+        let f: Vec<f64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        if let [d, m, k, g, p, n] = f[..] {
+            s.recovery_calls = n;
+            s.decrease_factor = d;
+            s.min_decrease_factor = m;
+            s.recovery_time = Duration::from_secs_f64(k);
+            s.probe_gain = g;
+            s.prior = p;
+        }
+    }
+    if std::env::var_os("RATE_NO_SHARE").is_some() {
+        s.use_share_estimate = false;
+    }
+    s
+}
+
+/// Per-second timeline on stdout (set `RATE_SCENARIO_TRACE` to see it).
+fn trace(w: &World, duration_s: f64) {
+    let mut t = 0.0;
+    while t < duration_s {
+        let acc: usize = w
+            .worker_accepted
+            .iter()
+            .map(|r| count_in(r, t, t + 1.0))
+            .sum();
+        let allowed = w
+            .total_allowed
+            .iter()
+            .find(|(s, _)| *s >= t)
+            .map_or(0.0, |(_, a)| *a);
+        println!(
+            "t={t:>4.0} accepted={acc:>3} throttled={:>2} other_refused={:>2} allowed={allowed:.2}",
+            count_in(&w.worker_throttled, t, t + 1.0),
+            count_in(&w.other_refused, t, t + 1.0),
+        );
+        t += 1.0;
+    }
 }
 
 /// ∫ (server rate − active other callers) dt over [a, b].
@@ -387,9 +446,8 @@ fn count_in(times: &[f64], a: f64, b: f64) -> usize {
 
 fn measure(s: &Scenario, w: &World, end_s: f64) -> Measured {
     let from = s.measure_from_s;
-    let accepted_in = |a: f64, b: f64| -> usize {
-        w.worker_accepted.iter().map(|r| count_in(r, a, b)).sum()
-    };
+    let accepted_in =
+        |a: f64, b: f64| -> usize { w.worker_accepted.iter().map(|r| count_in(r, a, b)).sum() };
     let accepted = accepted_in(from, end_s);
     let throttled = count_in(&w.worker_throttled, from, end_s);
     let neutral = count_in(&w.worker_neutral, from, end_s);
@@ -452,7 +510,11 @@ fn check(name: &str, m: &Measured, e: &Expect) -> Vec<String> {
         }
     };
     one("goodput_fraction", e.goodput_fraction, m.goodput_fraction);
-    one("throttled_fraction", e.throttled_fraction, m.throttled_fraction);
+    one(
+        "throttled_fraction",
+        e.throttled_fraction,
+        m.throttled_fraction,
+    );
     one(
         "other_refused_fraction",
         e.other_refused_fraction,
@@ -524,6 +586,8 @@ scenarios!(
     fleet_3,
     fleet_6,
     fleet_6_staggered,
+    fleet_3_after_startup,
+    fleet_6_after_startup,
     fractional_ceiling,
     fractional_fleet,
     limit_exceeded_is_neutral,
