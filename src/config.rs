@@ -1,1 +1,280 @@
-//! Settings.
+//! Settings: each one an environment variable and a command-line flag (the flag wins). Values are
+//! read as text by clap and validated here, so any problem becomes one line that names the
+//! setting and says what is wrong, and the process exits with code 2.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::job::JobDefaults;
+
+/// Settings as given, before validation. Field docs are the `--help` text.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct RawSettings {
+    /// URL of the SQS queue the jobs arrive on (required).
+    #[arg(long, env = "JOBS_QUEUE_URL")]
+    pub jobs_queue_url: Option<String>,
+    /// URL of the SQS queue results are published to (required).
+    #[arg(long, env = "RESULTS_QUEUE_URL")]
+    pub results_queue_url: Option<String>,
+    /// URL of the dead-letter queue; jobs received more than MAX_RECEIVE_COUNT times are moved there.
+    #[arg(long, env = "DEAD_LETTER_QUEUE_URL")]
+    pub dead_letter_queue_url: Option<String>,
+    /// Connect instance id used when a job has no `instanceId`.
+    #[arg(long, env = "CONNECT_INSTANCE_ID")]
+    pub connect_instance_id: Option<String>,
+    /// Contact flow id used when a startPersistentChat job has no `contactFlowId`.
+    #[arg(long, env = "CONNECT_CONTACT_FLOW_ID")]
+    pub connect_contact_flow_id: Option<String>,
+    /// StartChatContact calls per second, the ceiling of the adaptive limiter [default: 2].
+    #[arg(long, env = "START_CHAT_RATE")]
+    pub start_chat_rate: Option<String>,
+    /// StartChatContact burst [default: 5].
+    #[arg(long, env = "START_CHAT_BURST")]
+    pub start_chat_burst: Option<String>,
+    /// CreatePersistentContactAssociation calls per second, the ceiling [default: 2].
+    #[arg(long, env = "ASSOCIATE_RATE")]
+    pub associate_rate: Option<String>,
+    /// CreatePersistentContactAssociation burst [default: 5].
+    #[arg(long, env = "ASSOCIATE_BURST")]
+    pub associate_burst: Option<String>,
+    /// Jobs worked on at once; messages are only received for free slots [default: 32].
+    #[arg(long, env = "MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<String>,
+    /// host:port of /metrics, /healthz and /readyz [default: 0.0.0.0:9464].
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Seconds to finish in-flight work after SIGTERM before releasing it [default: 25].
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<String>,
+    /// `json` or `text` [default: json].
+    #[arg(long, env = "LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// A job received more times than this fails with RetriesExhausted and goes to the DLQ;
+    /// keep it below the queue's redrive maxReceiveCount [default: 10].
+    #[arg(long, env = "MAX_RECEIVE_COUNT")]
+    pub max_receive_count: Option<String>,
+    /// Seconds each in-flight job is kept invisible, extended by the heartbeat [default: 60].
+    #[arg(long, env = "VISIBILITY_TIMEOUT_SECONDS")]
+    pub visibility_timeout_seconds: Option<String>,
+    /// /readyz fails when no receive succeeded for this many seconds [default: 90].
+    #[arg(long, env = "READY_STALE_SECONDS")]
+    pub ready_stale_seconds: Option<String>,
+    /// Timeout of one Connect call, in seconds [default: 10].
+    #[arg(long, env = "CONNECT_TIMEOUT_SECONDS")]
+    pub connect_timeout_seconds: Option<String>,
+}
+
+/// A token bucket's ceiling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateSetting {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub jobs_queue_url: String,
+    pub results_queue_url: String,
+    pub dead_letter_queue_url: Option<String>,
+    pub defaults: JobDefaults,
+    pub start_chat: RateSetting,
+    pub associate: RateSetting,
+    pub max_in_flight: usize,
+    pub metrics_addr: SocketAddr,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub max_receive_count: u32,
+    pub visibility_timeout: Duration,
+    pub ready_stale: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// One bad setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { setting, problem: problem.into() }
+}
+
+fn trimmed(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn required_url(v: &Option<String>, setting: &'static str) -> Result<String, ConfigError> {
+    let Some(s) = trimmed(v) else {
+        return Err(bad(setting, "is required (the URL of an SQS queue)"));
+    };
+    url(s, setting)
+}
+
+fn url(s: &str, setting: &'static str) -> Result<String, ConfigError> {
+    if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 10 {
+        return Err(bad(setting, format!("must be an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/jobs, got {s:?}")));
+    }
+    Ok(s.to_owned())
+}
+
+fn number<T: std::str::FromStr>(
+    v: &Option<String>,
+    setting: &'static str,
+    default: T,
+    what: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, ConfigError> {
+    match trimmed(v) {
+        None => Ok(default),
+        Some(s) => match s.parse::<T>() {
+            Ok(n) if ok(&n) => Ok(n),
+            _ => Err(bad(setting, format!("must be {what}, got {s:?}"))),
+        },
+    }
+}
+
+fn rate(v: &Option<String>, setting: &'static str) -> Result<f64, ConfigError> {
+    number(v, setting, 2.0, "a number of calls per second greater than 0 and at most 10000", |r: &f64| {
+        r.is_finite() && *r > 0.0 && *r <= 10_000.0
+    })
+}
+
+fn burst(v: &Option<String>, setting: &'static str) -> Result<u32, ConfigError> {
+    number(v, setting, 5, "a whole number from 1 to 10000", |b: &u32| (1..=10_000).contains(b))
+}
+
+fn seconds(v: &Option<String>, setting: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    number(v, setting, default, &format!("a whole number of seconds from {min} to {max}"), |s: &u64| (min..=max).contains(s))
+        .map(Duration::from_secs)
+}
+
+/// Parses `host:port`; a host name is resolved once, at start-up.
+pub fn parse_addr(s: &str) -> Option<SocketAddr> {
+    s.parse().ok().or_else(|| s.to_socket_addrs().ok()?.next())
+}
+
+impl RawSettings {
+    /// Validates every setting, reporting the first bad one.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let jobs_queue_url = required_url(&self.jobs_queue_url, "JOBS_QUEUE_URL")?;
+        let results_queue_url = required_url(&self.results_queue_url, "RESULTS_QUEUE_URL")?;
+        if jobs_queue_url == results_queue_url {
+            return Err(bad("RESULTS_QUEUE_URL", "must not be the jobs queue (results would be read back as jobs)"));
+        }
+        let dead_letter_queue_url = trimmed(&self.dead_letter_queue_url).map(|s| url(s, "DEAD_LETTER_QUEUE_URL")).transpose()?;
+        let id = |v: &Option<String>, setting, max: usize| -> Result<Option<String>, ConfigError> {
+            match trimmed(v) {
+                Some(s) if s.chars().count() > max => Err(bad(setting, format!("must be at most {max} characters"))),
+                other => Ok(other.map(str::to_owned)),
+            }
+        };
+        let defaults = JobDefaults {
+            instance_id: id(&self.connect_instance_id, "CONNECT_INSTANCE_ID", 100)?,
+            contact_flow_id: id(&self.connect_contact_flow_id, "CONNECT_CONTACT_FLOW_ID", 500)?,
+        };
+        let start_chat = RateSetting {
+            per_second: rate(&self.start_chat_rate, "START_CHAT_RATE")?,
+            burst: burst(&self.start_chat_burst, "START_CHAT_BURST")?,
+        };
+        let associate = RateSetting {
+            per_second: rate(&self.associate_rate, "ASSOCIATE_RATE")?,
+            burst: burst(&self.associate_burst, "ASSOCIATE_BURST")?,
+        };
+        let max_in_flight =
+            number(&self.max_in_flight, "MAX_IN_FLIGHT", 32, "a whole number from 1 to 10000", |n: &usize| (1..=10_000).contains(n))?;
+        let metrics_addr = match trimmed(&self.metrics_addr) {
+            None => SocketAddr::from(([0, 0, 0, 0], 9464)),
+            Some(s) => parse_addr(s).ok_or_else(|| bad("METRICS_ADDR", format!("must be host:port such as 0.0.0.0:9464, got {s:?}")))?,
+        };
+        let shutdown_grace = seconds(&self.shutdown_grace_seconds, "SHUTDOWN_GRACE_SECONDS", 25, 0, 3600)?;
+        let log_format = match trimmed(&self.log_format).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => return Err(bad("LOG_FORMAT", format!("must be json or text, got {other:?}"))),
+        };
+        let max_receive_count =
+            number(&self.max_receive_count, "MAX_RECEIVE_COUNT", 10, "a whole number from 1 to 1000", |n: &u32| (1..=1000).contains(n))?;
+        let visibility_timeout = seconds(&self.visibility_timeout_seconds, "VISIBILITY_TIMEOUT_SECONDS", 60, 5, 43_200)?;
+        let ready_stale = seconds(&self.ready_stale_seconds, "READY_STALE_SECONDS", 90, 25, 86_400)?;
+        let connect_timeout = seconds(&self.connect_timeout_seconds, "CONNECT_TIMEOUT_SECONDS", 10, 1, 300)?;
+        if connect_timeout >= visibility_timeout {
+            return Err(bad("CONNECT_TIMEOUT_SECONDS", "must be shorter than VISIBILITY_TIMEOUT_SECONDS"));
+        }
+        Ok(Settings {
+            jobs_queue_url,
+            results_queue_url,
+            dead_letter_queue_url,
+            defaults,
+            start_chat,
+            associate,
+            max_in_flight,
+            metrics_addr,
+            shutdown_grace,
+            log_format,
+            max_receive_count,
+            visibility_timeout,
+            ready_stale,
+            connect_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> RawSettings {
+        RawSettings {
+            jobs_queue_url: Some("http://127.0.0.1:5000/000000000000/jobs".into()),
+            results_queue_url: Some("http://127.0.0.1:5000/000000000000/results".into()),
+            ..RawSettings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let s = minimal().validate().unwrap();
+        assert_eq!(s.start_chat, RateSetting { per_second: 2.0, burst: 5 });
+        assert_eq!(s.max_in_flight, 32);
+        assert_eq!(s.metrics_addr.port(), 9464);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn each_error_names_its_setting() {
+        let cases: Vec<(RawSettings, &str)> = vec![
+            (RawSettings { jobs_queue_url: None, ..minimal() }, "JOBS_QUEUE_URL"),
+            (RawSettings { results_queue_url: Some("  ".into()), ..minimal() }, "RESULTS_QUEUE_URL"),
+            (RawSettings { results_queue_url: Some("jobs".into()), ..minimal() }, "RESULTS_QUEUE_URL"),
+            (RawSettings { start_chat_rate: Some("0".into()), ..minimal() }, "START_CHAT_RATE"),
+            (RawSettings { start_chat_rate: Some("NaN".into()), ..minimal() }, "START_CHAT_RATE"),
+            (RawSettings { associate_burst: Some("1.5".into()), ..minimal() }, "ASSOCIATE_BURST"),
+            (RawSettings { max_in_flight: Some("-1".into()), ..minimal() }, "MAX_IN_FLIGHT"),
+            (RawSettings { metrics_addr: Some("nope".into()), ..minimal() }, "METRICS_ADDR"),
+            (RawSettings { log_format: Some("xml".into()), ..minimal() }, "LOG_FORMAT"),
+            (RawSettings { dead_letter_queue_url: Some("dlq".into()), ..minimal() }, "DEAD_LETTER_QUEUE_URL"),
+            (RawSettings { connect_timeout_seconds: Some("90".into()), ..minimal() }, "CONNECT_TIMEOUT_SECONDS"),
+        ];
+        for (raw, setting) in cases {
+            let err = raw.validate().expect_err(setting);
+            assert_eq!(err.setting, setting);
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn fractional_rates_are_allowed() {
+        let s = RawSettings { start_chat_rate: Some("0.5".into()), ..minimal() }.validate().unwrap();
+        assert_eq!(s.start_chat.per_second, 0.5);
+    }
+}

@@ -1,1 +1,116 @@
-//! HTTP endpoints.
+//! The HTTP endpoints on `METRICS_ADDR`: `GET /metrics` (Prometheus text format), `GET /healthz`
+//! (200 while the process serves requests) and `GET /readyz` (200 only while polling the jobs
+//! queue works; the receiver's watchdog in [`Health`] decides).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+
+/// Readiness: the receiver reports each successful receive and each failure; `/readyz` is 200
+/// while the last success is recent and the last failure was not a hard one (missing queue or
+/// denied access).
+#[derive(Debug)]
+pub struct Health {
+    stale_after: Duration,
+    last_success: Mutex<Option<Instant>>,
+    problem: Mutex<Option<String>>,
+    stopping: AtomicBool,
+}
+
+impl Health {
+    pub fn new(stale_after: Duration) -> Self {
+        Health { stale_after, last_success: Mutex::new(None), problem: Mutex::new(None), stopping: AtomicBool::new(false) }
+    }
+
+    pub async fn receive_succeeded(&self) {
+        *self.last_success.lock().await = Some(Instant::now());
+        *self.problem.lock().await = None;
+    }
+
+    /// A hard failure (missing queue, denied access): not ready until a receive succeeds again.
+    pub async fn receive_failed_hard(&self, why: String) {
+        *self.problem.lock().await = Some(why);
+    }
+
+    /// Shutting down: stop taking traffic.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err("shutting down".to_owned());
+        }
+        if let Some(p) = self.problem.lock().await.clone() {
+            return Err(p);
+        }
+        match *self.last_success.lock().await {
+            None => Err("no successful receive yet".to_owned()),
+            Some(t) if t.elapsed() > self.stale_after => {
+                Err(format!("no successful receive for {} s", t.elapsed().as_secs()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Metrics,
+    health: Arc<Health>,
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    let ready = s.health.readiness().await.is_ok();
+    s.metrics.ready.set(i64::from(ready));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    match s.health.readiness().await {
+        Ok(()) => {
+            s.metrics.ready.set(1);
+            (StatusCode::OK, "ready\n".to_owned())
+        }
+        Err(why) => {
+            s.metrics.ready.set(0);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
+        }
+    }
+}
+
+/// Binds `addr` and serves until `shutdown` completes. Returns the bound address (port 0 works).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { metrics, health });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    });
+    Ok((bound, task))
+}

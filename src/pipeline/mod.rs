@@ -1,1 +1,178 @@
-//! Pipeline.
+//! The pipeline: everything between a message on the jobs queue and its result on the results
+//! queue. One [`Context`] is shared by:
+//! - [`receiver`]: long-polls for as many messages as there are free slots;
+//! - [`process`]: works one job and decides its ending;
+//! - [`inflight`]: the registry of received messages and the visibility heartbeat;
+//! - [`settle`]: publishes results and deletes jobs in batches;
+//! - [`depth`]: polls queue depths for the metrics.
+//!
+//! Shutdown ([`Worker::run`]): on the stop signal the receiver stops at once (the long poll is
+//! dropped), jobs not yet calling Connect are released with visibility 0, calls on the wire get
+//! until the grace period ends, then the remaining jobs are released; results are flushed and the
+//! run returns. Nothing is deleted without its result published first.
+
+pub mod depth;
+pub mod inflight;
+pub mod process;
+pub mod receiver;
+pub mod settle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::connect::{ConnectApi, Operation};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::outcome::JobResult;
+use crate::queue::{MessageQueue, OutgoingMessage};
+use crate::rate::{AdaptiveLimiter, CapacityGate, GateSettings};
+use crate::retry::RetryPolicy;
+use inflight::InFlight;
+pub use settle::Queues;
+use settle::{SettleRequest, Settler};
+
+/// What every part of the pipeline shares.
+pub struct Context<Q, C> {
+    pub settings: Settings,
+    pub queues: Queues,
+    pub queue: Arc<Q>,
+    pub connect: Arc<C>,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    pub start_limiter: Arc<AdaptiveLimiter>,
+    pub associate_limiter: Arc<AdaptiveLimiter>,
+    pub gate: Arc<CapacityGate>,
+    pub retry: RetryPolicy,
+    pub inflight: Arc<InFlight>,
+    /// Cancelled on SIGTERM/SIGINT: stop receiving, release waiting jobs.
+    pub stop_receiving: CancellationToken,
+    /// Cancelled when the grace period is over: abandon calls on the wire.
+    pub abandon: CancellationToken,
+    settle_tx: mpsc::Sender<SettleRequest>,
+}
+
+impl<Q, C> Context<Q, C> {
+    pub fn limiter(&self, op: Operation) -> &AdaptiveLimiter {
+        match op {
+            Operation::StartChatContact => &self.start_limiter,
+            Operation::CreatePersistentContactAssociation => &self.associate_limiter,
+        }
+    }
+
+    /// Runs `fut` unless receiving stops first (`None`).
+    pub async fn until_stopped<F: std::future::Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::select! {
+            out = fut => Some(out),
+            _ = self.stop_receiving.cancelled() => None,
+        }
+    }
+
+    /// Hands a finished job to the settler and waits until it is settled; `true` when published.
+    pub async fn settle(&self, result: JobResult, receipt: &str, inflight_id: u64, dead_letter: Option<OutgoingMessage>) -> bool {
+        let (done, settled) = oneshot::channel();
+        let req = SettleRequest { result, receipt_handle: receipt.to_owned(), inflight_id, dead_letter, done };
+        if self.settle_tx.send(req).await.is_err() {
+            return false;
+        }
+        settled.await.unwrap_or(false)
+    }
+}
+
+/// What a run did, for the exit log line and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Jobs still in flight when the grace period ended (released to SQS).
+    pub released_after_grace: usize,
+}
+
+/// The assembled worker.
+pub struct Worker<Q, C> {
+    ctx: Arc<Context<Q, C>>,
+    settle_rx: mpsc::Receiver<SettleRequest>,
+}
+
+impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
+    pub fn new(settings: Settings, queue: Arc<Q>, connect: Arc<C>, metrics: Metrics, health: Arc<Health>, stop: CancellationToken) -> Self {
+        let queues = Queues {
+            jobs: settings.jobs_queue_url.clone(),
+            results: settings.results_queue_url.clone(),
+            dead_letter: settings.dead_letter_queue_url.clone(),
+        };
+        let start_limiter = Arc::new(AdaptiveLimiter::new(settings.start_chat.per_second, settings.start_chat.burst));
+        let associate_limiter = Arc::new(AdaptiveLimiter::new(settings.associate.per_second, settings.associate.burst));
+        for (op, l) in [(Operation::StartChatContact, &start_limiter), (Operation::CreatePersistentContactAssociation, &associate_limiter)] {
+            metrics.allowed_rate.with_label_values(&[op.as_str()]).set(l.allowed_rate());
+            metrics.rate_ceiling.with_label_values(&[op.as_str()]).set(l.ceiling());
+        }
+        let (settle_tx, settle_rx) = mpsc::channel(settings.max_in_flight.max(16));
+        let ctx = Arc::new(Context {
+            queues,
+            queue,
+            connect,
+            metrics,
+            health,
+            start_limiter,
+            associate_limiter,
+            gate: Arc::new(CapacityGate::new(GateSettings::default())),
+            retry: RetryPolicy::default(),
+            inflight: Arc::new(InFlight::new()),
+            stop_receiving: stop,
+            abandon: CancellationToken::new(),
+            settle_tx,
+            settings,
+        });
+        Worker { ctx, settle_rx }
+    }
+
+    pub fn context(&self) -> Arc<Context<Q, C>> {
+        self.ctx.clone()
+    }
+
+    /// Runs until the stop token is cancelled and everything in flight is settled or released.
+    pub async fn run(self) -> RunSummary {
+        let Worker { ctx, settle_rx } = self;
+        let background_stop = CancellationToken::new();
+        let settler = tokio::spawn(
+            Settler { queue: ctx.queue.clone(), queues: ctx.queues.clone(), inflight: ctx.inflight.clone(), metrics: ctx.metrics.clone() }
+                .run(settle_rx),
+        );
+        let heartbeat = tokio::spawn(inflight::heartbeat(
+            ctx.inflight.clone(),
+            ctx.queue.clone(),
+            ctx.queues.jobs.clone(),
+            ctx.settings.visibility_timeout,
+            ctx.metrics.clone(),
+            background_stop.clone(),
+        ));
+        let depth = tokio::spawn(depth::poll(ctx.queue.clone(), ctx.queues.clone(), ctx.metrics.clone(), background_stop.clone()));
+
+        let slots = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
+        let tasks = TaskTracker::new();
+        receiver::run(ctx.clone(), slots.clone(), tasks.clone()).await;
+
+        // Receiving has stopped. Waiting jobs release themselves; calls on the wire get the grace period.
+        ctx.health.stopping();
+        tasks.close();
+        let in_flight = ctx.inflight.len().await;
+        tracing::info!(in_flight, grace_s = ctx.settings.shutdown_grace.as_secs(), "stopping: no more receives");
+        let mut summary = RunSummary::default();
+        if tokio::time::timeout(ctx.settings.shutdown_grace, tasks.wait()).await.is_err() {
+            summary.released_after_grace = ctx.inflight.len().await;
+            tracing::warn!(remaining = summary.released_after_grace, "grace period over; releasing the jobs still in flight");
+            ctx.abandon.cancel();
+            // Releasing is one SQS call per job; bound it so a dead SQS cannot hold the exit.
+            let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        }
+        background_stop.cancel();
+        drop(ctx);
+        let _ = settler.await;
+        let _ = heartbeat.await;
+        let _ = depth.await;
+        summary
+    }
+}

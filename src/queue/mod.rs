@@ -1,1 +1,112 @@
-//! Queue adapter.
+//! SQS, as the worker sees it: the [`MessageQueue`] trait over queue URLs, with an `aws-sdk-sqs`
+//! adapter ([`sqs::SqsQueue`]) and an in-memory queue with the same visibility semantics
+//! ([`memory::MemoryQueue`]) for fast pipeline tests and benchmarks of the worker's own cost.
+//!
+//! Batch operations take up to 10 entries (SQS's limit) and report per-entry failures by the
+//! entry's index in the input, so callers handle partial batch failures without string ids.
+
+pub mod memory;
+pub mod sqs;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// SQS's limit on entries per batch call and messages per receive.
+pub const MAX_BATCH: usize = 10;
+
+/// One received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// SQS `ApproximateReceiveCount`: 1 on first delivery.
+    pub receive_count: u32,
+    /// SQS `SentTimestamp`, milliseconds since the Unix epoch.
+    pub sent_timestamp_ms: Option<u64>,
+    /// String message attributes (e.g. an operator's tags), kept when moving to the DLQ.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// One message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    /// String message attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// One entry of a batch that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryFailure {
+    /// Index into the batch that was passed in.
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+    /// SQS says the request itself was wrong (retrying will not help).
+    pub sender_fault: bool,
+}
+
+/// What kind of failure a whole queue call had; decides between "retry soon" and "tell the operator".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueErrorKind {
+    /// The queue does not exist (wrong URL, deleted).
+    QueueMissing,
+    /// Credentials or IAM policy deny the call.
+    AccessDenied,
+    /// Everything else: throttling, 5xx, network.
+    Transient,
+}
+
+/// A failed queue call, classified at the adapter boundary.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed ({code}): {message}")]
+pub struct QueueError {
+    pub kind: QueueErrorKind,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+}
+
+/// Approximate counts from `GetQueueAttributes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+/// The SQS operations the worker and its operator commands use.
+pub trait MessageQueue: Send + Sync + 'static {
+    /// Long-polls for up to `max` (≤ 10) messages, hiding them for `visibility`.
+    fn receive(
+        &self,
+        queue_url: &str,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send;
+
+    /// Sends up to 10 messages.
+    fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[OutgoingMessage],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Deletes up to 10 messages by receipt handle.
+    fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[String],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Sets the visibility timeout of up to 10 messages, counted from now.
+    fn change_visibility_batch(
+        &self,
+        queue_url: &str,
+        entries: &[(String, Duration)],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    fn depth(&self, queue_url: &str) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
+}

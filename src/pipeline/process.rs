@@ -1,0 +1,270 @@
+//! Working one job, from the received message to an [`Ending`]:
+//!
+//! 1. Received more than `MAX_RECEIVE_COUNT` times → `RetriesExhausted`, moved to the DLQ.
+//! 2. Parse and validate → `InvalidJob` naming the field. Past `notAfter` → `Expired`.
+//! 3. Per attempt: StartChatContact asks the capacity gate (closed → back to SQS until the gate
+//!    may probe); wait for a rate token; check `notAfter` again; call Connect with the job's
+//!    ClientToken; feed the outcome to the limiter and the gate.
+//! 4. A failure goes to [`retry::after_failure`], whose decision this file carries out.
+//!
+//! Shutdown: a job that is waiting (for a token or a backoff) when receiving stops is released at
+//! once (visibility 0); a call on the wire is finished, unless the grace period runs out first.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use tracing::{Instrument, info, warn};
+
+use super::Context;
+use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
+use crate::job::{Action, Job, parse_job};
+use crate::outcome::{JobResult, codes};
+use crate::queue::{MessageQueue, OutgoingMessage, ReceivedMessage};
+use crate::rate::{Admission, RateFeedback};
+use crate::retry::{self, Decision, RequeueReason};
+
+/// How a job's time in this worker ends.
+#[derive(Debug)]
+pub enum Ending {
+    /// Publish this result and delete the job (after moving it to the DLQ when `dead_letter`).
+    Settle { result: JobResult, dead_letter: bool },
+    /// Give the message back to SQS, visible again after `after`.
+    GiveBack { after: Duration, reason: RequeueReason },
+}
+
+/// Works one message and carries out its ending. Holds the in-flight slot until settled.
+pub async fn process<Q: MessageQueue, C: ConnectApi>(ctx: std::sync::Arc<Context<Q, C>>, msg: ReceivedMessage, inflight_id: u64) {
+    let span = tracing::info_span!("job", message_id = %msg.message_id, job_id = tracing::field::Empty, receive_count = msg.receive_count);
+    async move {
+        let started = tokio::time::Instant::now();
+        let ending = work(&ctx, &msg).await;
+        match ending {
+            Ending::Settle { result, dead_letter } => {
+                let outcome = result.status.as_str();
+                let code = result.error.as_ref().map(|e| e.code.clone());
+                let dead_letter = dead_letter.then(|| OutgoingMessage { body: msg.body.clone(), attributes: msg.attributes.clone() });
+                let settled = ctx.settle(result, &msg.receipt_handle, inflight_id, dead_letter).await;
+                ctx.metrics.job_duration.observe(started.elapsed().as_secs_f64());
+                observe_age(&ctx, &msg, "completed");
+                info!(outcome, code = code.as_deref().unwrap_or(""), settled, "job finished");
+            }
+            Ending::GiveBack { after, reason } => {
+                let ok = ctx.inflight.give_back(ctx.queue.as_ref(), &ctx.queues.jobs, inflight_id, after).await;
+                ctx.metrics.jobs_requeued.with_label_values(&[reason.as_str()]).inc();
+                if !ok {
+                    ctx.metrics.sqs_errors.with_label_values(&["ChangeMessageVisibilityBatch", "GiveBackFailed"]).inc();
+                }
+                info!(reason = reason.as_str(), delay_s = after.as_secs(), "job given back to the queue");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn observe_age<Q, C>(ctx: &Context<Q, C>, msg: &ReceivedMessage, stage: &str) {
+    if let Some(sent) = msg.sent_timestamp_ms {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        ctx.metrics.job_age.with_label_values(&[stage]).observe(now.saturating_sub(sent) as f64 / 1000.0);
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+async fn work<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, msg: &ReceivedMessage) -> Ending {
+    let rc = msg.receive_count;
+    let fail = |job_id: Option<String>, action: Option<Action>, code: &str, message: String| Ending::Settle {
+        result: JobResult::failed(job_id, action, &msg.message_id, rc, now(), code, message),
+        dead_letter: false,
+    };
+
+    let parsed = parse_job(&msg.body, &ctx.settings.defaults);
+    if let Some(id) = parsed.as_ref().map(|j| Some(j.job_id.as_str())).unwrap_or_else(|e| e.job_id.as_deref()) {
+        tracing::Span::current().record("job_id", id);
+    }
+
+    if retry::receive_limit_reached(rc, ctx.settings.max_receive_count) {
+        let (job_id, action) = match &parsed {
+            Ok(j) => (Some(j.job_id.clone()), Some(j.action)),
+            Err(e) => (e.job_id.clone(), e.action),
+        };
+        let to = if ctx.queues.dead_letter.is_some() { "; moved to the dead-letter queue" } else { "" };
+        let message = format!(
+            "the job was received {rc} times, more than MAX_RECEIVE_COUNT ({}), without finishing{to}",
+            ctx.settings.max_receive_count
+        );
+        warn!(code = codes::RETRIES_EXHAUSTED, "giving up on the job");
+        let mut ending = fail(job_id, action, codes::RETRIES_EXHAUSTED, message);
+        if let Ending::Settle { dead_letter, .. } = &mut ending {
+            *dead_letter = ctx.queues.dead_letter.is_some();
+        }
+        return ending;
+    }
+
+    let job = match parsed {
+        Ok(job) => job,
+        Err(e) => {
+            warn!(code = codes::INVALID_JOB, error = %e, "invalid job");
+            return fail(e.job_id.clone(), e.action, codes::INVALID_JOB, e.to_string());
+        }
+    };
+    if job.is_expired(now()) {
+        return expired(&job, msg);
+    }
+    call_with_retries(ctx, &job, msg).await
+}
+
+fn expired(job: &Job, msg: &ReceivedMessage) -> Ending {
+    let message = match job.not_after.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
+        Some(t) => format!("the job was not started before its notAfter ({t}), so it was not started"),
+        None => "the job expired before it was started".to_owned(),
+    };
+    Ending::Settle {
+        result: JobResult::failed(Some(job.job_id.clone()), Some(job.action), &msg.message_id, msg.receive_count, now(), codes::EXPIRED, message),
+        dead_letter: false,
+    }
+}
+
+async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, job: &Job, msg: &ReceivedMessage) -> Ending {
+    let op = match job.action {
+        Action::StartPersistentChat => Operation::StartChatContact,
+        Action::AssociatePersistentContact => Operation::CreatePersistentContactAssociation,
+    };
+    let limiter = ctx.limiter(op);
+    let token = job.client_token();
+    let mut schedule = ctx.retry.schedule();
+    let release = Ending::GiveBack { after: Duration::ZERO, reason: RequeueReason::Shutdown };
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let probe = if op == Operation::StartChatContact {
+            match ctx.gate.admit() {
+                Admission::Open => false,
+                Admission::Probe => true,
+                Admission::Closed { retry_after } => {
+                    let after = retry::capacity_wait(&ctx.retry, msg.receive_count, Some(retry_after), rand::random());
+                    return Ending::GiveBack { after, reason: RequeueReason::Capacity };
+                }
+            }
+        } else {
+            false
+        };
+
+        // Wait for a rate token; when receiving stops meanwhile, the job goes back untouched.
+        let waited = tokio::select! {
+            waited = limiter.acquire() => waited,
+            _ = ctx.stop_receiving.cancelled() => {
+                if probe { ctx.gate.on_probe_inconclusive(); }
+                return release;
+            }
+        };
+        ctx.metrics.rate_wait.with_label_values(&[op.as_str()]).observe(waited.as_secs_f64());
+        if job.is_expired(now()) {
+            if probe {
+                ctx.gate.on_probe_inconclusive();
+            }
+            return expired(job, msg);
+        }
+        if attempt == 1 {
+            observe_age(ctx, msg, "started");
+        }
+
+        let call_started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            r = call(ctx, op, job, &token) => r,
+            _ = ctx.abandon.cancelled() => {
+                if probe { ctx.gate.on_probe_inconclusive(); }
+                warn!(attempt, "grace period over during a call; releasing the job (its ClientToken makes a retry safe)");
+                return release;
+            }
+        };
+        let code = match &outcome {
+            Ok(_) => "OK",
+            Err(e) => e.code.as_str(),
+        };
+        ctx.metrics.connect_calls.with_label_values(&[op.as_str(), code]).inc();
+        ctx.metrics.connect_call_duration.with_label_values(&[op.as_str()]).observe(call_started.elapsed().as_secs_f64());
+        feed_back(ctx, op, probe, &outcome);
+
+        let err = match outcome {
+            Ok(CallOk::Started(chat)) => {
+                info!(attempt, contact_id = %chat.contact_id, "chat resumed");
+                return Ending::Settle {
+                    result: JobResult::started_chat(
+                        job,
+                        &msg.message_id,
+                        msg.receive_count,
+                        now(),
+                        chat.contact_id,
+                        chat.participant_id,
+                        chat.participant_token,
+                        chat.continued_from_contact_id,
+                    ),
+                    dead_letter: false,
+                };
+            }
+            Ok(CallOk::Associated(a)) => {
+                info!(attempt, "persistent contact associated");
+                return Ending::Settle {
+                    result: JobResult::associated(job, &msg.message_id, msg.receive_count, now(), a.continued_from_contact_id),
+                    dead_letter: false,
+                };
+            }
+            Err(e) => e,
+        };
+        let decision =
+            retry::after_failure(&ctx.retry, &err, schedule.next(), msg.receive_count, ctx.gate.reopens_in(), rand::random());
+        warn!(attempt, code = %err.code, class = ?err.class, decision = ?decision, "Connect call failed");
+        match decision {
+            Decision::RetryAfter(delay) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = ctx.stop_receiving.cancelled() => return release,
+                }
+            }
+            Decision::Requeue { after, reason } => return Ending::GiveBack { after, reason },
+            Decision::Fail { code, message } => {
+                return Ending::Settle {
+                    result: JobResult::failed(Some(job.job_id.clone()), Some(job.action), &msg.message_id, msg.receive_count, now(), &code, message),
+                    dead_letter: false,
+                };
+            }
+        }
+    }
+}
+
+enum CallOk {
+    Started(crate::connect::StartedChat),
+    Associated(crate::connect::Associated),
+}
+
+async fn call<Q, C: ConnectApi>(ctx: &Context<Q, C>, op: Operation, job: &Job, token: &str) -> Result<CallOk, ConnectError> {
+    match op {
+        Operation::StartChatContact => ctx.connect.start_chat(job, token).await.map(CallOk::Started),
+        Operation::CreatePersistentContactAssociation => ctx.connect.associate(job, token).await.map(CallOk::Associated),
+    }
+}
+
+/// Tells the limiter what the call said about the rate quota and the gate what it said about chat
+/// capacity. Only a throttle is a rate signal; only StartChatContact touches the gate.
+fn feed_back<Q, C>(ctx: &Context<Q, C>, op: Operation, probe: bool, outcome: &Result<CallOk, ConnectError>) {
+    let limiter = ctx.limiter(op);
+    let class = outcome.as_ref().err().map(|e| e.class);
+    limiter.feedback(match class {
+        None => RateFeedback::Accepted,
+        Some(ErrorClass::Throttled) => RateFeedback::Throttled,
+        Some(_) => RateFeedback::Neutral,
+    });
+    ctx.metrics.allowed_rate.with_label_values(&[op.as_str()]).set(limiter.allowed_rate());
+    if op == Operation::StartChatContact {
+        match class {
+            None => ctx.gate.on_success(),
+            Some(ErrorClass::LimitExceeded) => ctx.gate.on_limit_exceeded(),
+            Some(_) if probe => ctx.gate.on_probe_inconclusive(),
+            Some(_) => {}
+        }
+        ctx.metrics.capacity_gate_state.set(ctx.gate.state_code());
+    }
+}

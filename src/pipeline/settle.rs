@@ -1,0 +1,187 @@
+//! Settling: publish each job's result, then delete the job, in batches.
+//!
+//! Protocol, per batch of up to 10 finished jobs:
+//! 1. Jobs bound for the dead-letter queue are sent there first, one message per call (bodies can
+//!    be large). If that fails, the job is neither published nor deleted: SQS delivers it again.
+//! 2. Results go out with `SendMessageBatch` (attributes `jobId`, `status`). Failed entries that
+//!    are not the sender's fault are retried, up to three rounds with a short backoff.
+//! 3. Only jobs whose result was published are deleted with `DeleteMessageBatch`. A job whose
+//!    result could not be published stays in SQS and is worked again; its ClientToken makes the
+//!    second call a replay, so it yields the same result and opens no second chat.
+//! A failed delete means the job will be delivered again and its result published twice, which
+//! the contract allows (consumers dedupe by `jobId`).
+//!
+//! Requests arrive on a channel; the settler sends as soon as 10 are waiting, or after a short
+//! linger so a lone result is not delayed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::inflight::InFlight;
+use crate::metrics::Metrics;
+use crate::outcome::JobResult;
+use crate::queue::{MAX_BATCH, MessageQueue, OutgoingMessage};
+
+/// How long the settler waits for more results before sending a partial batch.
+const LINGER: Duration = Duration::from_millis(5);
+const PUBLISH_ROUNDS: usize = 3;
+
+/// A finished job, ready to settle.
+#[derive(Debug)]
+pub struct SettleRequest {
+    pub result: JobResult,
+    pub receipt_handle: String,
+    pub inflight_id: u64,
+    /// Set when the job goes to the dead-letter queue: its original body and attributes.
+    pub dead_letter: Option<OutgoingMessage>,
+    /// Told how the settling went: `true` when published and deleted.
+    pub done: oneshot::Sender<bool>,
+}
+
+/// Where results and jobs live.
+#[derive(Clone, Debug)]
+pub struct Queues {
+    pub jobs: String,
+    pub results: String,
+    pub dead_letter: Option<String>,
+}
+
+pub struct Settler<Q> {
+    pub queue: Arc<Q>,
+    pub queues: Queues,
+    pub inflight: Arc<InFlight>,
+    pub metrics: Metrics,
+}
+
+impl<Q: MessageQueue> Settler<Q> {
+    /// Runs until every sender is dropped and the channel is drained.
+    pub async fn run(self, mut rx: mpsc::Receiver<SettleRequest>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while batch.len() < MAX_BATCH {
+                tokio::select! {
+                    biased;
+                    more = rx.recv() => match more {
+                        Some(r) => batch.push(r),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            self.settle(batch).await;
+        }
+    }
+
+    async fn settle(&self, batch: Vec<SettleRequest>) {
+        // 1. Dead-letter moves first.
+        let mut ready = Vec::with_capacity(batch.len());
+        for req in batch {
+            if let (Some(dlq), Some(body)) = (&self.queues.dead_letter, &req.dead_letter) {
+                match self.queue.send_batch(dlq, std::slice::from_ref(body)).await {
+                    Ok(f) if f.is_empty() => self.metrics.jobs_dead_lettered.inc(),
+                    Ok(f) => {
+                        self.sqs_error("SendMessage", f.first().map_or("Unknown", |f| f.code.as_str()));
+                        self.unsettled(req, "moving the job to the dead-letter queue failed").await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.sqs_error("SendMessage", &e.code);
+                        self.unsettled(req, "moving the job to the dead-letter queue failed").await;
+                        continue;
+                    }
+                }
+            }
+            ready.push(req);
+        }
+        if ready.is_empty() {
+            return;
+        }
+
+        // 2. Publish results, retrying entries that failed through no fault of ours.
+        let messages: Vec<OutgoingMessage> = ready
+            .iter()
+            .map(|r| OutgoingMessage {
+                body: r.result.to_json(),
+                attributes: vec![
+                    ("jobId".to_owned(), r.result.job_id.clone().unwrap_or_else(|| "unknown".to_owned())),
+                    ("status".to_owned(), r.result.status.as_str().to_owned()),
+                ],
+            })
+            .collect();
+        let mut pending: Vec<usize> = (0..ready.len()).collect();
+        for round in 0..PUBLISH_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << round)).await;
+            }
+            let batch: Vec<OutgoingMessage> = pending.iter().map(|&i| messages[i].clone()).collect();
+            match self.queue.send_batch(&self.queues.results, &batch).await {
+                Ok(failures) => {
+                    // Entries still failing; another round only if one of them may succeed.
+                    let mut still = Vec::with_capacity(failures.len());
+                    let mut retryable = false;
+                    for f in &failures {
+                        self.sqs_error("SendMessageBatch", &f.code);
+                        if let Some(&i) = pending.get(f.index) {
+                            still.push(i);
+                            retryable |= !f.sender_fault;
+                        }
+                    }
+                    pending = still;
+                    if !retryable {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.sqs_error("SendMessageBatch", &e.code);
+                    tracing::warn!(error = %e, round, "publishing results failed");
+                }
+            }
+        }
+        let published: Vec<bool> = (0..ready.len()).map(|i| !pending.contains(&i)).collect();
+        self.metrics.results_published.inc_by(published.iter().filter(|p| **p).count() as u64);
+
+        // 3. Delete the jobs whose results are out.
+        let receipts: Vec<String> =
+            ready.iter().zip(&published).filter(|(_, p)| **p).map(|(r, _)| r.receipt_handle.clone()).collect();
+        if !receipts.is_empty() {
+            match self.queue.delete_batch(&self.queues.jobs, &receipts).await {
+                Ok(failures) => {
+                    for f in failures {
+                        self.sqs_error("DeleteMessageBatch", &f.code);
+                        tracing::warn!(code = %f.code, "job not deleted after its result was published; it will be delivered again");
+                    }
+                }
+                Err(e) => {
+                    self.sqs_error("DeleteMessageBatch", &e.code);
+                    tracing::warn!(error = %e, "deleting settled jobs failed; they will be delivered again");
+                }
+            }
+        }
+
+        for (req, ok) in ready.into_iter().zip(published) {
+            self.inflight.remove(req.inflight_id).await;
+            if ok {
+                let code = req.result.error.as_ref().map_or("none", |e| e.code.as_str());
+                self.metrics.jobs_completed.with_label_values(&[req.result.status.as_str(), code]).inc();
+            } else {
+                tracing::warn!(job_id = req.result.job_id.as_deref().unwrap_or(""), "result not published; the job stays in the queue");
+            }
+            let _ = req.done.send(ok);
+        }
+    }
+
+    /// The job could not be settled: stop extending it so SQS delivers it again.
+    async fn unsettled(&self, req: SettleRequest, why: &str) {
+        tracing::warn!(job_id = req.result.job_id.as_deref().unwrap_or(""), why, "job not settled; it will be delivered again");
+        self.inflight.remove(req.inflight_id).await;
+        let _ = req.done.send(false);
+    }
+
+    fn sqs_error(&self, operation: &str, code: &str) {
+        self.metrics.sqs_errors.with_label_values(&[operation, code]).inc();
+    }
+}
