@@ -162,6 +162,8 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
         };
         ctx.metrics.rate_wait.with_label_values(&[op.as_str()]).observe(waited.as_secs_f64());
         if job.is_expired(now()) {
+            // Every acquire gets exactly one feedback; the limiter counts answers against sends.
+            limiter.feedback(RateFeedback::Neutral);
             if probe {
                 ctx.gate.on_probe_inconclusive();
             }
@@ -175,6 +177,7 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
         let outcome = tokio::select! {
             r = call(ctx, op, job, &token) => r,
             _ = ctx.abandon.cancelled() => {
+                limiter.feedback(RateFeedback::Neutral);
                 if probe { ctx.gate.on_probe_inconclusive(); }
                 warn!(attempt, "grace period over during a call; releasing the job (its ClientToken makes a retry safe)");
                 return release;
