@@ -309,7 +309,7 @@ async fn jobs_received_too_often_fail_with_retries_exhausted_and_go_to_the_dlq()
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 10).await;
     // Connect always fails: in-process retries run out, the job goes back, and is received again.
-    let sim = start_sim(SimConfig { fail_rate: 1.0, ..generous_sim() }).await;
+    let sim = start_sim(SimConfig { fail_rate: 1.0, fail_after_create_ratio: 0.0, ..generous_sim() }).await;
     let mut env = worker_env(&moto, &queues, &sim);
     set(&mut env, "MAX_RECEIVE_COUNT", "1");
     let worker = Worker::start(&env);
@@ -334,6 +334,9 @@ async fn metrics_health_and_readiness_are_served() {
     queues.send_job(&start_job("m-1")).await;
     assert_eq!(queues.results(1, WAIT).await.len(), 1);
     assert!(eventually(Duration::from_secs(10), || worker.get("/readyz").map(|r| r.0) == Some(200)).await);
+    // The result is published before the job is deleted and counted as completed.
+    let completed = r#"resume_chat_jobs_completed_total{status="succeeded",code="none"}"#;
+    assert!(eventually(Duration::from_secs(10), || worker.metric(completed) == 1.0).await);
     let text = worker.metrics();
     for name in [
         "resume_chat_jobs_received_total",
