@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The demo (README): local SQS (moto), the Connect simulator and the worker, with sample jobs from
+# examples/jobs.jsonl. Prints each result and the metrics address, then keeps everything running
+# until Ctrl-C (DEMO_EXIT=1 stops once all results are in).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/python-env.sh
+echo "building (the first build compiles the AWS SDK: a few minutes)..."
+cargo build --locked --bins -q
+exec .venv/bin/python scripts/demo.py "$@"

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command (README, and CI through .ci/run). Installs what it needs, then runs:
+# formatting and lints, every Rust test (unit, paused-time scenarios, end-to-end against moto's SQS,
+# connect-sim and a real Prometheus), the simulator's wire tests with boto3, the deploy/ linters,
+# and a dependency audit against the offline RustSec snapshot in ../shared/advisory-db.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+step() { printf '\n== %s\n' "$*"; }
+
+step "python tools (.venv: moto, boto3, pytest)"
+scripts/python-env.sh
+
+step "prometheus (for the end-to-end metrics test)"
+PROMETHEUS_BIN="$(scripts/prometheus.sh)"
+export PROMETHEUS_BIN
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    step "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build (binaries used by the tests)"
+cargo build --workspace --locked --bins
+
+step "rust tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "connect-sim wire format with boto3"
+CONNECT_SIM_BIN="$root/target/debug/connect-sim" .venv/bin/python -m pytest -q sim/tests/python
+
+step "deploy/ linters"
+scripts/lint-deploy.sh
+
+step "dependency audit (offline RustSec snapshot)"
+scripts/audit.sh
+
+printf '\nall checks passed\n'
