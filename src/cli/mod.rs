@@ -3,6 +3,9 @@
 //! `dlq replay`. Each returns a [`CliError`] that `main` turns into a message and an exit code:
 //! 2 for bad configuration or usage, 1 for everything else.
 
+pub mod batch;
+pub mod dlq;
+pub mod enqueue;
 pub mod healthcheck;
 pub mod run;
 pub mod validate;
@@ -44,6 +47,13 @@ pub enum Command {
         #[arg(long, env = "CONNECT_CONTACT_FLOW_ID")]
         connect_contact_flow_id: Option<String>,
     },
+    /// Send jobs from a JSON-lines file or stdin to the jobs queue, after validating every line.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Dead-letter queue tools: `dlq replay` moves messages back to the jobs queue.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
 }
 
 /// Why a command failed.
@@ -74,6 +84,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             let defaults = crate::job::JobDefaults { instance_id: connect_instance_id, contact_flow_id: connect_contact_flow_id };
             validate_command(file.as_deref(), &defaults)
         }
+        Some(Command::Enqueue(args)) => enqueue::command(args).await,
+        Some(Command::Dlq { command }) => dlq::command(command).await,
     }
 }
 
