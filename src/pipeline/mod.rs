@@ -176,3 +176,6 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         summary
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! Pipeline tests under paused tokio time: the in-memory queue and a scripted Connect, so whole
+//! job lifecycles (capacity waits, throttles, shutdown, grace) run deterministically in
+//! milliseconds. The end-to-end tests in tests/ cover the same paths over real HTTP.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::RawSettings;
+use crate::connect::{Associated, ConnectError, ErrorClass, StartedChat};
+use crate::job::Job;
+use crate::queue::memory::MemoryQueue;
+
+const JOBS: &str = "http://memory/jobs";
+const RESULTS: &str = "http://memory/results";
+const DLQ: &str = "http://memory/dlq";
+
+type Reply = Result<(), (ErrorClass, &'static str)>;
+
+/// Answers calls from a script (then succeeds); records every call's client token.
+#[derive(Default)]
+struct ScriptedConnect {
+    script: Mutex<VecDeque<Reply>>,
+    calls: Mutex<Vec<String>>,
+    hang: bool,
+}
+
+impl ScriptedConnect {
+    fn new(script: Vec<Reply>) -> Self {
+        ScriptedConnect { script: Mutex::new(script.into()), ..Default::default() }
+    }
+    fn calls(&self) -> usize {
+        self.calls.lock().map(|c| c.len()).unwrap_or(0)
+    }
+    async fn answer(&self, token: &str) -> Result<(), ConnectError> {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(token.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        let next = self.script.lock().ok().and_then(|mut s| s.pop_front()).unwrap_or(Ok(()));
+        next.map_err(|(class, code)| ConnectError { class, code: code.to_owned(), message: format!("scripted {code}") })
+    }
+}
+
+impl ConnectApi for ScriptedConnect {
+    async fn start_chat(&self, job: &Job, token: &str) -> Result<StartedChat, ConnectError> {
+        self.answer(token).await?;
+        Ok(StartedChat {
+            contact_id: format!("contact-{}", job.job_id),
+            participant_id: "p".into(),
+            participant_token: "secret-token".into(),
+            continued_from_contact_id: Some(job.source_contact_id.clone()),
+        })
+    }
+    async fn associate(&self, job: &Job, token: &str) -> Result<Associated, ConnectError> {
+        self.answer(token).await?;
+        Ok(Associated { continued_from_contact_id: Some(job.source_contact_id.clone()) })
+    }
+}
+
+fn settings(extra: impl FnOnce(&mut RawSettings)) -> Settings {
+    let mut raw = RawSettings {
+        jobs_queue_url: Some(JOBS.into()),
+        results_queue_url: Some(RESULTS.into()),
+        dead_letter_queue_url: Some(DLQ.into()),
+        connect_instance_id: Some("inst".into()),
+        connect_contact_flow_id: Some("flow".into()),
+        start_chat_rate: Some("10".into()),
+        start_chat_burst: Some("10".into()),
+        shutdown_grace_seconds: Some("5".into()),
+        ..RawSettings::default()
+    };
+    extra(&mut raw);
+    raw.validate().expect("valid test settings")
+}
+
+fn job(id: &str) -> String {
+    format!(r#"{{"jobId":"{id}","sourceContactId":"src-{id}","participant":{{"displayName":"A"}}}}"#)
+}
+
+struct Harness {
+    queue: Arc<MemoryQueue>,
+    connect: Arc<ScriptedConnect>,
+    stop: CancellationToken,
+    metrics: Metrics,
+    run: tokio::task::JoinHandle<RunSummary>,
+}
+
+fn start(settings: Settings, connect: ScriptedConnect, bodies: &[String]) -> Harness {
+    let queue = Arc::new(MemoryQueue::new());
+    for b in bodies {
+        queue.push(JOBS, b.clone());
+    }
+    let connect = Arc::new(connect);
+    let stop = CancellationToken::new();
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::new(Duration::from_secs(90)));
+    let worker = Worker::new(settings, queue.clone(), connect.clone(), metrics.clone(), health, stop.clone());
+    let run = tokio::spawn(worker.run());
+    Harness { queue, connect, stop, metrics, run }
+}
+
+fn results(q: &MemoryQueue) -> Vec<serde_json::Value> {
+    q.bodies(RESULTS).iter().filter_map(|b| serde_json::from_str(b).ok()).collect()
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in simulated time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_is_published_then_deleted() {
+    let h = start(settings(|_| {}), ScriptedConnect::new(vec![]), &[job("a")]);
+    until(|| h.queue.len(RESULTS) == 1 && h.queue.is_empty(JOBS)).await;
+    let r = &results(&h.queue)[0];
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["contactId"], "contact-a");
+    // The result carries the attributes subscribers filter on.
+    let (_, attrs, _) = &h.queue.messages(RESULTS)[0];
+    assert!(attrs.contains(&("status".to_owned(), "succeeded".to_owned())));
+    h.stop.cancel();
+    assert_eq!(h.run.await.unwrap(), RunSummary::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_are_retried_in_process_with_the_same_client_token() {
+    let script = vec![Err((ErrorClass::Throttled, "TooManyRequestsException")), Err((ErrorClass::Throttled, "TooManyRequestsException"))];
+    let h = start(settings(|_| {}), ScriptedConnect::new(script), &[job("t")]);
+    until(|| h.queue.len(RESULTS) == 1).await;
+    assert_eq!(results(&h.queue)[0]["status"], "succeeded");
+    assert_eq!(results(&h.queue)[0]["receiveCount"], 1, "no trip through SQS");
+    let calls = h.connect.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|t| t == &calls[0]), "one ClientToken for every attempt");
+    let throttled = h.metrics.connect_calls.with_label_values(&["StartChatContact", "TooManyRequestsException"]).get();
+    assert_eq!(throttled, 2);
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries() {
+    let h = start(settings(|_| {}), ScriptedConnect::new(vec![Err((ErrorClass::LimitExceeded, "LimitExceededException"))]), &[job("c")]);
+    until(|| h.connect.calls() == 1).await;
+    // Given back with a delay: for a while nothing is called and nothing is published.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(h.connect.calls(), 1, "no in-process retry after LimitExceeded");
+    assert!(h.queue.is_empty(RESULTS));
+    assert_eq!(h.metrics.jobs_requeued.with_label_values(&["capacity"]).get(), 1);
+    // Later it is received again and succeeds.
+    until(|| h.queue.len(RESULTS) == 1).await;
+    let r = &results(&h.queue)[0];
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["receiveCount"], 2);
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_fail_at_once_with_connects_code() {
+    let h = start(settings(|_| {}), ScriptedConnect::new(vec![Err((ErrorClass::Rejected, "InvalidParameterException"))]), &[job("r")]);
+    until(|| h.queue.len(RESULTS) == 1).await;
+    let r = &results(&h.queue)[0];
+    assert_eq!(r["error"]["code"], "InvalidParameterException");
+    assert_eq!(h.connect.calls(), 1);
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_releases_jobs_waiting_for_a_token_at_once() {
+    // 0.1 calls/s: the second job waits ~10 s for its token.
+    let s = settings(|r| {
+        r.start_chat_rate = Some("0.1".into());
+        r.start_chat_burst = Some("1".into());
+    });
+    let h = start(s, ScriptedConnect::new(vec![]), &[job("w1"), job("w2")]);
+    until(|| h.queue.len(RESULTS) == 1).await;
+    let stopped_at = tokio::time::Instant::now();
+    h.stop.cancel();
+    let summary = h.run.await.unwrap();
+    assert_eq!(summary.released_after_grace, 0);
+    assert!(stopped_at.elapsed() < Duration::from_secs(1), "released, not waited for");
+    // The waiting job is back in the queue, visible now, never called.
+    assert_eq!(h.connect.calls(), 1);
+    let left = h.queue.receive(JOBS, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].body.contains("w2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_outlives_the_grace_period_is_released() {
+    let connect = ScriptedConnect { hang: true, ..ScriptedConnect::default() };
+    let h = start(settings(|_| {}), connect, &[job("h")]);
+    until(|| h.connect.calls() == 1).await;
+    h.stop.cancel();
+    let summary = h.run.await.unwrap();
+    assert_eq!(summary.released_after_grace, 1);
+    assert!(h.queue.is_empty(RESULTS));
+    assert_eq!(h.queue.receive(JOBS, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap().len(), 1, "nothing lost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn receive_asks_only_for_free_slots() {
+    let s = settings(|r| r.max_in_flight = Some("3".into()));
+    let connect = ScriptedConnect { hang: true, ..ScriptedConnect::default() };
+    let bodies: Vec<String> = (0..10).map(|i| job(&format!("s{i}"))).collect();
+    let h = start(s, connect, &bodies);
+    until(|| h.connect.calls() == 3).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Three in flight; the other seven were never received, so none sits invisible.
+    let d = h.queue.depth(JOBS).await.unwrap();
+    assert_eq!((d.visible, d.in_flight), (7, 3));
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_receives_moves_the_job_to_the_dlq_with_a_result() {
+    let s = settings(|r| r.max_receive_count = Some("2".into()));
+    let always_down: Vec<Reply> = (0..20).map(|_| Err((ErrorClass::Transient, "InternalServiceException"))).collect();
+    let h = start(s, ScriptedConnect::new(always_down), &[job("d")]);
+    until(|| h.queue.len(RESULTS) == 1).await;
+    let r = &results(&h.queue)[0];
+    assert_eq!(r["error"]["code"], "RetriesExhausted");
+    assert_eq!(r["receiveCount"], 3);
+    assert_eq!(h.queue.bodies(DLQ), vec![job("d")]);
+    until(|| h.queue.is_empty(JOBS)).await;
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
