@@ -157,9 +157,10 @@ mod tests {
         let envelopes: Vec<Duration> = p.schedule().collect();
         assert_eq!(envelopes.len(), p.retries_per_delivery);
         // Exponential and capped.
-        assert_eq!(envelopes[0], Duration::from_millis(200));
-        assert_eq!(envelopes[1], Duration::from_millis(400));
-        assert_eq!(after_failure(&p, &e, Some(envelopes[1]), 1, None, 0.5), Decision::RetryAfter(Duration::from_millis(200)));
+        // backon multiplies with an f32 factor, so compare whole milliseconds.
+        let ms: Vec<u128> = envelopes.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![200, 400, 800]);
+        assert_eq!(after_failure(&p, &e, Some(Duration::from_millis(400)), 1, None, 0.5), Decision::RetryAfter(Duration::from_millis(200)));
         assert_eq!(after_failure(&p, &e, Some(envelopes[1]), 1, None, 0.0), Decision::RetryAfter(Duration::ZERO));
         match after_failure(&p, &e, None, 1, None, 0.0) {
             Decision::Requeue { reason: RequeueReason::Transient, after } => assert_eq!(after, Duration::from_secs(2)),
