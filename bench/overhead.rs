@@ -47,7 +47,14 @@ impl Drop for Sim {
 
 fn start_sim(bin: &str) -> Result<Sim, String> {
     let mut child = Command::new(bin)
-        .args(["--addr", "127.0.0.1:0", "--start-chat-rate", "100000", "--start-chat-burst", "100000"])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--start-chat-rate",
+            "100000",
+            "--start-chat-burst",
+            "100000",
+        ])
         .args(["--max-active-chats", "1000000", "--chat-seconds", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -55,8 +62,14 @@ fn start_sim(bin: &str) -> Result<Sim, String> {
         .map_err(|e| format!("cannot start {bin}: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-    let url = line.trim().strip_prefix("connect-sim listening on ").ok_or(format!("unexpected line {line:?}"))?.to_owned();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let url = line
+        .trim()
+        .strip_prefix("connect-sim listening on ")
+        .ok_or_else(|| format!("unexpected line {line:?}"))?
+        .to_owned();
     Ok(Sim { child, url })
 }
 
@@ -67,7 +80,10 @@ fn cpu_seconds() -> f64 {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
     ticks as f64 / clock_ticks_per_second()
 }
 
@@ -89,18 +105,24 @@ fn status_mib(key: &str) -> f64 {
 /// GET on the simulator: the JSON body.
 fn sim_stats(url: &str) -> serde_json::Value {
     let addr = url.trim_start_matches("http://");
-    let Ok(mut s) = TcpStream::connect(addr) else { return serde_json::Value::Null };
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return serde_json::Value::Null;
+    };
     let _ = write!(s, "GET /_sim/stats HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(serde_json::Value::Null)
+    buf.split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let jobs: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(5000);
-    let bin = args.next().unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/connect-sim").to_owned());
+    let bin = args.next().unwrap_or_else(|| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/connect-sim").to_owned()
+    });
     let sim = start_sim(&bin)?;
 
     let raw = RawSettings {
@@ -118,7 +140,9 @@ async fn main() -> Result<(), String> {
     resume_chat_worker::telemetry::init(settings.log_format);
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_connect::config::Credentials::new("test", "test", None, None, "bench"))
+        .credentials_provider(aws_sdk_connect::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
         .endpoint_url(&sim.url)
         .load()
         .await;
@@ -129,7 +153,14 @@ async fn main() -> Result<(), String> {
     }
     let rss_before = status_mib("VmRSS:");
     let stop = CancellationToken::new();
-    let worker = Worker::new(settings, queue.clone(), connect, Metrics::new(), Arc::new(Health::new(Duration::from_secs(90))), stop.clone());
+    let worker = Worker::new(
+        settings,
+        queue.clone(),
+        connect,
+        Metrics::new(),
+        Arc::new(Health::new(Duration::from_secs(90))),
+        stop.clone(),
+    );
 
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
@@ -144,7 +175,10 @@ async fn main() -> Result<(), String> {
     let _ = run.await;
 
     let results = queue.bodies(RESULTS_URL);
-    let succeeded = results.iter().filter(|b| b.contains(r#""status":"succeeded""#)).count();
+    let succeeded = results
+        .iter()
+        .filter(|b| b.contains(r#""status":"succeeded""#))
+        .count();
     let stats = sim_stats(&sim.url);
     let out = serde_json::json!({
         "jobs": jobs,

@@ -13,14 +13,14 @@ EVERYWHERE = [("lost", "==", 0, "lost jobs"), ("duplicate_chats", "==", 0, "dupl
 
 SCENARIOS = {
     "steady": {
-        "title": "steady: quota 10/s burst 10, 300 jobs",
+        "title": "quota 10/s burst 10, 300 jobs",
         "sim": ["--start-chat-rate", "10", "--start-chat-burst", "10", *NO_CHAT_LIMIT],
         "jobs": 300, "replicas": 1, "rate": "10", "burst": "10", "allowed": 10.0,
         "chart_lines": [(10, "quota 10/s")],
         "targets": [("goodput", ">=", 0.98, "goodput"), ("throttled_ratio", "<=", 0.005, "429 ratio")],
     },
     "noisy": {
-        "title": "noisy neighbour: quota 10/s, another caller at 3/s, 300 jobs",
+        "title": "quota 10/s, another caller at 3/s, 300 jobs",
         "sim": ["--start-chat-rate", "10", "--start-chat-burst", "10", "--background-rate", "3", *NO_CHAT_LIMIT],
         "jobs": 300, "replicas": 1, "rate": "10", "burst": "10", "allowed": 7.0,
         "chart_lines": [(10, "quota 10/s"), (7, "left by the other caller: 7/s")],
@@ -29,7 +29,7 @@ SCENARIOS = {
                     ("background_refused_ratio", "<=", 0.02, "other caller refused")],
     },
     "capacity": {
-        "title": "capacity: 20 active chats of 5 s (4 chats/s), quota 20/s burst 20, 160 jobs",
+        "title": "20 active chats of 5 s (4 chats/s), quota 20/s burst 20, 160 jobs",
         "sim": ["--max-active-chats", "20", "--chat-seconds", "5", "--start-chat-rate", "20",
                 "--start-chat-burst", "20"],
         "jobs": 160, "replicas": 1, "rate": "20", "burst": "20", "allowed": 20 / 5,
@@ -38,7 +38,7 @@ SCENARIOS = {
                     ("limit_exceeded_ratio", "<=", 0.05, "LimitExceeded ratio")],
     },
     "faults": {
-        "title": "faults: quota 10/s burst 10, 10 % 500s, 50 ms latency, 300 jobs",
+        "title": "quota 10/s burst 10, 10 % 500s, 50 ms latency, 300 jobs",
         "sim": ["--start-chat-rate", "10", "--start-chat-burst", "10", "--fail-rate", "0.1", "--latency-ms", "50",
                 "--seed", "7", *NO_CHAT_LIMIT],
         "jobs": 300, "replicas": 1, "rate": "10", "burst": "10", "allowed": 10.0,
@@ -46,14 +46,14 @@ SCENARIOS = {
         "targets": [],
     },
     "fleet3": {
-        "title": "fleet of 3 replicas sharing quota 10/s burst 10 (each START_CHAT_RATE=10), 400 jobs",
+        "title": "3 replicas sharing quota 10/s burst 10 (each START_CHAT_RATE=10), 400 jobs",
         "sim": ["--start-chat-rate", "10", "--start-chat-burst", "10", *NO_CHAT_LIMIT],
         "jobs": 400, "replicas": 3, "rate": "10", "burst": "10", "allowed": 10.0,
         "chart_lines": [(10, "quota 10/s")],
         "targets": [("goodput", ">=", 0.97, "goodput"), ("throttled_ratio", "<=", 0.02, "429 ratio")],
     },
     "fleet6": {
-        "title": "fleet of 6 replicas sharing quota 10/s burst 10 (each START_CHAT_RATE=10), 400 jobs",
+        "title": "6 replicas sharing quota 10/s burst 10 (each START_CHAT_RATE=10), 400 jobs",
         "sim": ["--start-chat-rate", "10", "--start-chat-burst", "10", *NO_CHAT_LIMIT],
         "jobs": 400, "replicas": 6, "rate": "10", "burst": "10", "allowed": 10.0,
         "chart_lines": [(10, "quota 10/s")],
