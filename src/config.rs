@@ -105,7 +105,10 @@ pub struct ConfigError {
 }
 
 fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { setting, problem: problem.into() }
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
 }
 
 fn trimmed(v: &Option<String>) -> Option<&str> {
@@ -121,7 +124,12 @@ fn required_url(v: &Option<String>, setting: &'static str) -> Result<String, Con
 
 fn url(s: &str, setting: &'static str) -> Result<String, ConfigError> {
     if !(s.starts_with("https://") || s.starts_with("http://")) || s.len() < 10 {
-        return Err(bad(setting, format!("must be an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/jobs, got {s:?}")));
+        return Err(bad(
+            setting,
+            format!(
+                "must be an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/jobs, got {s:?}"
+            ),
+        ));
     }
     Ok(s.to_owned())
 }
@@ -143,18 +151,40 @@ fn number<T: std::str::FromStr>(
 }
 
 fn rate(v: &Option<String>, setting: &'static str) -> Result<f64, ConfigError> {
-    number(v, setting, 2.0, "a number of calls per second greater than 0 and at most 10000", |r: &f64| {
-        r.is_finite() && *r > 0.0 && *r <= 10_000.0
-    })
+    number(
+        v,
+        setting,
+        2.0,
+        "a number of calls per second greater than 0 and at most 10000",
+        |r: &f64| r.is_finite() && *r > 0.0 && *r <= 10_000.0,
+    )
 }
 
 fn burst(v: &Option<String>, setting: &'static str) -> Result<u32, ConfigError> {
-    number(v, setting, 5, "a whole number from 1 to 10000", |b: &u32| (1..=10_000).contains(b))
+    number(
+        v,
+        setting,
+        5,
+        "a whole number from 1 to 10000",
+        |b: &u32| (1..=10_000).contains(b),
+    )
 }
 
-fn seconds(v: &Option<String>, setting: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
-    number(v, setting, default, &format!("a whole number of seconds from {min} to {max}"), |s: &u64| (min..=max).contains(s))
-        .map(Duration::from_secs)
+fn seconds(
+    v: &Option<String>,
+    setting: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    number(
+        v,
+        setting,
+        default,
+        &format!("a whole number of seconds from {min} to {max}"),
+        |s: &u64| (min..=max).contains(s),
+    )
+    .map(Duration::from_secs)
 }
 
 /// Parses `host:port`; a host name is resolved once, at start-up.
@@ -168,18 +198,29 @@ impl RawSettings {
         let jobs_queue_url = required_url(&self.jobs_queue_url, "JOBS_QUEUE_URL")?;
         let results_queue_url = required_url(&self.results_queue_url, "RESULTS_QUEUE_URL")?;
         if jobs_queue_url == results_queue_url {
-            return Err(bad("RESULTS_QUEUE_URL", "must not be the jobs queue (results would be read back as jobs)"));
+            return Err(bad(
+                "RESULTS_QUEUE_URL",
+                "must not be the jobs queue (results would be read back as jobs)",
+            ));
         }
-        let dead_letter_queue_url = trimmed(&self.dead_letter_queue_url).map(|s| url(s, "DEAD_LETTER_QUEUE_URL")).transpose()?;
+        let dead_letter_queue_url = trimmed(&self.dead_letter_queue_url)
+            .map(|s| url(s, "DEAD_LETTER_QUEUE_URL"))
+            .transpose()?;
         let id = |v: &Option<String>, setting, max: usize| -> Result<Option<String>, ConfigError> {
             match trimmed(v) {
-                Some(s) if s.chars().count() > max => Err(bad(setting, format!("must be at most {max} characters"))),
+                Some(s) if s.chars().count() > max => {
+                    Err(bad(setting, format!("must be at most {max} characters")))
+                }
                 other => Ok(other.map(str::to_owned)),
             }
         };
         let defaults = JobDefaults {
             instance_id: id(&self.connect_instance_id, "CONNECT_INSTANCE_ID", 100)?,
-            contact_flow_id: id(&self.connect_contact_flow_id, "CONNECT_CONTACT_FLOW_ID", 500)?,
+            contact_flow_id: id(
+                &self.connect_contact_flow_id,
+                "CONNECT_CONTACT_FLOW_ID",
+                500,
+            )?,
         };
         let start_chat = RateSetting {
             per_second: rate(&self.start_chat_rate, "START_CHAT_RATE")?,
@@ -189,25 +230,75 @@ impl RawSettings {
             per_second: rate(&self.associate_rate, "ASSOCIATE_RATE")?,
             burst: burst(&self.associate_burst, "ASSOCIATE_BURST")?,
         };
-        let max_in_flight =
-            number(&self.max_in_flight, "MAX_IN_FLIGHT", 32, "a whole number from 1 to 10000", |n: &usize| (1..=10_000).contains(n))?;
+        let max_in_flight = number(
+            &self.max_in_flight,
+            "MAX_IN_FLIGHT",
+            32,
+            "a whole number from 1 to 10000",
+            |n: &usize| (1..=10_000).contains(n),
+        )?;
         let metrics_addr = match trimmed(&self.metrics_addr) {
             None => SocketAddr::from(([0, 0, 0, 0], 9464)),
-            Some(s) => parse_addr(s).ok_or_else(|| bad("METRICS_ADDR", format!("must be host:port such as 0.0.0.0:9464, got {s:?}")))?,
+            Some(s) => parse_addr(s).ok_or_else(|| {
+                bad(
+                    "METRICS_ADDR",
+                    format!("must be host:port such as 0.0.0.0:9464, got {s:?}"),
+                )
+            })?,
         };
-        let shutdown_grace = seconds(&self.shutdown_grace_seconds, "SHUTDOWN_GRACE_SECONDS", 25, 0, 3600)?;
-        let log_format = match trimmed(&self.log_format).map(str::to_ascii_lowercase).as_deref() {
+        let shutdown_grace = seconds(
+            &self.shutdown_grace_seconds,
+            "SHUTDOWN_GRACE_SECONDS",
+            25,
+            0,
+            3600,
+        )?;
+        let log_format = match trimmed(&self.log_format)
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
-            Some(other) => return Err(bad("LOG_FORMAT", format!("must be json or text, got {other:?}"))),
+            Some(other) => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("must be json or text, got {other:?}"),
+                ));
+            }
         };
-        let max_receive_count =
-            number(&self.max_receive_count, "MAX_RECEIVE_COUNT", 10, "a whole number from 1 to 1000", |n: &u32| (1..=1000).contains(n))?;
-        let visibility_timeout = seconds(&self.visibility_timeout_seconds, "VISIBILITY_TIMEOUT_SECONDS", 60, 5, 43_200)?;
-        let ready_stale = seconds(&self.ready_stale_seconds, "READY_STALE_SECONDS", 90, 25, 86_400)?;
-        let connect_timeout = seconds(&self.connect_timeout_seconds, "CONNECT_TIMEOUT_SECONDS", 10, 1, 300)?;
+        let max_receive_count = number(
+            &self.max_receive_count,
+            "MAX_RECEIVE_COUNT",
+            10,
+            "a whole number from 1 to 1000",
+            |n: &u32| (1..=1000).contains(n),
+        )?;
+        let visibility_timeout = seconds(
+            &self.visibility_timeout_seconds,
+            "VISIBILITY_TIMEOUT_SECONDS",
+            60,
+            5,
+            43_200,
+        )?;
+        let ready_stale = seconds(
+            &self.ready_stale_seconds,
+            "READY_STALE_SECONDS",
+            90,
+            25,
+            86_400,
+        )?;
+        let connect_timeout = seconds(
+            &self.connect_timeout_seconds,
+            "CONNECT_TIMEOUT_SECONDS",
+            10,
+            1,
+            300,
+        )?;
         if connect_timeout >= visibility_timeout {
-            return Err(bad("CONNECT_TIMEOUT_SECONDS", "must be shorter than VISIBILITY_TIMEOUT_SECONDS"));
+            return Err(bad(
+                "CONNECT_TIMEOUT_SECONDS",
+                "must be shorter than VISIBILITY_TIMEOUT_SECONDS",
+            ));
         }
         Ok(Settings {
             jobs_queue_url,
@@ -243,7 +334,13 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let s = minimal().validate().unwrap();
-        assert_eq!(s.start_chat, RateSetting { per_second: 2.0, burst: 5 });
+        assert_eq!(
+            s.start_chat,
+            RateSetting {
+                per_second: 2.0,
+                burst: 5
+            }
+        );
         assert_eq!(s.max_in_flight, 32);
         assert_eq!(s.metrics_addr.port(), 9464);
         assert_eq!(s.log_format, LogFormat::Json);
@@ -253,17 +350,83 @@ mod tests {
     #[test]
     fn each_error_names_its_setting() {
         let cases: Vec<(RawSettings, &str)> = vec![
-            (RawSettings { jobs_queue_url: None, ..minimal() }, "JOBS_QUEUE_URL"),
-            (RawSettings { results_queue_url: Some("  ".into()), ..minimal() }, "RESULTS_QUEUE_URL"),
-            (RawSettings { results_queue_url: Some("jobs".into()), ..minimal() }, "RESULTS_QUEUE_URL"),
-            (RawSettings { start_chat_rate: Some("0".into()), ..minimal() }, "START_CHAT_RATE"),
-            (RawSettings { start_chat_rate: Some("NaN".into()), ..minimal() }, "START_CHAT_RATE"),
-            (RawSettings { associate_burst: Some("1.5".into()), ..minimal() }, "ASSOCIATE_BURST"),
-            (RawSettings { max_in_flight: Some("-1".into()), ..minimal() }, "MAX_IN_FLIGHT"),
-            (RawSettings { metrics_addr: Some("nope".into()), ..minimal() }, "METRICS_ADDR"),
-            (RawSettings { log_format: Some("xml".into()), ..minimal() }, "LOG_FORMAT"),
-            (RawSettings { dead_letter_queue_url: Some("dlq".into()), ..minimal() }, "DEAD_LETTER_QUEUE_URL"),
-            (RawSettings { connect_timeout_seconds: Some("90".into()), ..minimal() }, "CONNECT_TIMEOUT_SECONDS"),
+            (
+                RawSettings {
+                    jobs_queue_url: None,
+                    ..minimal()
+                },
+                "JOBS_QUEUE_URL",
+            ),
+            (
+                RawSettings {
+                    results_queue_url: Some("  ".into()),
+                    ..minimal()
+                },
+                "RESULTS_QUEUE_URL",
+            ),
+            (
+                RawSettings {
+                    results_queue_url: Some("jobs".into()),
+                    ..minimal()
+                },
+                "RESULTS_QUEUE_URL",
+            ),
+            (
+                RawSettings {
+                    start_chat_rate: Some("0".into()),
+                    ..minimal()
+                },
+                "START_CHAT_RATE",
+            ),
+            (
+                RawSettings {
+                    start_chat_rate: Some("NaN".into()),
+                    ..minimal()
+                },
+                "START_CHAT_RATE",
+            ),
+            (
+                RawSettings {
+                    associate_burst: Some("1.5".into()),
+                    ..minimal()
+                },
+                "ASSOCIATE_BURST",
+            ),
+            (
+                RawSettings {
+                    max_in_flight: Some("-1".into()),
+                    ..minimal()
+                },
+                "MAX_IN_FLIGHT",
+            ),
+            (
+                RawSettings {
+                    metrics_addr: Some("nope".into()),
+                    ..minimal()
+                },
+                "METRICS_ADDR",
+            ),
+            (
+                RawSettings {
+                    log_format: Some("xml".into()),
+                    ..minimal()
+                },
+                "LOG_FORMAT",
+            ),
+            (
+                RawSettings {
+                    dead_letter_queue_url: Some("dlq".into()),
+                    ..minimal()
+                },
+                "DEAD_LETTER_QUEUE_URL",
+            ),
+            (
+                RawSettings {
+                    connect_timeout_seconds: Some("90".into()),
+                    ..minimal()
+                },
+                "CONNECT_TIMEOUT_SECONDS",
+            ),
         ];
         for (raw, setting) in cases {
             let err = raw.validate().expect_err(setting);
@@ -274,7 +437,12 @@ mod tests {
 
     #[test]
     fn fractional_rates_are_allowed() {
-        let s = RawSettings { start_chat_rate: Some("0.5".into()), ..minimal() }.validate().unwrap();
+        let s = RawSettings {
+            start_chat_rate: Some("0.5".into()),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
         assert_eq!(s.start_chat.per_second, 0.5);
     }
 }

@@ -30,7 +30,12 @@ pub struct Health {
 
 impl Health {
     pub fn new(stale_after: Duration) -> Self {
-        Health { stale_after, last_success: Mutex::new(None), problem: Mutex::new(None), stopping: AtomicBool::new(false) }
+        Health {
+            stale_after,
+            last_success: Mutex::new(None),
+            problem: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+        }
     }
 
     pub async fn receive_succeeded(&self) {
@@ -58,9 +63,10 @@ impl Health {
         }
         match *self.last_success.lock().await {
             None => Err("no successful receive yet".to_owned()),
-            Some(t) if t.elapsed() > self.stale_after => {
-                Err(format!("no successful receive for {} s", t.elapsed().as_secs()))
-            }
+            Some(t) if t.elapsed() > self.stale_after => Err(format!(
+                "no successful receive for {} s",
+                t.elapsed().as_secs()
+            )),
             Some(_) => Ok(()),
         }
     }
@@ -75,7 +81,13 @@ struct AppState {
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     let ready = s.health.readiness().await.is_ok();
     s.metrics.ready.set(i64::from(ready));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -90,7 +102,10 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
         }
         Err(why) => {
             s.metrics.ready.set(0);
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            )
         }
     }
 }
@@ -110,7 +125,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
     });
     Ok((bound, task))
 }

@@ -85,7 +85,10 @@ pub enum Decision {
     /// Call again after this delay, in this process.
     RetryAfter(Duration),
     /// Give the message back to SQS, visible again after this delay.
-    Requeue { after: Duration, reason: RequeueReason },
+    Requeue {
+        after: Duration,
+        reason: RequeueReason,
+    },
     /// The job has failed for good with this code.
     Fail { code: String, message: String },
 }
@@ -104,7 +107,12 @@ pub fn after_failure(
         ErrorClass::Throttled | ErrorClass::Transient => match next_envelope {
             Some(envelope) => Decision::RetryAfter(full_jitter(envelope, jitter)),
             None => Decision::Requeue {
-                after: requeue_delay(policy.transient_base, policy.transient_max, receive_count, jitter),
+                after: requeue_delay(
+                    policy.transient_base,
+                    policy.transient_max,
+                    receive_count,
+                    jitter,
+                ),
                 reason: RequeueReason::Transient,
             },
         },
@@ -112,14 +120,27 @@ pub fn after_failure(
             after: capacity_wait(policy, receive_count, gate_reopens_in, jitter),
             reason: RequeueReason::Capacity,
         },
-        ErrorClass::Rejected => Decision::Fail { code: err.code.clone(), message: err.message.clone() },
+        ErrorClass::Rejected => Decision::Fail {
+            code: err.code.clone(),
+            message: err.message.clone(),
+        },
     }
 }
 
 /// How long a job waits in SQS for chat capacity: at least until the gate may probe again, and
 /// growing with the number of times the job was already received.
-pub fn capacity_wait(policy: &RetryPolicy, receive_count: u32, gate_reopens_in: Option<Duration>, jitter: f64) -> Duration {
-    let grown = requeue_delay(policy.capacity_base, policy.capacity_max, receive_count, jitter);
+pub fn capacity_wait(
+    policy: &RetryPolicy,
+    receive_count: u32,
+    gate_reopens_in: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let grown = requeue_delay(
+        policy.capacity_base,
+        policy.capacity_max,
+        receive_count,
+        jitter,
+    );
     grown.max(gate_reopens_in.unwrap_or(Duration::ZERO))
 }
 
@@ -147,7 +168,11 @@ mod tests {
     use super::*;
 
     fn err(class: ErrorClass, code: &str) -> ConnectError {
-        ConnectError { class, code: code.to_owned(), message: "m".to_owned() }
+        ConnectError {
+            class,
+            code: code.to_owned(),
+            message: "m".to_owned(),
+        }
     }
 
     #[test]
@@ -160,10 +185,19 @@ mod tests {
         // backon multiplies with an f32 factor, so compare whole milliseconds.
         let ms: Vec<u128> = envelopes.iter().map(Duration::as_millis).collect();
         assert_eq!(ms, vec![200, 400, 800]);
-        assert_eq!(after_failure(&p, &e, Some(Duration::from_millis(400)), 1, None, 0.5), Decision::RetryAfter(Duration::from_millis(200)));
-        assert_eq!(after_failure(&p, &e, Some(envelopes[1]), 1, None, 0.0), Decision::RetryAfter(Duration::ZERO));
+        assert_eq!(
+            after_failure(&p, &e, Some(Duration::from_millis(400)), 1, None, 0.5),
+            Decision::RetryAfter(Duration::from_millis(200))
+        );
+        assert_eq!(
+            after_failure(&p, &e, Some(envelopes[1]), 1, None, 0.0),
+            Decision::RetryAfter(Duration::ZERO)
+        );
         match after_failure(&p, &e, None, 1, None, 0.0) {
-            Decision::Requeue { reason: RequeueReason::Transient, after } => assert_eq!(after, Duration::from_secs(2)),
+            Decision::Requeue {
+                reason: RequeueReason::Transient,
+                after,
+            } => assert_eq!(after, Duration::from_secs(2)),
             other => panic!("expected a transient requeue, got {other:?}"),
         }
     }
@@ -172,8 +206,18 @@ mod tests {
     fn limit_exceeded_never_retries_in_process_and_waits_longer_each_receive() {
         let p = RetryPolicy::default();
         let e = err(ErrorClass::LimitExceeded, "LimitExceededException");
-        let wait = |rc, jitter| match after_failure(&p, &e, Some(Duration::from_millis(200)), rc, None, jitter) {
-            Decision::Requeue { after, reason: RequeueReason::Capacity } => after,
+        let wait = |rc, jitter| match after_failure(
+            &p,
+            &e,
+            Some(Duration::from_millis(200)),
+            rc,
+            None,
+            jitter,
+        ) {
+            Decision::Requeue {
+                after,
+                reason: RequeueReason::Capacity,
+            } => after,
             other => panic!("expected a capacity requeue, got {other:?}"),
         };
         assert_eq!(wait(1, 0.0), Duration::from_secs(5));
@@ -190,15 +234,38 @@ mod tests {
         let p = RetryPolicy::default();
         let e = err(ErrorClass::LimitExceeded, "LimitExceededException");
         let d = after_failure(&p, &e, None, 1, Some(Duration::from_secs(42)), 0.0);
-        assert_eq!(d, Decision::Requeue { after: Duration::from_secs(42), reason: RequeueReason::Capacity });
+        assert_eq!(
+            d,
+            Decision::Requeue {
+                after: Duration::from_secs(42),
+                reason: RequeueReason::Capacity
+            }
+        );
     }
 
     #[test]
     fn rejections_fail_with_connects_code() {
         let p = RetryPolicy::default();
-        for code in ["InvalidParameterException", "ResourceNotFoundException", "AccessDeniedException"] {
-            let d = after_failure(&p, &err(ErrorClass::Rejected, code), Some(Duration::from_secs(1)), 1, None, 0.3);
-            assert_eq!(d, Decision::Fail { code: code.to_owned(), message: "m".to_owned() });
+        for code in [
+            "InvalidParameterException",
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+        ] {
+            let d = after_failure(
+                &p,
+                &err(ErrorClass::Rejected, code),
+                Some(Duration::from_secs(1)),
+                1,
+                None,
+                0.3,
+            );
+            assert_eq!(
+                d,
+                Decision::Fail {
+                    code: code.to_owned(),
+                    message: "m".to_owned()
+                }
+            );
         }
     }
 
@@ -210,7 +277,18 @@ mod tests {
 
     #[test]
     fn delays_never_overflow() {
-        assert_eq!(requeue_delay(Duration::from_secs(10), Duration::from_secs(900), u32::MAX, 1.0), Duration::from_secs(900));
-        assert_eq!(full_jitter(Duration::from_secs(1), f64::NAN.max(2.0)), Duration::from_secs(1));
+        assert_eq!(
+            requeue_delay(
+                Duration::from_secs(10),
+                Duration::from_secs(900),
+                u32::MAX,
+                1.0
+            ),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            full_jitter(Duration::from_secs(1), f64::NAN.max(2.0)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -12,7 +12,13 @@ use connect_sim::SimConfig;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn generous_sim() -> SimConfig {
-    SimConfig { start_chat_rate: 100.0, start_chat_burst: 100, associate_rate: 100.0, associate_burst: 100, ..SimConfig::default() }
+    SimConfig {
+        start_chat_rate: 100.0,
+        start_chat_burst: 100,
+        associate_rate: 100.0,
+        associate_burst: 100,
+        ..SimConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,23 +28,50 @@ async fn both_actions_succeed_with_one_result_each_and_the_jobs_are_deleted() {
     let sim = start_sim(generous_sim()).await;
     let worker = Worker::start(&worker_env(&moto, &queues, &sim));
     worker.wait_healthy();
-    queues.send_jobs(&[start_job("start-1"), associate_job("assoc-1")]).await;
+    queues
+        .send_jobs(&[start_job("start-1"), associate_job("assoc-1")])
+        .await;
 
     let results = queues.results(2, WAIT).await;
     assert_eq!(results.len(), 2, "log:\n{}", worker.log());
-    let by_id: HashMap<_, _> = results.iter().map(|r| (r.job_id().unwrap_or_default().to_owned(), r.clone())).collect();
+    let by_id: HashMap<_, _> = results
+        .iter()
+        .map(|r| (r.job_id().unwrap_or_default().to_owned(), r.clone()))
+        .collect();
 
     let start = &by_id["start-1"];
     assert_eq!(start.status(), "succeeded", "{}", start.body);
     assert_eq!(start.json["action"], "startPersistentChat");
-    assert!(start.json["contactId"].as_str().is_some_and(|s| !s.is_empty()));
-    assert!(start.json["participantId"].as_str().is_some_and(|s| !s.is_empty()));
-    assert!(start.json["participantToken"].as_str().is_some_and(|s| s.len() > 20));
+    assert!(
+        start.json["contactId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(
+        start.json["participantId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(
+        start.json["participantToken"]
+            .as_str()
+            .is_some_and(|s| s.len() > 20)
+    );
     assert_eq!(start.json["continuedFromContactId"], "past-start-1");
     assert_eq!(start.json["receiveCount"], 1);
-    assert!(start.json["completedAt"].as_str().is_some_and(|s| s.ends_with('Z')));
-    assert_eq!(start.attributes.get("jobId").map(String::as_str), Some("start-1"));
-    assert_eq!(start.attributes.get("status").map(String::as_str), Some("succeeded"));
+    assert!(
+        start.json["completedAt"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z'))
+    );
+    assert_eq!(
+        start.attributes.get("jobId").map(String::as_str),
+        Some("start-1")
+    );
+    assert_eq!(
+        start.attributes.get("status").map(String::as_str),
+        Some("succeeded")
+    );
 
     let assoc = &by_id["assoc-1"];
     assert_eq!(assoc.status(), "succeeded", "{}", assoc.body);
@@ -64,8 +97,15 @@ async fn both_actions_succeed_with_one_result_each_and_the_jobs_are_deleted() {
     let log = worker.log();
     let token = start.json["participantToken"].as_str().unwrap_or("x");
     assert!(!log.contains(token), "participant token in the log");
-    assert!(!log.contains("CUSTOMER-SECRET-42"), "customer id in the log");
-    assert!(log.lines().all(|l| l.trim().is_empty() || serde_json::from_str::<serde_json::Value>(l).is_ok()), "JSON logs");
+    assert!(
+        !log.contains("CUSTOMER-SECRET-42"),
+        "customer id in the log"
+    );
+    assert!(
+        log.lines()
+            .all(|l| l.trim().is_empty() || serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "JSON logs"
+    );
     assert!(log.contains("\"job_id\":\"start-1\""), "logs carry job_id");
 }
 
@@ -99,17 +139,25 @@ async fn bad_input_fails_with_a_specific_error_and_is_never_retried() {
         let r = results
             .iter()
             .find(|r| r.job_id() == *job_id && r.message().contains(field))
-            .unwrap_or_else(|| panic!("no InvalidJob result naming {field} for {body:.80}: {results:#?}"));
+            .unwrap_or_else(|| {
+                panic!("no InvalidJob result naming {field} for {body:.80}: {results:#?}")
+            });
         assert_eq!(r.status(), "failed");
         assert_eq!(r.code(), "InvalidJob");
         assert!(r.json["messageId"].as_str().is_some());
     }
     // Nothing reached Connect, and nothing is left to retry.
     let stats = sim.stats();
-    assert_eq!(stats.operations.start_chat_contact.ok + stats.operations.start_chat_contact.invalid, 0);
+    assert_eq!(
+        stats.operations.start_chat_contact.ok + stats.operations.start_chat_contact.invalid,
+        0
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(queues.depth(&queues.jobs).await, (0, 0));
-    assert_eq!(worker.metric(r#"resume_chat_jobs_completed_total{status="failed",code="InvalidJob"}"#), cases.len() as f64);
+    assert_eq!(
+        worker.metric(r#"resume_chat_jobs_completed_total{status="failed",code="InvalidJob"}"#),
+        cases.len() as f64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,12 +179,19 @@ async fn an_expired_job_is_not_started() {
 async fn connect_rejections_fail_with_connects_code_and_faults_are_retried() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 5).await;
-    let sim = start_sim(SimConfig { instance_ids: vec!["inst-1".into()], ..generous_sim() }).await;
+    let sim = start_sim(SimConfig {
+        instance_ids: vec!["inst-1".into()],
+        ..generous_sim()
+    })
+    .await;
     let _worker = Worker::start(&worker_env(&moto, &queues, &sim));
-    let mut unknown_instance: serde_json::Value = serde_json::from_str(&start_job("nf-2")).unwrap_or_default();
+    let mut unknown_instance: serde_json::Value =
+        serde_json::from_str(&start_job("nf-2")).unwrap_or_default();
     unknown_instance["instanceId"] = "inst-unknown".into();
     let missing_contact = start_job("nf-1").replace("past-nf-1", "missing-contact");
-    queues.send_jobs(&[missing_contact, unknown_instance.to_string()]).await;
+    queues
+        .send_jobs(&[missing_contact, unknown_instance.to_string()])
+        .await;
     let results = queues.results(2, WAIT).await;
     assert_eq!(results.len(), 2);
     for r in &results {
@@ -152,7 +207,12 @@ async fn connect_rejections_fail_with_connects_code_and_faults_are_retried() {
 async fn server_faults_and_dropped_connections_are_retried_without_duplicate_chats() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 10).await;
-    let sim = start_sim(SimConfig { fail_rate: 0.3, drop_rate: 0.1, ..generous_sim() }).await;
+    let sim = start_sim(SimConfig {
+        fail_rate: 0.3,
+        drop_rate: 0.1,
+        ..generous_sim()
+    })
+    .await;
     let mut env = worker_env(&moto, &queues, &sim);
     set(&mut env, "CONNECT_TIMEOUT_SECONDS", "2");
     let worker = Worker::start(&env);
@@ -160,10 +220,21 @@ async fn server_faults_and_dropped_connections_are_retried_without_duplicate_cha
     queues.send_jobs(&jobs).await;
     let results = queues.results(20, Duration::from_secs(120)).await;
     let ok = results.iter().filter(|r| r.status() == "succeeded").count();
-    assert_eq!(ok, 20, "all succeed despite faults: {results:#?}\nlog:\n{}", worker.log());
+    assert_eq!(
+        ok,
+        20,
+        "all succeed despite faults: {results:#?}\nlog:\n{}",
+        worker.log()
+    );
     let stats = sim.stats();
-    assert!(stats.operations.start_chat_contact.server_error > 0, "faults were injected");
-    assert_eq!(stats.chats_created, 20, "one chat per job, even when a 500 came after the chat was created");
+    assert!(
+        stats.operations.start_chat_contact.server_error > 0,
+        "faults were injected"
+    );
+    assert_eq!(
+        stats.chats_created, 20,
+        "one chat per job, even when a 500 came after the chat was created"
+    );
     assert_eq!(stats.duplicate_source_chats, 0);
 }
 
@@ -171,7 +242,12 @@ async fn server_faults_and_dropped_connections_are_retried_without_duplicate_cha
 async fn throttling_slows_the_worker_and_every_job_still_succeeds_once() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 10).await;
-    let sim = start_sim(SimConfig { start_chat_rate: 3.0, start_chat_burst: 3, ..generous_sim() }).await;
+    let sim = start_sim(SimConfig {
+        start_chat_rate: 3.0,
+        start_chat_burst: 3,
+        ..generous_sim()
+    })
+    .await;
     let mut env = worker_env(&moto, &queues, &sim);
     // Configured far above the real quota: the worker must learn it from the 429s.
     set(&mut env, "START_CHAT_RATE", "30");
@@ -180,27 +256,59 @@ async fn throttling_slows_the_worker_and_every_job_still_succeeds_once() {
     let jobs: Vec<String> = (0..30).map(|i| start_job(&format!("thr-{i}"))).collect();
     queues.send_jobs(&jobs).await;
     let results = queues.results(30, Duration::from_secs(120)).await;
-    assert_eq!(results.iter().filter(|r| r.status() == "succeeded").count(), 30, "log:\n{}", worker.log());
+    assert_eq!(
+        results.iter().filter(|r| r.status() == "succeeded").count(),
+        30,
+        "log:\n{}",
+        worker.log()
+    );
     let stats = sim.stats();
-    assert!(stats.operations.start_chat_contact.throttled > 0, "the quota was hit");
+    assert!(
+        stats.operations.start_chat_contact.throttled > 0,
+        "the quota was hit"
+    );
     assert_eq!(stats.chats_created, 30);
     let metrics = worker.metrics();
-    assert!(metric_value(&metrics, r#"resume_chat_connect_calls_total{operation="StartChatContact",code="TooManyRequestsException"}"#) > 0.0);
-    assert!(metric_value(&metrics, r#"resume_chat_allowed_rate{operation="StartChatContact"}"#) < 30.0, "the limiter backed off");
+    assert!(
+        metric_value(
+            &metrics,
+            r#"resume_chat_connect_calls_total{operation="StartChatContact",code="TooManyRequestsException"}"#
+        ) > 0.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            r#"resume_chat_allowed_rate{operation="StartChatContact"}"#
+        ) < 30.0,
+        "the limiter backed off"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_without_chat_capacity_wait_in_sqs_and_then_succeed() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 50).await;
-    let sim = start_sim(SimConfig { max_active_chats: 2, chat_seconds: 3.0, ..generous_sim() }).await;
+    let sim = start_sim(SimConfig {
+        max_active_chats: 2,
+        chat_seconds: 3.0,
+        ..generous_sim()
+    })
+    .await;
     let worker = Worker::start(&worker_env(&moto, &queues, &sim));
     let jobs: Vec<String> = (0..6).map(|i| start_job(&format!("cap-{i}"))).collect();
     queues.send_jobs(&jobs).await;
     let results = queues.results(6, Duration::from_secs(150)).await;
-    assert_eq!(results.iter().filter(|r| r.status() == "succeeded").count(), 6, "{results:#?}\nlog:\n{}", worker.log());
+    assert_eq!(
+        results.iter().filter(|r| r.status() == "succeeded").count(),
+        6,
+        "{results:#?}\nlog:\n{}",
+        worker.log()
+    );
     let stats = sim.stats();
-    assert!(stats.operations.start_chat_contact.limit_exceeded > 0, "capacity ran out");
+    assert!(
+        stats.operations.start_chat_contact.limit_exceeded > 0,
+        "capacity ran out"
+    );
     assert!(stats.peak_active_chats <= 2);
     assert_eq!(stats.chats_created, 6);
     // Capacity waits happen in SQS, not as in-process hammering.
@@ -210,7 +318,12 @@ async fn jobs_without_chat_capacity_wait_in_sqs_and_then_succeed() {
         "LimitExceeded calls stay few: {}",
         stats.operations.start_chat_contact.limit_exceeded
     );
-    assert!(results.iter().any(|r| r.json["receiveCount"].as_u64() > Some(1)), "some job waited in SQS");
+    assert!(
+        results
+            .iter()
+            .any(|r| r.json["receiveCount"].as_u64() > Some(1)),
+        "some job waited in SQS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +338,10 @@ async fn a_redelivered_job_opens_one_chat_not_two() {
     let results = queues.results(2, WAIT).await;
     assert_eq!(results.len(), 2);
     assert!(results.iter().all(|r| r.status() == "succeeded"));
-    assert_eq!(results[0].json["contactId"], results[1].json["contactId"], "the replay returns the same chat");
+    assert_eq!(
+        results[0].json["contactId"], results[1].json["contactId"],
+        "the replay returns the same chat"
+    );
     let stats = sim.stats();
     assert_eq!(stats.chats_created, 1);
     assert_eq!(stats.operations.start_chat_contact.idempotent_replays, 1);
@@ -261,7 +377,11 @@ async fn a_job_slower_than_the_visibility_timeout_is_not_delivered_twice() {
 async fn sigterm_with_jobs_in_flight_loses_nothing() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 10).await;
-    let sim = start_sim(SimConfig { latency_ms: 300, ..generous_sim() }).await;
+    let sim = start_sim(SimConfig {
+        latency_ms: 300,
+        ..generous_sim()
+    })
+    .await;
     let mut env = worker_env(&moto, &queues, &sim);
     set(&mut env, "START_CHAT_RATE", "4");
     set(&mut env, "START_CHAT_BURST", "1");
@@ -271,13 +391,23 @@ async fn sigterm_with_jobs_in_flight_loses_nothing() {
     queues.send_jobs(&jobs).await;
     let mut results = queues.results(3, WAIT).await;
     first.signal("TERM");
-    let status = first.wait_exit(Duration::from_secs(20)).expect("exits within the grace period");
-    assert!(status.success(), "exit 0 after SIGTERM: {status:?}\n{}", first.log());
+    let status = first
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits within the grace period");
+    assert!(
+        status.success(),
+        "exit 0 after SIGTERM: {status:?}\n{}",
+        first.log()
+    );
     assert!(first.log().contains("stop requested"));
 
     // A second worker finishes the rest; released jobs come back at once.
     let _second = Worker::start(&env);
-    results.extend(queues.results(20 - results.len(), Duration::from_secs(90)).await);
+    results.extend(
+        queues
+            .results(20 - results.len(), Duration::from_secs(90))
+            .await,
+    );
     let mut ids: Vec<&str> = results.iter().filter_map(|r| r.job_id()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -301,7 +431,11 @@ async fn idle_worker_exits_within_two_seconds_of_sigterm() {
     let status = worker.wait_exit(Duration::from_secs(10)).expect("exits");
     assert!(status.success());
     // Not a timing threshold on performance: the contract's 2 s bound on an idle stop.
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +443,12 @@ async fn jobs_received_too_often_fail_with_retries_exhausted_and_go_to_the_dlq()
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 10).await;
     // Connect always fails: in-process retries run out, the job goes back, and is received again.
-    let sim = start_sim(SimConfig { fail_rate: 1.0, fail_after_create_ratio: 0.0, ..generous_sim() }).await;
+    let sim = start_sim(SimConfig {
+        fail_rate: 1.0,
+        fail_after_create_ratio: 0.0,
+        ..generous_sim()
+    })
+    .await;
     let mut env = worker_env(&moto, &queues, &sim);
     set(&mut env, "MAX_RECEIVE_COUNT", "1");
     let worker = Worker::start(&env);
@@ -318,9 +457,14 @@ async fn jobs_received_too_often_fail_with_retries_exhausted_and_go_to_the_dlq()
     assert_eq!(results.len(), 1, "log:\n{}", worker.log());
     assert_eq!(results[0].code(), "RetriesExhausted");
     assert_eq!(results[0].json["receiveCount"], 2);
-    let dead = queues.drain(&queues.dlq.clone(), 1, Duration::from_secs(10)).await;
+    let dead = queues
+        .drain(&queues.dlq.clone(), 1, Duration::from_secs(10))
+        .await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].json["jobId"], "doomed-1", "the original job body is in the DLQ");
+    assert_eq!(
+        dead[0].json["jobId"], "doomed-1",
+        "the original job body is in the DLQ"
+    );
     assert_eq!(worker.metric("resume_chat_jobs_dead_lettered_total"), 1.0);
 }
 
@@ -333,7 +477,13 @@ async fn metrics_health_and_readiness_are_served() {
     worker.wait_healthy();
     queues.send_job(&start_job("m-1")).await;
     assert_eq!(queues.results(1, WAIT).await.len(), 1);
-    assert!(eventually(Duration::from_secs(10), || worker.get("/readyz").map(|r| r.0) == Some(200)).await);
+    assert!(
+        eventually(Duration::from_secs(10), || worker
+            .get("/readyz")
+            .map(|r| r.0)
+            == Some(200))
+        .await
+    );
     // The result is published before the job is deleted and counted as completed.
     let completed = r#"resume_chat_jobs_completed_total{status="succeeded",code="none"}"#;
     assert!(eventually(Duration::from_secs(10), || worker.metric(completed) == 1.0).await);
@@ -354,9 +504,27 @@ async fn metrics_health_and_readiness_are_served() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
-    assert_eq!(metric_value(&text, r#"resume_chat_jobs_completed_total{status="succeeded",code="none"}"#), 1.0);
-    assert_eq!(metric_value(&text, r#"resume_chat_connect_calls_total{operation="StartChatContact",code="OK"}"#), 1.0);
-    assert_eq!(metric_value(&text, r#"resume_chat_job_age_seconds_count{stage="started"}"#), 1.0);
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"resume_chat_jobs_completed_total{status="succeeded",code="none"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"resume_chat_connect_calls_total{operation="StartChatContact",code="OK"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"resume_chat_job_age_seconds_count{stage="started"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,23 +533,61 @@ async fn a_missing_queue_is_a_clear_log_line_and_not_ready_not_a_crash() {
     let queues = Queues::create(&moto, 30, 5).await;
     let sim = start_sim(generous_sim()).await;
     let mut env = worker_env(&moto, &queues, &sim);
-    set(&mut env, "JOBS_QUEUE_URL", &format!("{}/123456789012/no-such-queue", moto.endpoint));
+    set(
+        &mut env,
+        "JOBS_QUEUE_URL",
+        &format!("{}/123456789012/no-such-queue", moto.endpoint),
+    );
     let mut worker = Worker::start(&env);
     worker.wait_healthy();
-    assert!(eventually(Duration::from_secs(15), || worker.log().contains("the jobs queue does not exist")).await, "{}", worker.log());
+    assert!(
+        eventually(Duration::from_secs(15), || worker
+            .log()
+            .contains("the jobs queue does not exist"))
+        .await,
+        "{}",
+        worker.log()
+    );
     let (status, body) = worker.get("/readyz").expect("readyz");
     assert_eq!(status, 503);
     assert!(body.contains("does not exist"), "{body}");
-    assert!(worker.wait_exit(Duration::from_secs(1)).is_none(), "still running");
+    assert!(
+        worker.wait_exit(Duration::from_secs(1)).is_none(),
+        "still running"
+    );
 }
 
 #[test]
 fn bad_configuration_exits_2_with_one_line_naming_the_setting() {
     let cases = [
-        (vec![("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/results")], "JOBS_QUEUE_URL"),
-        (vec![("JOBS_QUEUE_URL", "http://127.0.0.1:1/q/jobs"), ("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/r"), ("START_CHAT_RATE", "fast")], "START_CHAT_RATE"),
-        (vec![("JOBS_QUEUE_URL", "http://127.0.0.1:1/q/jobs"), ("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/r"), ("MAX_IN_FLIGHT", "0")], "MAX_IN_FLIGHT"),
-        (vec![("JOBS_QUEUE_URL", "http://127.0.0.1:1/q/jobs"), ("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/r"), ("LOG_FORMAT", "yaml")], "LOG_FORMAT"),
+        (
+            vec![("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/results")],
+            "JOBS_QUEUE_URL",
+        ),
+        (
+            vec![
+                ("JOBS_QUEUE_URL", "http://127.0.0.1:1/q/jobs"),
+                ("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/r"),
+                ("START_CHAT_RATE", "fast"),
+            ],
+            "START_CHAT_RATE",
+        ),
+        (
+            vec![
+                ("JOBS_QUEUE_URL", "http://127.0.0.1:1/q/jobs"),
+                ("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/r"),
+                ("MAX_IN_FLIGHT", "0"),
+            ],
+            "MAX_IN_FLIGHT",
+        ),
+        (
+            vec![
+                ("JOBS_QUEUE_URL", "http://127.0.0.1:1/q/jobs"),
+                ("RESULTS_QUEUE_URL", "http://127.0.0.1:1/q/r"),
+                ("LOG_FORMAT", "yaml"),
+            ],
+            "LOG_FORMAT",
+        ),
     ];
     for (env, setting) in cases {
         let out = std::process::Command::new(worker_binary())

@@ -19,7 +19,11 @@ use crate::config::{ConfigError, RawSettings};
 /// Without a subcommand it runs the worker (same as `run`). Every setting is an environment
 /// variable and a flag; see the README for the table.
 #[derive(clap::Parser, Debug)]
-#[command(name = "resume-chat-worker", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "resume-chat-worker",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -27,6 +31,8 @@ pub struct Cli {
     pub settings: RawSettings,
 }
 
+// Parsed once per process: the size of the `Run` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Run the worker: receive jobs, resume chats, publish results (the default).
@@ -80,8 +86,15 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         None => run::run(cli.settings).await,
         Some(Command::Run(settings)) => run::run(settings).await,
         Some(Command::Healthcheck { metrics_addr }) => healthcheck::check(&metrics_addr).await,
-        Some(Command::Validate { file, connect_instance_id, connect_contact_flow_id }) => {
-            let defaults = crate::job::JobDefaults { instance_id: connect_instance_id, contact_flow_id: connect_contact_flow_id };
+        Some(Command::Validate {
+            file,
+            connect_instance_id,
+            connect_contact_flow_id,
+        }) => {
+            let defaults = crate::job::JobDefaults {
+                instance_id: connect_instance_id,
+                contact_flow_id: connect_contact_flow_id,
+            };
             validate_command(file.as_deref(), &defaults)
         }
         Some(Command::Enqueue(args)) => enqueue::command(args).await,
@@ -90,15 +103,25 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
 }
 
 /// `validate FILE`: prints the report with hints; exit 0 when every line is a valid job, 1 if not.
-fn validate_command(file: Option<&std::path::Path>, defaults: &crate::job::JobDefaults) -> Result<ExitCode, CliError> {
+fn validate_command(
+    file: Option<&std::path::Path>,
+    defaults: &crate::job::JobDefaults,
+) -> Result<ExitCode, CliError> {
     let report = match file {
         None => validate::validate_lines(std::io::stdin().lock(), defaults),
-        Some(p) if p.as_os_str() == "-" => validate::validate_lines(std::io::stdin().lock(), defaults),
+        Some(p) if p.as_os_str() == "-" => {
+            validate::validate_lines(std::io::stdin().lock(), defaults)
+        }
         Some(p) => {
-            let f = std::fs::File::open(p).map_err(|e| CliError::Failed(format!("cannot open {}: {e}", p.display())))?;
+            let f = std::fs::File::open(p)
+                .map_err(|e| CliError::Failed(format!("cannot open {}: {e}", p.display())))?;
             validate::validate_lines(std::io::BufReader::new(f), defaults)
         }
     };
     println!("{}", report.render_with_hints());
-    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -18,17 +18,31 @@ use crate::queue::sqs::SqsQueue;
 pub async fn run(raw: RawSettings) -> Result<ExitCode, CliError> {
     let settings = raw.validate()?;
     crate::telemetry::init(settings.log_format);
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
     if shared.region().is_none() {
-        return Err(ConfigError { setting: "AWS_REGION", problem: "is required (for example us-east-1)".to_owned() }.into());
+        return Err(ConfigError {
+            setting: "AWS_REGION",
+            problem: "is required (for example us-east-1)".to_owned(),
+        }
+        .into());
     }
 
     let metrics = Metrics::new();
     let health = Arc::new(Health::new(settings.ready_stale));
     let http_stop = CancellationToken::new();
-    let (bound, http_task) = http::serve(settings.metrics_addr, metrics.clone(), health.clone(), http_stop.clone())
-        .await
-        .map_err(|e| ConfigError { setting: "METRICS_ADDR", problem: format!("cannot listen on {}: {e}", settings.metrics_addr) })?;
+    let (bound, http_task) = http::serve(
+        settings.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        http_stop.clone(),
+    )
+    .await
+    .map_err(|e| ConfigError {
+        setting: "METRICS_ADDR",
+        problem: format!("cannot listen on {}: {e}", settings.metrics_addr),
+    })?;
 
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
@@ -42,10 +56,15 @@ pub async fn run(raw: RawSettings) -> Result<ExitCode, CliError> {
     );
     let queue = Arc::new(SqsQueue::new(&shared));
     let connect = Arc::new(AwsConnect::new(&shared, settings.connect_timeout));
-    let summary = Worker::new(settings, queue, connect, metrics, health, stop).run().await;
+    let summary = Worker::new(settings, queue, connect, metrics, health, stop)
+        .run()
+        .await;
     http_stop.cancel();
     let _ = http_task.await;
-    tracing::info!(released_after_grace = summary.released_after_grace, "resume-chat-worker stopped");
+    tracing::info!(
+        released_after_grace = summary.released_after_grace,
+        "resume-chat-worker stopped"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -54,7 +73,10 @@ async fn stop_on_signal(stop: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 let name = tokio::select! {
                     _ = term.recv() => "SIGTERM",

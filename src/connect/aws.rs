@@ -32,7 +32,9 @@ impl AwsConnect {
             .retry_config(aws_sdk_connect::config::retry::RetryConfig::disabled())
             .timeout_config(timeouts)
             .build();
-        AwsConnect { client: aws_sdk_connect::Client::from_conf(config) }
+        AwsConnect {
+            client: aws_sdk_connect::Client::from_conf(config),
+        }
     }
 
     pub fn from_client(client: aws_sdk_connect::Client) -> Self {
@@ -49,7 +51,9 @@ fn rehydration(r: job::RehydrationType) -> RehydrationType {
 
 /// Classifies any SDK error. Transport failures get codes of our own so metrics and results can
 /// tell a timeout from a dropped connection.
-fn to_connect_error<E>(err: SdkError<E, aws_sdk_connect::config::http::HttpResponse>) -> ConnectError
+fn to_connect_error<E>(
+    err: SdkError<E, aws_sdk_connect::config::http::HttpResponse>,
+) -> ConnectError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -59,14 +63,26 @@ where
             err.code().map(str::to_owned),
             err.message().unwrap_or("no message").to_owned(),
         ),
-        SdkError::TimeoutError(_) => (None, Some("Timeout".to_owned()), "the call timed out".to_owned()),
-        SdkError::DispatchFailure(d) if d.is_timeout() => {
-            (None, Some("Timeout".to_owned()), "the connection timed out".to_owned())
-        }
+        SdkError::TimeoutError(_) => (
+            None,
+            Some("Timeout".to_owned()),
+            "the call timed out".to_owned(),
+        ),
+        SdkError::DispatchFailure(d) if d.is_timeout() => (
+            None,
+            Some("Timeout".to_owned()),
+            "the connection timed out".to_owned(),
+        ),
         SdkError::DispatchFailure(d) => (
             None,
             Some("ConnectionError".to_owned()),
-            format!("could not reach Connect: {}", error_chain(d.as_connector_error().map(|e| e as &(dyn std::error::Error + 'static)))),
+            format!(
+                "could not reach Connect: {}",
+                error_chain(
+                    d.as_connector_error()
+                        .map(|e| e as &(dyn std::error::Error + 'static))
+                )
+            ),
         ),
         SdkError::ResponseError(r) => (
             Some(r.raw().status().as_u16()),
@@ -78,19 +94,28 @@ where
             return ConnectError {
                 class: ErrorClass::Rejected,
                 code: "InvalidRequestException".to_owned(),
-                message: format!("the request could not be built: {}", error_chain(Some(&err))),
+                message: format!(
+                    "the request could not be built: {}",
+                    error_chain(Some(&err))
+                ),
             };
         }
         _ => (None, Some("Unknown".to_owned()), error_chain(Some(&err))),
     };
     // Transport codes of our own are classified by status only.
-    let aws_code = code.as_deref().filter(|c| !matches!(*c, "Timeout" | "ConnectionError" | "ResponseError"));
+    let aws_code = code
+        .as_deref()
+        .filter(|c| !matches!(*c, "Timeout" | "ConnectionError" | "ResponseError"));
     let class = classify(status, aws_code);
     let code = code.unwrap_or_else(|| match status {
         Some(s) => format!("Http{s}"),
         None => "Unknown".to_owned(),
     });
-    ConnectError { class, code, message }
+    ConnectError {
+        class,
+        code,
+        message,
+    }
 }
 
 fn error_chain(err: Option<&(dyn std::error::Error + 'static)>) -> String {
@@ -147,7 +172,9 @@ impl ConnectApi for AwsConnect {
             _ => Err(ConnectError {
                 class: ErrorClass::Transient,
                 code: "ResponseError".to_owned(),
-                message: "StartChatContact returned no ContactId, ParticipantId or ParticipantToken".to_owned(),
+                message:
+                    "StartChatContact returned no ContactId, ParticipantId or ParticipantToken"
+                        .to_owned(),
             }),
         }
     }
@@ -164,10 +191,16 @@ impl ConnectApi for AwsConnect {
             .send()
             .await
             .map_err(to_connect_error)?;
-        Ok(Associated { continued_from_contact_id: out.continued_from_contact_id })
+        Ok(Associated {
+            continued_from_contact_id: out.continued_from_contact_id,
+        })
     }
 }
 
 fn rejected(message: String) -> ConnectError {
-    ConnectError { class: ErrorClass::Rejected, code: "InvalidRequestException".to_owned(), message }
+    ConnectError {
+        class: ErrorClass::Rejected,
+        code: "InvalidRequestException".to_owned(),
+        message,
+    }
 }

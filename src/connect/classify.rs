@@ -14,7 +14,11 @@ const THROTTLE_CODES: &[&str] = &[
 ];
 
 /// Codes for failures on the service's side that another try may not see.
-const TRANSIENT_CODES: &[&str] = &["InternalServiceException", "ServiceUnavailableException", "InternalFailure"];
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalServiceException",
+    "ServiceUnavailableException",
+    "InternalFailure",
+];
 
 /// Classify a failed call. `status` is `None` when no HTTP response arrived (timeout, connection
 /// refused or dropped), which is always worth another try.
@@ -43,9 +47,18 @@ mod tests {
 
     #[test]
     fn the_two_429s_are_told_apart_by_code() {
-        assert_eq!(classify(Some(429), Some("TooManyRequestsException")), ErrorClass::Throttled);
-        assert_eq!(classify(Some(429), Some("ThrottlingException")), ErrorClass::Throttled);
-        assert_eq!(classify(Some(429), Some("LimitExceededException")), ErrorClass::LimitExceeded);
+        assert_eq!(
+            classify(Some(429), Some("TooManyRequestsException")),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify(Some(429), Some("ThrottlingException")),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify(Some(429), Some("LimitExceededException")),
+            ErrorClass::LimitExceeded
+        );
         // An unknown 429 is treated as the rate quota, the conservative reading.
         assert_eq!(classify(Some(429), None), ErrorClass::Throttled);
     }
@@ -58,10 +71,20 @@ mod tests {
             "ResourceNotFoundException",
             "AccessDeniedException",
         ] {
-            assert_eq!(classify(Some(400), Some(code)), ErrorClass::Rejected, "{code}");
+            assert_eq!(
+                classify(Some(400), Some(code)),
+                ErrorClass::Rejected,
+                "{code}"
+            );
         }
-        assert_eq!(classify(Some(404), Some("ResourceNotFoundException")), ErrorClass::Rejected);
-        assert_eq!(classify(Some(500), Some("InternalServiceException")), ErrorClass::Transient);
+        assert_eq!(
+            classify(Some(404), Some("ResourceNotFoundException")),
+            ErrorClass::Rejected
+        );
+        assert_eq!(
+            classify(Some(500), Some("InternalServiceException")),
+            ErrorClass::Transient
+        );
         assert_eq!(classify(Some(503), None), ErrorClass::Transient);
         assert_eq!(classify(Some(408), None), ErrorClass::Transient);
     }
@@ -74,7 +97,13 @@ mod tests {
     #[test]
     fn code_wins_over_status() {
         // A throttle reported with an odd status is still a throttle.
-        assert_eq!(classify(Some(400), Some("ThrottlingException")), ErrorClass::Throttled);
-        assert_eq!(classify(Some(400), Some("LimitExceededException")), ErrorClass::LimitExceeded);
+        assert_eq!(
+            classify(Some(400), Some("ThrottlingException")),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify(Some(400), Some("LimitExceededException")),
+            ErrorClass::LimitExceeded
+        );
     }
 }

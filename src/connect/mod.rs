@@ -25,7 +25,10 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 2] = [Operation::StartChatContact, Operation::CreatePersistentContactAssociation];
+    pub const ALL: [Operation; 2] = [
+        Operation::StartChatContact,
+        Operation::CreatePersistentContactAssociation,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

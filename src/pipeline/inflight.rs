@@ -43,7 +43,10 @@ impl InFlight {
     /// Registers a message just received with `visibility`; returns its registry id.
     pub async fn register(&self, receipt: &str, visibility: Duration) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry { receipt: receipt.to_owned(), hidden_until: Instant::now() + visibility };
+        let entry = Entry {
+            receipt: receipt.to_owned(),
+            hidden_until: Instant::now() + visibility,
+        };
         self.entries.lock().await.insert(id, entry);
         id
     }
@@ -62,7 +65,13 @@ impl InFlight {
 
     /// Removes the message and sets its visibility to `after` (0 releases it at once). Returns
     /// whether SQS accepted the change.
-    pub async fn give_back<Q: MessageQueue>(&self, queue: &Q, queue_url: &str, id: u64, after: Duration) -> bool {
+    pub async fn give_back<Q: MessageQueue>(
+        &self,
+        queue: &Q,
+        queue_url: &str,
+        id: u64,
+        after: Duration,
+    ) -> bool {
         let _guard = self.visibility_lock.lock().await;
         let receipt = match self.entries.lock().await.remove(&id) {
             Some(e) => e.receipt,
@@ -73,7 +82,12 @@ impl InFlight {
 
     /// One heartbeat: extends every message whose visibility lapses within `visibility / 2`.
     /// Returns (extended, failed).
-    pub async fn extend_due<Q: MessageQueue>(&self, queue: &Q, queue_url: &str, visibility: Duration) -> (usize, usize) {
+    pub async fn extend_due<Q: MessageQueue>(
+        &self,
+        queue: &Q,
+        queue_url: &str,
+        visibility: Duration,
+    ) -> (usize, usize) {
         let _guard = self.visibility_lock.lock().await;
         let now = Instant::now();
         let due: Vec<(u64, String)> = self
@@ -86,7 +100,8 @@ impl InFlight {
             .collect();
         let (mut extended, mut failed) = (0, 0);
         for chunk in due.chunks(MAX_BATCH) {
-            let entries: Vec<(String, Duration)> = chunk.iter().map(|(_, r)| (r.clone(), visibility)).collect();
+            let entries: Vec<(String, Duration)> =
+                chunk.iter().map(|(_, r)| (r.clone(), visibility)).collect();
             let failures = match queue.change_visibility_batch(queue_url, &entries).await {
                 Ok(f) => f.into_iter().map(|f| f.index).collect::<Vec<_>>(),
                 Err(e) => {
@@ -124,9 +139,17 @@ pub async fn heartbeat<Q: MessageQueue>(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (ok, failed) = inflight.extend_due(queue.as_ref(), &queue_url, visibility).await;
-        metrics.visibility_extensions.with_label_values(&["ok"]).inc_by(ok as u64);
-        metrics.visibility_extensions.with_label_values(&["failed"]).inc_by(failed as u64);
+        let (ok, failed) = inflight
+            .extend_due(queue.as_ref(), &queue_url, visibility)
+            .await;
+        metrics
+            .visibility_extensions
+            .with_label_values(&["ok"])
+            .inc_by(ok as u64);
+        metrics
+            .visibility_extensions
+            .with_label_values(&["failed"])
+            .inc_by(failed as u64);
     }
 }
 
@@ -142,20 +165,44 @@ mod tests {
         let queue = Arc::new(MemoryQueue::new());
         queue.push(Q, "job");
         let visibility = Duration::from_secs(10);
-        let msg = queue.receive(Q, 1, Duration::ZERO, visibility).await.unwrap().remove(0);
+        let msg = queue
+            .receive(Q, 1, Duration::ZERO, visibility)
+            .await
+            .unwrap()
+            .remove(0);
         let inflight = Arc::new(InFlight::new());
         let id = inflight.register(&msg.receipt_handle, visibility).await;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(heartbeat(inflight.clone(), queue.clone(), Q.into(), visibility, Metrics::new(), stop.clone()));
+        let task = tokio::spawn(heartbeat(
+            inflight.clone(),
+            queue.clone(),
+            Q.into(),
+            visibility,
+            Metrics::new(),
+            stop.clone(),
+        ));
         // Far longer than the visibility timeout: nobody else may receive it.
         for _ in 0..60 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(queue.receive(Q, 1, Duration::ZERO, visibility).await.unwrap().is_empty());
+            assert!(
+                queue
+                    .receive(Q, 1, Duration::ZERO, visibility)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
         }
         // Given back with a delay: the heartbeat no longer touches it and it returns after the delay.
-        assert!(inflight.give_back(queue.as_ref(), Q, id, Duration::from_secs(3)).await);
+        assert!(
+            inflight
+                .give_back(queue.as_ref(), Q, id, Duration::from_secs(3))
+                .await
+        );
         tokio::time::sleep(Duration::from_secs(4)).await;
-        let again = queue.receive(Q, 1, Duration::ZERO, visibility).await.unwrap();
+        let again = queue
+            .receive(Q, 1, Duration::ZERO, visibility)
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].receive_count, 2);
         stop.cancel();

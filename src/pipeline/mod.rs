@@ -73,9 +73,21 @@ impl<Q, C> Context<Q, C> {
     }
 
     /// Hands a finished job to the settler and waits until it is settled; `true` when published.
-    pub async fn settle(&self, result: JobResult, receipt: &str, inflight_id: u64, dead_letter: Option<OutgoingMessage>) -> bool {
+    pub async fn settle(
+        &self,
+        result: JobResult,
+        receipt: &str,
+        inflight_id: u64,
+        dead_letter: Option<OutgoingMessage>,
+    ) -> bool {
         let (done, settled) = oneshot::channel();
-        let req = SettleRequest { result, receipt_handle: receipt.to_owned(), inflight_id, dead_letter, done };
+        let req = SettleRequest {
+            result,
+            receipt_handle: receipt.to_owned(),
+            inflight_id,
+            dead_letter,
+            done,
+        };
         if self.settle_tx.send(req).await.is_err() {
             return false;
         }
@@ -97,17 +109,42 @@ pub struct Worker<Q, C> {
 }
 
 impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
-    pub fn new(settings: Settings, queue: Arc<Q>, connect: Arc<C>, metrics: Metrics, health: Arc<Health>, stop: CancellationToken) -> Self {
+    pub fn new(
+        settings: Settings,
+        queue: Arc<Q>,
+        connect: Arc<C>,
+        metrics: Metrics,
+        health: Arc<Health>,
+        stop: CancellationToken,
+    ) -> Self {
         let queues = Queues {
             jobs: settings.jobs_queue_url.clone(),
             results: settings.results_queue_url.clone(),
             dead_letter: settings.dead_letter_queue_url.clone(),
         };
-        let start_limiter = Arc::new(AdaptiveLimiter::new(settings.start_chat.per_second, settings.start_chat.burst));
-        let associate_limiter = Arc::new(AdaptiveLimiter::new(settings.associate.per_second, settings.associate.burst));
-        for (op, l) in [(Operation::StartChatContact, &start_limiter), (Operation::CreatePersistentContactAssociation, &associate_limiter)] {
-            metrics.allowed_rate.with_label_values(&[op.as_str()]).set(l.allowed_rate());
-            metrics.rate_ceiling.with_label_values(&[op.as_str()]).set(l.ceiling());
+        let start_limiter = Arc::new(AdaptiveLimiter::new(
+            settings.start_chat.per_second,
+            settings.start_chat.burst,
+        ));
+        let associate_limiter = Arc::new(AdaptiveLimiter::new(
+            settings.associate.per_second,
+            settings.associate.burst,
+        ));
+        for (op, l) in [
+            (Operation::StartChatContact, &start_limiter),
+            (
+                Operation::CreatePersistentContactAssociation,
+                &associate_limiter,
+            ),
+        ] {
+            metrics
+                .allowed_rate
+                .with_label_values(&[op.as_str()])
+                .set(l.allowed_rate());
+            metrics
+                .rate_ceiling
+                .with_label_values(&[op.as_str()])
+                .set(l.ceiling());
         }
         let (settle_tx, settle_rx) = mpsc::channel(settings.max_in_flight.max(16));
         let ctx = Arc::new(Context {
@@ -138,8 +175,13 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         let Worker { ctx, settle_rx } = self;
         let background_stop = CancellationToken::new();
         let settler = tokio::spawn(
-            Settler { queue: ctx.queue.clone(), queues: ctx.queues.clone(), inflight: ctx.inflight.clone(), metrics: ctx.metrics.clone() }
-                .run(settle_rx),
+            Settler {
+                queue: ctx.queue.clone(),
+                queues: ctx.queues.clone(),
+                inflight: ctx.inflight.clone(),
+                metrics: ctx.metrics.clone(),
+            }
+            .run(settle_rx),
         );
         let heartbeat = tokio::spawn(inflight::heartbeat(
             ctx.inflight.clone(),
@@ -149,7 +191,12 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             ctx.metrics.clone(),
             background_stop.clone(),
         ));
-        let depth = tokio::spawn(depth::poll(ctx.queue.clone(), ctx.queues.clone(), ctx.metrics.clone(), background_stop.clone()));
+        let depth = tokio::spawn(depth::poll(
+            ctx.queue.clone(),
+            ctx.queues.clone(),
+            ctx.metrics.clone(),
+            background_stop.clone(),
+        ));
 
         let slots = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
         let tasks = TaskTracker::new();
@@ -159,11 +206,21 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         ctx.health.stopping();
         tasks.close();
         let in_flight = ctx.inflight.len().await;
-        tracing::info!(in_flight, grace_s = ctx.settings.shutdown_grace.as_secs(), "stopping: no more receives");
+        tracing::info!(
+            in_flight,
+            grace_s = ctx.settings.shutdown_grace.as_secs(),
+            "stopping: no more receives"
+        );
         let mut summary = RunSummary::default();
-        if tokio::time::timeout(ctx.settings.shutdown_grace, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(ctx.settings.shutdown_grace, tasks.wait())
+            .await
+            .is_err()
+        {
             summary.released_after_grace = ctx.inflight.len().await;
-            tracing::warn!(remaining = summary.released_after_grace, "grace period over; releasing the jobs still in flight");
+            tracing::warn!(
+                remaining = summary.released_after_grace,
+                "grace period over; releasing the jobs still in flight"
+            );
             ctx.abandon.cancel();
             // Releasing is one SQS call per job; bound it so a dead SQS cannot hold the exit.
             let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;

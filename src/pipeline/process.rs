@@ -27,34 +27,72 @@ use crate::retry::{self, Decision, RequeueReason};
 #[derive(Debug)]
 pub enum Ending {
     /// Publish this result and delete the job (after moving it to the DLQ when `dead_letter`).
-    Settle { result: JobResult, dead_letter: bool },
+    Settle {
+        result: JobResult,
+        dead_letter: bool,
+    },
     /// Give the message back to SQS, visible again after `after`.
-    GiveBack { after: Duration, reason: RequeueReason },
+    GiveBack {
+        after: Duration,
+        reason: RequeueReason,
+    },
 }
 
 /// Works one message and carries out its ending. Holds the in-flight slot until settled.
-pub async fn process<Q: MessageQueue, C: ConnectApi>(ctx: std::sync::Arc<Context<Q, C>>, msg: ReceivedMessage, inflight_id: u64) {
+pub async fn process<Q: MessageQueue, C: ConnectApi>(
+    ctx: std::sync::Arc<Context<Q, C>>,
+    msg: ReceivedMessage,
+    inflight_id: u64,
+) {
     let span = tracing::info_span!("job", message_id = %msg.message_id, job_id = tracing::field::Empty, receive_count = msg.receive_count);
     async move {
         let started = tokio::time::Instant::now();
         let ending = work(&ctx, &msg).await;
         match ending {
-            Ending::Settle { result, dead_letter } => {
+            Ending::Settle {
+                result,
+                dead_letter,
+            } => {
                 let outcome = result.status.as_str();
                 let code = result.error.as_ref().map(|e| e.code.clone());
-                let dead_letter = dead_letter.then(|| OutgoingMessage { body: msg.body.clone(), attributes: msg.attributes.clone() });
-                let settled = ctx.settle(result, &msg.receipt_handle, inflight_id, dead_letter).await;
-                ctx.metrics.job_duration.observe(started.elapsed().as_secs_f64());
+                let dead_letter = dead_letter.then(|| OutgoingMessage {
+                    body: msg.body.clone(),
+                    attributes: msg.attributes.clone(),
+                });
+                let settled = ctx
+                    .settle(result, &msg.receipt_handle, inflight_id, dead_letter)
+                    .await;
+                ctx.metrics
+                    .job_duration
+                    .observe(started.elapsed().as_secs_f64());
                 observe_age(&ctx, &msg, "completed");
-                info!(outcome, code = code.as_deref().unwrap_or(""), settled, "job finished");
+                info!(
+                    outcome,
+                    code = code.as_deref().unwrap_or(""),
+                    settled,
+                    "job finished"
+                );
             }
             Ending::GiveBack { after, reason } => {
-                let ok = ctx.inflight.give_back(ctx.queue.as_ref(), &ctx.queues.jobs, inflight_id, after).await;
-                ctx.metrics.jobs_requeued.with_label_values(&[reason.as_str()]).inc();
+                let ok = ctx
+                    .inflight
+                    .give_back(ctx.queue.as_ref(), &ctx.queues.jobs, inflight_id, after)
+                    .await;
+                ctx.metrics
+                    .jobs_requeued
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
                 if !ok {
-                    ctx.metrics.sqs_errors.with_label_values(&["ChangeMessageVisibilityBatch", "GiveBackFailed"]).inc();
+                    ctx.metrics
+                        .sqs_errors
+                        .with_label_values(&["ChangeMessageVisibilityBatch", "GiveBackFailed"])
+                        .inc();
                 }
-                info!(reason = reason.as_str(), delay_s = after.as_secs(), "job given back to the queue");
+                info!(
+                    reason = reason.as_str(),
+                    delay_s = after.as_secs(),
+                    "job given back to the queue"
+                );
             }
         }
     }
@@ -64,8 +102,13 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(ctx: std::sync::Arc<Context
 
 fn observe_age<Q, C>(ctx: &Context<Q, C>, msg: &ReceivedMessage, stage: &str) {
     if let Some(sent) = msg.sent_timestamp_ms {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        ctx.metrics.job_age.with_label_values(&[stage]).observe(now.saturating_sub(sent) as f64 / 1000.0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ctx.metrics
+            .job_age
+            .with_label_values(&[stage])
+            .observe(now.saturating_sub(sent) as f64 / 1000.0);
     }
 }
 
@@ -73,15 +116,24 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-async fn work<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, msg: &ReceivedMessage) -> Ending {
+async fn work<Q: MessageQueue, C: ConnectApi>(
+    ctx: &Context<Q, C>,
+    msg: &ReceivedMessage,
+) -> Ending {
     let rc = msg.receive_count;
-    let fail = |job_id: Option<String>, action: Option<Action>, code: &str, message: String| Ending::Settle {
-        result: JobResult::failed(job_id, action, &msg.message_id, rc, now(), code, message),
-        dead_letter: false,
+    let fail = |job_id: Option<String>, action: Option<Action>, code: &str, message: String| {
+        Ending::Settle {
+            result: JobResult::failed(job_id, action, &msg.message_id, rc, now(), code, message),
+            dead_letter: false,
+        }
     };
 
     let parsed = parse_job(&msg.body, &ctx.settings.defaults);
-    if let Some(id) = parsed.as_ref().map(|j| Some(j.job_id.as_str())).unwrap_or_else(|e| e.job_id.as_deref()) {
+    if let Some(id) = parsed
+        .as_ref()
+        .map(|j| Some(j.job_id.as_str()))
+        .unwrap_or_else(|e| e.job_id.as_deref())
+    {
         tracing::Span::current().record("job_id", id);
     }
 
@@ -90,7 +142,11 @@ async fn work<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, msg: &Receive
             Ok(j) => (Some(j.job_id.clone()), Some(j.action)),
             Err(e) => (e.job_id.clone(), e.action),
         };
-        let to = if ctx.queues.dead_letter.is_some() { "; moved to the dead-letter queue" } else { "" };
+        let to = if ctx.queues.dead_letter.is_some() {
+            "; moved to the dead-letter queue"
+        } else {
+            ""
+        };
         let message = format!(
             "the job was received {rc} times, more than MAX_RECEIVE_COUNT ({}), without finishing{to}",
             ctx.settings.max_receive_count
@@ -107,7 +163,12 @@ async fn work<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, msg: &Receive
         Ok(job) => job,
         Err(e) => {
             warn!(code = codes::INVALID_JOB, error = %e, "invalid job");
-            return fail(e.job_id.clone(), e.action, codes::INVALID_JOB, e.to_string());
+            return fail(
+                e.job_id.clone(),
+                e.action,
+                codes::INVALID_JOB,
+                e.to_string(),
+            );
         }
     };
     if job.is_expired(now()) {
@@ -117,17 +178,34 @@ async fn work<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, msg: &Receive
 }
 
 fn expired(job: &Job, msg: &ReceivedMessage) -> Ending {
-    let message = match job.not_after.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()) {
-        Some(t) => format!("the job was not started before its notAfter ({t}), so it was not started"),
+    let message = match job.not_after.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
+        Some(t) => {
+            format!("the job was not started before its notAfter ({t}), so it was not started")
+        }
         None => "the job expired before it was started".to_owned(),
     };
     Ending::Settle {
-        result: JobResult::failed(Some(job.job_id.clone()), Some(job.action), &msg.message_id, msg.receive_count, now(), codes::EXPIRED, message),
+        result: JobResult::failed(
+            Some(job.job_id.clone()),
+            Some(job.action),
+            &msg.message_id,
+            msg.receive_count,
+            now(),
+            codes::EXPIRED,
+            message,
+        ),
         dead_letter: false,
     }
 }
 
-async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, job: &Job, msg: &ReceivedMessage) -> Ending {
+async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
+    ctx: &Context<Q, C>,
+    job: &Job,
+    msg: &ReceivedMessage,
+) -> Ending {
     let op = match job.action {
         Action::StartPersistentChat => Operation::StartChatContact,
         Action::AssociatePersistentContact => Operation::CreatePersistentContactAssociation,
@@ -135,7 +213,10 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
     let limiter = ctx.limiter(op);
     let token = job.client_token();
     let mut schedule = ctx.retry.schedule();
-    let release = Ending::GiveBack { after: Duration::ZERO, reason: RequeueReason::Shutdown };
+    let release = Ending::GiveBack {
+        after: Duration::ZERO,
+        reason: RequeueReason::Shutdown,
+    };
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
@@ -144,8 +225,16 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
                 Admission::Open => false,
                 Admission::Probe => true,
                 Admission::Closed { retry_after } => {
-                    let after = retry::capacity_wait(&ctx.retry, msg.receive_count, Some(retry_after), rand::random());
-                    return Ending::GiveBack { after, reason: RequeueReason::Capacity };
+                    let after = retry::capacity_wait(
+                        &ctx.retry,
+                        msg.receive_count,
+                        Some(retry_after),
+                        rand::random(),
+                    );
+                    return Ending::GiveBack {
+                        after,
+                        reason: RequeueReason::Capacity,
+                    };
                 }
             }
         } else {
@@ -160,7 +249,10 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
                 return release;
             }
         };
-        ctx.metrics.rate_wait.with_label_values(&[op.as_str()]).observe(waited.as_secs_f64());
+        ctx.metrics
+            .rate_wait
+            .with_label_values(&[op.as_str()])
+            .observe(waited.as_secs_f64());
         if job.is_expired(now()) {
             // Every acquire gets exactly one feedback; the limiter counts answers against sends.
             limiter.feedback(RateFeedback::Neutral);
@@ -187,8 +279,14 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
             Ok(_) => "OK",
             Err(e) => e.code.as_str(),
         };
-        ctx.metrics.connect_calls.with_label_values(&[op.as_str(), code]).inc();
-        ctx.metrics.connect_call_duration.with_label_values(&[op.as_str()]).observe(call_started.elapsed().as_secs_f64());
+        ctx.metrics
+            .connect_calls
+            .with_label_values(&[op.as_str(), code])
+            .inc();
+        ctx.metrics
+            .connect_call_duration
+            .with_label_values(&[op.as_str()])
+            .observe(call_started.elapsed().as_secs_f64());
         feed_back(ctx, op, probe, &outcome);
 
         let err = match outcome {
@@ -211,14 +309,26 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
             Ok(CallOk::Associated(a)) => {
                 info!(attempt, "persistent contact associated");
                 return Ending::Settle {
-                    result: JobResult::associated(job, &msg.message_id, msg.receive_count, now(), a.continued_from_contact_id),
+                    result: JobResult::associated(
+                        job,
+                        &msg.message_id,
+                        msg.receive_count,
+                        now(),
+                        a.continued_from_contact_id,
+                    ),
                     dead_letter: false,
                 };
             }
             Err(e) => e,
         };
-        let decision =
-            retry::after_failure(&ctx.retry, &err, schedule.next(), msg.receive_count, ctx.gate.reopens_in(), rand::random());
+        let decision = retry::after_failure(
+            &ctx.retry,
+            &err,
+            schedule.next(),
+            msg.receive_count,
+            ctx.gate.reopens_in(),
+            rand::random(),
+        );
         warn!(attempt, code = %err.code, class = ?err.class, decision = ?decision, "Connect call failed");
         match decision {
             Decision::RetryAfter(delay) => {
@@ -230,7 +340,15 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(ctx: &Context<Q, C>, 
             Decision::Requeue { after, reason } => return Ending::GiveBack { after, reason },
             Decision::Fail { code, message } => {
                 return Ending::Settle {
-                    result: JobResult::failed(Some(job.job_id.clone()), Some(job.action), &msg.message_id, msg.receive_count, now(), &code, message),
+                    result: JobResult::failed(
+                        Some(job.job_id.clone()),
+                        Some(job.action),
+                        &msg.message_id,
+                        msg.receive_count,
+                        now(),
+                        &code,
+                        message,
+                    ),
                     dead_letter: false,
                 };
             }
@@ -243,16 +361,34 @@ enum CallOk {
     Associated(crate::connect::Associated),
 }
 
-async fn call<Q, C: ConnectApi>(ctx: &Context<Q, C>, op: Operation, job: &Job, token: &str) -> Result<CallOk, ConnectError> {
+async fn call<Q, C: ConnectApi>(
+    ctx: &Context<Q, C>,
+    op: Operation,
+    job: &Job,
+    token: &str,
+) -> Result<CallOk, ConnectError> {
     match op {
-        Operation::StartChatContact => ctx.connect.start_chat(job, token).await.map(CallOk::Started),
-        Operation::CreatePersistentContactAssociation => ctx.connect.associate(job, token).await.map(CallOk::Associated),
+        Operation::StartChatContact => ctx
+            .connect
+            .start_chat(job, token)
+            .await
+            .map(CallOk::Started),
+        Operation::CreatePersistentContactAssociation => ctx
+            .connect
+            .associate(job, token)
+            .await
+            .map(CallOk::Associated),
     }
 }
 
 /// Tells the limiter what the call said about the rate quota and the gate what it said about chat
 /// capacity. Only a throttle is a rate signal; only StartChatContact touches the gate.
-fn feed_back<Q, C>(ctx: &Context<Q, C>, op: Operation, probe: bool, outcome: &Result<CallOk, ConnectError>) {
+fn feed_back<Q, C>(
+    ctx: &Context<Q, C>,
+    op: Operation,
+    probe: bool,
+    outcome: &Result<CallOk, ConnectError>,
+) {
     let limiter = ctx.limiter(op);
     let class = outcome.as_ref().err().map(|e| e.class);
     limiter.feedback(match class {
@@ -260,7 +396,10 @@ fn feed_back<Q, C>(ctx: &Context<Q, C>, op: Operation, probe: bool, outcome: &Re
         Some(ErrorClass::Throttled) => RateFeedback::Throttled,
         Some(_) => RateFeedback::Neutral,
     });
-    ctx.metrics.allowed_rate.with_label_values(&[op.as_str()]).set(limiter.allowed_rate());
+    ctx.metrics
+        .allowed_rate
+        .with_label_values(&[op.as_str()])
+        .set(limiter.allowed_rate());
     if op == Operation::StartChatContact {
         match class {
             None => ctx.gate.on_success(),

@@ -22,15 +22,25 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 const GATE_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// Receives until `ctx.stop_receiving`; spawns one task per message.
-pub async fn run<Q: MessageQueue, C: ConnectApi>(ctx: Arc<Context<Q, C>>, slots: Arc<Semaphore>, tasks: tokio_util::task::TaskTracker) {
+pub async fn run<Q: MessageQueue, C: ConnectApi>(
+    ctx: Arc<Context<Q, C>>,
+    slots: Arc<Semaphore>,
+    tasks: tokio_util::task::TaskTracker,
+) {
     let mut failures: u32 = 0;
     loop {
-        let Some(first) = wait_for_slot(&ctx, &slots).await else { return };
+        let Some(first) = wait_for_slot(&ctx, &slots).await else {
+            return;
+        };
         let mut permits = vec![first];
 
         let mut max = MAX_BATCH;
         if ctx.gate.is_closed() {
-            let pause = ctx.gate.reopens_in().unwrap_or(GATE_PAUSE_MAX).min(GATE_PAUSE_MAX);
+            let pause = ctx
+                .gate
+                .reopens_in()
+                .unwrap_or(GATE_PAUSE_MAX)
+                .min(GATE_PAUSE_MAX);
             if ctx.until_stopped(tokio::time::sleep(pause)).await.is_none() {
                 return;
             }
@@ -44,7 +54,14 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(ctx: Arc<Context<Q, C>>, slots:
         }
 
         let visibility = ctx.settings.visibility_timeout;
-        let received = ctx.until_stopped(ctx.queue.receive(&ctx.queues.jobs, permits.len(), LONG_POLL, visibility)).await;
+        let received = ctx
+            .until_stopped(ctx.queue.receive(
+                &ctx.queues.jobs,
+                permits.len(),
+                LONG_POLL,
+                visibility,
+            ))
+            .await;
         let Some(received) = received else { return };
         match received {
             Ok(messages) => {
@@ -56,7 +73,13 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(ctx: Arc<Context<Q, C>>, slots:
                     let Some(permit) = permits.pop() else {
                         // SQS returned more than asked for: give the extra back at once.
                         warn!("received more messages than requested; releasing the extra one");
-                        let _ = ctx.queue.change_visibility_batch(&ctx.queues.jobs, &[(msg.receipt_handle, Duration::ZERO)]).await;
+                        let _ = ctx
+                            .queue
+                            .change_visibility_batch(
+                                &ctx.queues.jobs,
+                                &[(msg.receipt_handle, Duration::ZERO)],
+                            )
+                            .await;
                         continue;
                     };
                     let id = ctx.inflight.register(&msg.receipt_handle, visibility).await;
@@ -71,12 +94,24 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(ctx: Arc<Context<Q, C>>, slots:
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                ctx.metrics.sqs_errors.with_label_values(&["ReceiveMessage", &e.code]).inc();
-                let hard = matches!(e.kind, QueueErrorKind::QueueMissing | QueueErrorKind::AccessDenied);
+                ctx.metrics
+                    .sqs_errors
+                    .with_label_values(&["ReceiveMessage", &e.code])
+                    .inc();
+                let hard = matches!(
+                    e.kind,
+                    QueueErrorKind::QueueMissing | QueueErrorKind::AccessDenied
+                );
                 if hard {
                     let why = match e.kind {
-                        QueueErrorKind::QueueMissing => format!("the jobs queue does not exist: {} ({})", ctx.queues.jobs, e.code),
-                        _ => format!("access to the jobs queue is denied: {} ({})", ctx.queues.jobs, e.code),
+                        QueueErrorKind::QueueMissing => format!(
+                            "the jobs queue does not exist: {} ({})",
+                            ctx.queues.jobs, e.code
+                        ),
+                        _ => format!(
+                            "access to the jobs queue is denied: {} ({})",
+                            ctx.queues.jobs, e.code
+                        ),
                     };
                     error!(error = %e, "{why}; check JOBS_QUEUE_URL and the task role");
                     ctx.health.receive_failed_hard(why).await;
@@ -113,15 +148,23 @@ async fn wait_for_slot<Q: MessageQueue, C: ConnectApi>(
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Backoff after the `failures`-th consecutive receive error: full jitter over an envelope that
 /// doubles from 200 ms to 20 s (60 s for a missing queue or denied access, which need a human),
 /// but never below 100 ms, so the loop cannot spin.
 pub fn receive_backoff(failures: u32, hard: bool, jitter: f64) -> Duration {
-    let cap = if hard { Duration::from_secs(60) } else { Duration::from_secs(20) };
-    let envelope = Duration::from_millis(200).saturating_mul(1 << failures.saturating_sub(1).min(16)).min(cap);
+    let cap = if hard {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(20)
+    };
+    let envelope = Duration::from_millis(200)
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(cap);
     crate::retry::full_jitter(envelope, jitter).max(Duration::from_millis(100))
 }
 

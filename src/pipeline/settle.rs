@@ -8,6 +8,7 @@
 //! 3. Only jobs whose result was published are deleted with `DeleteMessageBatch`. A job whose
 //!    result could not be published stays in SQS and is worked again; its ClientToken makes the
 //!    second call a replay, so it yields the same result and opens no second chat.
+//!
 //! A failed delete means the job will be delivered again and its result published twice, which
 //! the contract allows (consumers dedupe by `jobId`).
 //!
@@ -84,13 +85,18 @@ impl<Q: MessageQueue> Settler<Q> {
                 match self.queue.send_batch(dlq, std::slice::from_ref(body)).await {
                     Ok(f) if f.is_empty() => self.metrics.jobs_dead_lettered.inc(),
                     Ok(f) => {
-                        self.sqs_error("SendMessage", f.first().map_or("Unknown", |f| f.code.as_str()));
-                        self.unsettled(req, "moving the job to the dead-letter queue failed").await;
+                        self.sqs_error(
+                            "SendMessage",
+                            f.first().map_or("Unknown", |f| f.code.as_str()),
+                        );
+                        self.unsettled(req, "moving the job to the dead-letter queue failed")
+                            .await;
                         continue;
                     }
                     Err(e) => {
                         self.sqs_error("SendMessage", &e.code);
-                        self.unsettled(req, "moving the job to the dead-letter queue failed").await;
+                        self.unsettled(req, "moving the job to the dead-letter queue failed")
+                            .await;
                         continue;
                     }
                 }
@@ -107,7 +113,13 @@ impl<Q: MessageQueue> Settler<Q> {
             .map(|r| OutgoingMessage {
                 body: r.result.to_json(),
                 attributes: vec![
-                    ("jobId".to_owned(), r.result.job_id.clone().unwrap_or_else(|| "unknown".to_owned())),
+                    (
+                        "jobId".to_owned(),
+                        r.result
+                            .job_id
+                            .clone()
+                            .unwrap_or_else(|| "unknown".to_owned()),
+                    ),
                     ("status".to_owned(), r.result.status.as_str().to_owned()),
                 ],
             })
@@ -117,7 +129,8 @@ impl<Q: MessageQueue> Settler<Q> {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << round)).await;
             }
-            let batch: Vec<OutgoingMessage> = pending.iter().map(|&i| messages[i].clone()).collect();
+            let batch: Vec<OutgoingMessage> =
+                pending.iter().map(|&i| messages[i].clone()).collect();
             match self.queue.send_batch(&self.queues.results, &batch).await {
                 Ok(failures) => {
                     // Entries still failing; another round only if one of them may succeed.
@@ -142,11 +155,17 @@ impl<Q: MessageQueue> Settler<Q> {
             }
         }
         let published: Vec<bool> = (0..ready.len()).map(|i| !pending.contains(&i)).collect();
-        self.metrics.results_published.inc_by(published.iter().filter(|p| **p).count() as u64);
+        self.metrics
+            .results_published
+            .inc_by(published.iter().filter(|p| **p).count() as u64);
 
         // 3. Delete the jobs whose results are out.
-        let receipts: Vec<String> =
-            ready.iter().zip(&published).filter(|(_, p)| **p).map(|(r, _)| r.receipt_handle.clone()).collect();
+        let receipts: Vec<String> = ready
+            .iter()
+            .zip(&published)
+            .filter(|(_, p)| **p)
+            .map(|(r, _)| r.receipt_handle.clone())
+            .collect();
         if !receipts.is_empty() {
             match self.queue.delete_batch(&self.queues.jobs, &receipts).await {
                 Ok(failures) => {
@@ -165,10 +184,20 @@ impl<Q: MessageQueue> Settler<Q> {
         for (req, ok) in ready.into_iter().zip(published) {
             self.inflight.remove(req.inflight_id).await;
             if ok {
-                let code = req.result.error.as_ref().map_or("none", |e| e.code.as_str());
-                self.metrics.jobs_completed.with_label_values(&[req.result.status.as_str(), code]).inc();
+                let code = req
+                    .result
+                    .error
+                    .as_ref()
+                    .map_or("none", |e| e.code.as_str());
+                self.metrics
+                    .jobs_completed
+                    .with_label_values(&[req.result.status.as_str(), code])
+                    .inc();
             } else {
-                tracing::warn!(job_id = req.result.job_id.as_deref().unwrap_or(""), "result not published; the job stays in the queue");
+                tracing::warn!(
+                    job_id = req.result.job_id.as_deref().unwrap_or(""),
+                    "result not published; the job stays in the queue"
+                );
             }
             let _ = req.done.send(ok);
         }
@@ -176,12 +205,19 @@ impl<Q: MessageQueue> Settler<Q> {
 
     /// The job could not be settled: stop extending it so SQS delivers it again.
     async fn unsettled(&self, req: SettleRequest, why: &str) {
-        tracing::warn!(job_id = req.result.job_id.as_deref().unwrap_or(""), why, "job not settled; it will be delivered again");
+        tracing::warn!(
+            job_id = req.result.job_id.as_deref().unwrap_or(""),
+            why,
+            "job not settled; it will be delivered again"
+        );
         self.inflight.remove(req.inflight_id).await;
         let _ = req.done.send(false);
     }
 
     fn sqs_error(&self, operation: &str, code: &str) {
-        self.metrics.sqs_errors.with_label_values(&[operation, code]).inc();
+        self.metrics
+            .sqs_errors
+            .with_label_values(&[operation, code])
+            .inc();
     }
 }

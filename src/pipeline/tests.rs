@@ -30,7 +30,10 @@ struct ScriptedConnect {
 
 impl ScriptedConnect {
     fn new(script: Vec<Reply>) -> Self {
-        ScriptedConnect { script: Mutex::new(script.into()), ..Default::default() }
+        ScriptedConnect {
+            script: Mutex::new(script.into()),
+            ..Default::default()
+        }
     }
     fn calls(&self) -> usize {
         self.calls.lock().map(|c| c.len()).unwrap_or(0)
@@ -43,8 +46,17 @@ impl ScriptedConnect {
         if self.hang {
             std::future::pending::<()>().await;
         }
-        let next = self.script.lock().ok().and_then(|mut s| s.pop_front()).unwrap_or(Ok(()));
-        next.map_err(|(class, code)| ConnectError { class, code: code.to_owned(), message: format!("scripted {code}") })
+        let next = self
+            .script
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop_front())
+            .unwrap_or(Ok(()));
+        next.map_err(|(class, code)| ConnectError {
+            class,
+            code: code.to_owned(),
+            message: format!("scripted {code}"),
+        })
     }
 }
 
@@ -60,7 +72,9 @@ impl ConnectApi for ScriptedConnect {
     }
     async fn associate(&self, job: &Job, token: &str) -> Result<Associated, ConnectError> {
         self.answer(token).await?;
-        Ok(Associated { continued_from_contact_id: Some(job.source_contact_id.clone()) })
+        Ok(Associated {
+            continued_from_contact_id: Some(job.source_contact_id.clone()),
+        })
     }
 }
 
@@ -81,7 +95,9 @@ fn settings(extra: impl FnOnce(&mut RawSettings)) -> Settings {
 }
 
 fn job(id: &str) -> String {
-    format!(r#"{{"jobId":"{id}","sourceContactId":"src-{id}","participant":{{"displayName":"A"}}}}"#)
+    format!(
+        r#"{{"jobId":"{id}","sourceContactId":"src-{id}","participant":{{"displayName":"A"}}}}"#
+    )
 }
 
 struct Harness {
@@ -101,13 +117,29 @@ fn start(settings: Settings, connect: ScriptedConnect, bodies: &[String]) -> Har
     let stop = CancellationToken::new();
     let metrics = Metrics::new();
     let health = Arc::new(Health::new(Duration::from_secs(90)));
-    let worker = Worker::new(settings, queue.clone(), connect.clone(), metrics.clone(), health, stop.clone());
+    let worker = Worker::new(
+        settings,
+        queue.clone(),
+        connect.clone(),
+        metrics.clone(),
+        health,
+        stop.clone(),
+    );
     let run = tokio::spawn(worker.run());
-    Harness { queue, connect, stop, metrics, run }
+    Harness {
+        queue,
+        connect,
+        stop,
+        metrics,
+        run,
+    }
 }
 
 fn results(q: &MemoryQueue) -> Vec<serde_json::Value> {
-    q.bodies(RESULTS).iter().filter_map(|b| serde_json::from_str(b).ok()).collect()
+    q.bodies(RESULTS)
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect()
 }
 
 async fn until(mut f: impl FnMut() -> bool) {
@@ -136,15 +168,29 @@ async fn a_job_is_published_then_deleted() {
 
 #[tokio::test(start_paused = true)]
 async fn throttles_are_retried_in_process_with_the_same_client_token() {
-    let script = vec![Err((ErrorClass::Throttled, "TooManyRequestsException")), Err((ErrorClass::Throttled, "TooManyRequestsException"))];
+    let script = vec![
+        Err((ErrorClass::Throttled, "TooManyRequestsException")),
+        Err((ErrorClass::Throttled, "TooManyRequestsException")),
+    ];
     let h = start(settings(|_| {}), ScriptedConnect::new(script), &[job("t")]);
     until(|| h.queue.len(RESULTS) == 1).await;
     assert_eq!(results(&h.queue)[0]["status"], "succeeded");
-    assert_eq!(results(&h.queue)[0]["receiveCount"], 1, "no trip through SQS");
+    assert_eq!(
+        results(&h.queue)[0]["receiveCount"],
+        1,
+        "no trip through SQS"
+    );
     let calls = h.connect.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 3);
-    assert!(calls.iter().all(|t| t == &calls[0]), "one ClientToken for every attempt");
-    let throttled = h.metrics.connect_calls.with_label_values(&["StartChatContact", "TooManyRequestsException"]).get();
+    assert!(
+        calls.iter().all(|t| t == &calls[0]),
+        "one ClientToken for every attempt"
+    );
+    let throttled = h
+        .metrics
+        .connect_calls
+        .with_label_values(&["StartChatContact", "TooManyRequestsException"])
+        .get();
     assert_eq!(throttled, 2);
     h.stop.cancel();
     h.run.await.unwrap();
@@ -152,13 +198,30 @@ async fn throttles_are_retried_in_process_with_the_same_client_token() {
 
 #[tokio::test(start_paused = true)]
 async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries() {
-    let h = start(settings(|_| {}), ScriptedConnect::new(vec![Err((ErrorClass::LimitExceeded, "LimitExceededException"))]), &[job("c")]);
+    let h = start(
+        settings(|_| {}),
+        ScriptedConnect::new(vec![Err((
+            ErrorClass::LimitExceeded,
+            "LimitExceededException",
+        ))]),
+        &[job("c")],
+    );
     until(|| h.connect.calls() == 1).await;
     // Given back with a delay: for a while nothing is called and nothing is published.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(h.connect.calls(), 1, "no in-process retry after LimitExceeded");
+    assert_eq!(
+        h.connect.calls(),
+        1,
+        "no in-process retry after LimitExceeded"
+    );
     assert!(h.queue.is_empty(RESULTS));
-    assert_eq!(h.metrics.jobs_requeued.with_label_values(&["capacity"]).get(), 1);
+    assert_eq!(
+        h.metrics
+            .jobs_requeued
+            .with_label_values(&["capacity"])
+            .get(),
+        1
+    );
     // Later it is received again and succeeds.
     until(|| h.queue.len(RESULTS) == 1).await;
     let r = &results(&h.queue)[0];
@@ -170,7 +233,14 @@ async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries()
 
 #[tokio::test(start_paused = true)]
 async fn rejections_fail_at_once_with_connects_code() {
-    let h = start(settings(|_| {}), ScriptedConnect::new(vec![Err((ErrorClass::Rejected, "InvalidParameterException"))]), &[job("r")]);
+    let h = start(
+        settings(|_| {}),
+        ScriptedConnect::new(vec![Err((
+            ErrorClass::Rejected,
+            "InvalidParameterException",
+        ))]),
+        &[job("r")],
+    );
     until(|| h.queue.len(RESULTS) == 1).await;
     let r = &results(&h.queue)[0];
     assert_eq!(r["error"]["code"], "InvalidParameterException");
@@ -192,30 +262,51 @@ async fn stopping_releases_jobs_waiting_for_a_token_at_once() {
     h.stop.cancel();
     let summary = h.run.await.unwrap();
     assert_eq!(summary.released_after_grace, 0);
-    assert!(stopped_at.elapsed() < Duration::from_secs(1), "released, not waited for");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(1),
+        "released, not waited for"
+    );
     // The waiting job is back in the queue, visible now, never called.
     assert_eq!(h.connect.calls(), 1);
-    let left = h.queue.receive(JOBS, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap();
+    let left = h
+        .queue
+        .receive(JOBS, 10, Duration::ZERO, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].body.contains("w2"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_call_that_outlives_the_grace_period_is_released() {
-    let connect = ScriptedConnect { hang: true, ..ScriptedConnect::default() };
+    let connect = ScriptedConnect {
+        hang: true,
+        ..ScriptedConnect::default()
+    };
     let h = start(settings(|_| {}), connect, &[job("h")]);
     until(|| h.connect.calls() == 1).await;
     h.stop.cancel();
     let summary = h.run.await.unwrap();
     assert_eq!(summary.released_after_grace, 1);
     assert!(h.queue.is_empty(RESULTS));
-    assert_eq!(h.queue.receive(JOBS, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap().len(), 1, "nothing lost");
+    assert_eq!(
+        h.queue
+            .receive(JOBS, 10, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "nothing lost"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn receive_asks_only_for_free_slots() {
     let s = settings(|r| r.max_in_flight = Some("3".into()));
-    let connect = ScriptedConnect { hang: true, ..ScriptedConnect::default() };
+    let connect = ScriptedConnect {
+        hang: true,
+        ..ScriptedConnect::default()
+    };
     let bodies: Vec<String> = (0..10).map(|i| job(&format!("s{i}"))).collect();
     let h = start(s, connect, &bodies);
     until(|| h.connect.calls() == 3).await;
@@ -230,7 +321,9 @@ async fn receive_asks_only_for_free_slots() {
 #[tokio::test(start_paused = true)]
 async fn too_many_receives_moves_the_job_to_the_dlq_with_a_result() {
     let s = settings(|r| r.max_receive_count = Some("2".into()));
-    let always_down: Vec<Reply> = (0..20).map(|_| Err((ErrorClass::Transient, "InternalServiceException"))).collect();
+    let always_down: Vec<Reply> = (0..20)
+        .map(|_| Err((ErrorClass::Transient, "InternalServiceException")))
+        .collect();
     let h = start(s, ScriptedConnect::new(always_down), &[job("d")]);
     until(|| h.queue.len(RESULTS) == 1).await;
     let r = &results(&h.queue)[0];

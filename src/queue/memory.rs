@@ -12,7 +12,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{EntryFailure, MessageQueue, OutgoingMessage, QueueDepth, QueueError, QueueErrorKind, ReceivedMessage};
+use super::{
+    EntryFailure, MessageQueue, OutgoingMessage, QueueDepth, QueueError, QueueErrorKind,
+    ReceivedMessage,
+};
+
+/// A message as tests see it: (body, attributes, receive count).
+pub type StoredMessage = (String, Vec<(String, String)>, u32);
 
 #[derive(Debug)]
 struct Stored {
@@ -53,15 +59,18 @@ impl MemoryQueue {
     pub fn push(&self, queue_url: &str, body: impl Into<String>) -> String {
         let mut s = self.lock();
         let id = Self::new_id(&mut s);
-        s.queues.entry(queue_url.to_owned()).or_default().push(Stored {
-            message_id: id.clone(),
-            body: body.into(),
-            attributes: Vec::new(),
-            receive_count: 0,
-            sent_timestamp_ms: now_ms(),
-            visible_at: Instant::now(),
-            receipt: None,
-        });
+        s.queues
+            .entry(queue_url.to_owned())
+            .or_default()
+            .push(Stored {
+                message_id: id.clone(),
+                body: body.into(),
+                attributes: Vec::new(),
+                receive_count: 0,
+                sent_timestamp_ms: now_ms(),
+                visible_at: Instant::now(),
+                receipt: None,
+            });
         drop(s);
         self.arrived.notify_waiters();
         id
@@ -69,15 +78,23 @@ impl MemoryQueue {
 
     /// Bodies of every message in the queue, visible or not.
     pub fn bodies(&self, queue_url: &str) -> Vec<String> {
-        self.lock().queues.get(queue_url).map(|q| q.iter().map(|m| m.body.clone()).collect()).unwrap_or_default()
-    }
-
-    /// Messages in the queue with their attributes and receive counts, visible or not.
-    pub fn messages(&self, queue_url: &str) -> Vec<(String, Vec<(String, String)>, u32)> {
         self.lock()
             .queues
             .get(queue_url)
-            .map(|q| q.iter().map(|m| (m.body.clone(), m.attributes.clone(), m.receive_count)).collect())
+            .map(|q| q.iter().map(|m| m.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Messages in the queue with their attributes and receive counts, visible or not.
+    pub fn messages(&self, queue_url: &str) -> Vec<StoredMessage> {
+        self.lock()
+            .queues
+            .get(queue_url)
+            .map(|q| {
+                q.iter()
+                    .map(|m| (m.body.clone(), m.attributes.clone(), m.receive_count))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -111,12 +128,19 @@ impl MemoryQueue {
         Ok(())
     }
 
-    fn take_visible(&self, queue_url: &str, max: usize, visibility: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    fn take_visible(
+        &self,
+        queue_url: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         let mut s = self.lock();
         Self::check(&s, queue_url, "ReceiveMessage")?;
         let now = Instant::now();
         let mut ids = Vec::new();
-        let Some(queue) = s.queues.get(queue_url) else { return Ok(Vec::new()) };
+        let Some(queue) = s.queues.get(queue_url) else {
+            return Ok(Vec::new());
+        };
         for (i, m) in queue.iter().enumerate() {
             if ids.len() == max {
                 break;
@@ -130,7 +154,9 @@ impl MemoryQueue {
             let r = Self::new_id(&mut s);
             receipts.push(format!("rh-{r}"));
         }
-        let Some(queue) = s.queues.get_mut(queue_url) else { return Ok(Vec::new()) };
+        let Some(queue) = s.queues.get_mut(queue_url) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::with_capacity(ids.len());
         for (i, receipt) in ids.into_iter().zip(receipts) {
             let m = &mut queue[i];
@@ -150,12 +176,17 @@ impl MemoryQueue {
     }
 
     fn next_visible_at(&self, queue_url: &str) -> Option<Instant> {
-        self.lock().queues.get(queue_url).and_then(|q| q.iter().map(|m| m.visible_at).min())
+        self.lock()
+            .queues
+            .get(queue_url)
+            .and_then(|q| q.iter().map(|m| m.visible_at).min())
     }
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn invalid_receipt(index: usize) -> EntryFailure {
@@ -183,7 +214,9 @@ impl MessageQueue for MemoryQueue {
             if !got.is_empty() || Instant::now() >= deadline {
                 return Ok(got);
             }
-            let wake = self.next_visible_at(queue_url).map_or(deadline, |t| t.max(Instant::now()).min(deadline));
+            let wake = self
+                .next_visible_at(queue_url)
+                .map_or(deadline, |t| t.max(Instant::now()).min(deadline));
             tokio::select! {
                 _ = arrived => {}
                 _ = tokio::time::sleep_until(wake) => {}
@@ -191,7 +224,11 @@ impl MessageQueue for MemoryQueue {
         }
     }
 
-    async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<EntryFailure>, QueueError> {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
         let mut s = self.lock();
         Self::check(&s, queue_url, "SendMessageBatch")?;
         let now = Instant::now();
@@ -208,19 +245,29 @@ impl MessageQueue for MemoryQueue {
                 receipt: None,
             });
         }
-        s.queues.entry(queue_url.to_owned()).or_default().extend(stored);
+        s.queues
+            .entry(queue_url.to_owned())
+            .or_default()
+            .extend(stored);
         drop(s);
         self.arrived.notify_waiters();
         Ok(Vec::new())
     }
 
-    async fn delete_batch(&self, queue_url: &str, receipt_handles: &[String]) -> Result<Vec<EntryFailure>, QueueError> {
+    async fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[String],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
         let mut s = self.lock();
         Self::check(&s, queue_url, "DeleteMessageBatch")?;
         let queue = s.queues.entry(queue_url.to_owned()).or_default();
         let mut failed = Vec::new();
         for (i, r) in receipt_handles.iter().enumerate() {
-            match queue.iter().position(|m| m.receipt.as_deref() == Some(r.as_str())) {
+            match queue
+                .iter()
+                .position(|m| m.receipt.as_deref() == Some(r.as_str()))
+            {
                 Some(pos) => {
                     queue.remove(pos);
                 }
@@ -242,7 +289,10 @@ impl MessageQueue for MemoryQueue {
         let mut failed = Vec::new();
         for (i, (r, d)) in entries.iter().enumerate() {
             // Like SQS: only the latest receipt of a message that is still hidden can change it.
-            match queue.iter_mut().find(|m| m.receipt.as_deref() == Some(r.as_str()) && m.visible_at > now) {
+            match queue
+                .iter_mut()
+                .find(|m| m.receipt.as_deref() == Some(r.as_str()) && m.visible_at > now)
+            {
                 Some(m) => m.visible_at = now + *d,
                 None => failed.push(invalid_receipt(i)),
             }
@@ -278,17 +328,36 @@ mod tests {
     async fn a_hidden_message_comes_back_after_its_visibility_with_a_new_receipt() {
         let q = MemoryQueue::new();
         q.push(Q, "a");
-        let first = q.receive(Q, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap();
+        let first = q
+            .receive(Q, 10, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].receive_count, 1);
-        assert!(q.receive(Q, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap().is_empty());
+        assert!(
+            q.receive(Q, 10, Duration::ZERO, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         tokio::time::advance(Duration::from_secs(31)).await;
-        let second = q.receive(Q, 10, Duration::ZERO, Duration::from_secs(30)).await.unwrap();
+        let second = q
+            .receive(Q, 10, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(second[0].receive_count, 2);
         // The stale receipt can no longer delete it; the current one can.
-        let failed = q.delete_batch(Q, &[first[0].receipt_handle.clone()]).await.unwrap();
+        let failed = q
+            .delete_batch(Q, &[first[0].receipt_handle.clone()])
+            .await
+            .unwrap();
         assert_eq!(failed.len(), 1);
-        assert!(q.delete_batch(Q, &[second[0].receipt_handle.clone()]).await.unwrap().is_empty());
+        assert!(
+            q.delete_batch(Q, &[second[0].receipt_handle.clone()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(q.is_empty(Q));
     }
 
@@ -296,7 +365,12 @@ mod tests {
     async fn long_poll_wakes_on_arrival_and_times_out_when_empty() {
         let q = std::sync::Arc::new(MemoryQueue::new());
         let start = Instant::now();
-        assert!(q.receive(Q, 1, Duration::from_secs(20), Duration::from_secs(30)).await.unwrap().is_empty());
+        assert!(
+            q.receive(Q, 1, Duration::from_secs(20), Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(20));
         let producer = q.clone();
         tokio::spawn(async move {
@@ -304,7 +378,10 @@ mod tests {
             producer.push(Q, "late");
         });
         let start = Instant::now();
-        let got = q.receive(Q, 1, Duration::from_secs(20), Duration::from_secs(30)).await.unwrap();
+        let got = q
+            .receive(Q, 1, Duration::from_secs(20), Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(start.elapsed(), Duration::from_secs(3));
     }
@@ -313,8 +390,19 @@ mod tests {
     async fn visibility_zero_releases_at_once() {
         let q = MemoryQueue::new();
         q.push(Q, "a");
-        let got = q.receive(Q, 1, Duration::ZERO, Duration::from_secs(30)).await.unwrap();
-        q.change_visibility_batch(Q, &[(got[0].receipt_handle.clone(), Duration::ZERO)]).await.unwrap();
-        assert_eq!(q.receive(Q, 1, Duration::ZERO, Duration::from_secs(30)).await.unwrap().len(), 1);
+        let got = q
+            .receive(Q, 1, Duration::ZERO, Duration::from_secs(30))
+            .await
+            .unwrap();
+        q.change_visibility_batch(Q, &[(got[0].receipt_handle.clone(), Duration::ZERO)])
+            .await
+            .unwrap();
+        assert_eq!(
+            q.receive(Q, 1, Duration::ZERO, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -108,5 +108,6 @@ pub trait MessageQueue: Send + Sync + 'static {
         entries: &[(String, Duration)],
     ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
 
-    fn depth(&self, queue_url: &str) -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
+    fn depth(&self, queue_url: &str)
+    -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
 }

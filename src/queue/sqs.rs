@@ -10,11 +10,15 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 
-use super::{EntryFailure, MessageQueue, OutgoingMessage, QueueDepth, QueueError, QueueErrorKind, ReceivedMessage};
+use super::{
+    EntryFailure, MessageQueue, OutgoingMessage, QueueDepth, QueueError, QueueErrorKind,
+    ReceivedMessage,
+};
 
 #[derive(Clone, Debug)]
 pub struct SqsQueue {
@@ -29,8 +33,12 @@ impl SqsQueue {
             .connect_timeout(Duration::from_secs(3))
             .operation_attempt_timeout(Duration::from_secs(30))
             .build();
-        let config = aws_sdk_sqs::config::Builder::from(shared).timeout_config(timeouts).build();
-        SqsQueue { client: aws_sdk_sqs::Client::from_conf(config) }
+        let config = aws_sdk_sqs::config::Builder::from(shared)
+            .timeout_config(timeouts)
+            .build();
+        SqsQueue {
+            client: aws_sdk_sqs::Client::from_conf(config),
+        }
     }
 
     pub fn client(&self) -> &aws_sdk_sqs::Client {
@@ -55,15 +63,27 @@ where
     });
     let kind = match code.as_deref() {
         Some(
-            "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" | "QueueDoesNotExistException",
+            "AWS.SimpleQueueService.NonExistentQueue"
+            | "QueueDoesNotExist"
+            | "QueueDoesNotExistException",
         ) => QueueErrorKind::QueueMissing,
         Some(
-            "AccessDenied" | "AccessDeniedException" | "InvalidClientTokenId" | "UnrecognizedClientException"
-            | "SignatureDoesNotMatch" | "ExpiredToken" | "ExpiredTokenException",
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "ExpiredTokenException",
         ) => QueueErrorKind::AccessDenied,
         _ => QueueErrorKind::Transient,
     };
-    QueueError { kind, operation, code: code.unwrap_or_else(|| "Transport".to_owned()), message }
+    QueueError {
+        kind,
+        operation,
+        code: code.unwrap_or_else(|| "Transport".to_owned()),
+        message,
+    }
 }
 
 fn failures(list: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFailure> {
@@ -80,7 +100,11 @@ fn failures(list: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFail
 }
 
 fn string_attribute(value: &str) -> Option<MessageAttributeValue> {
-    MessageAttributeValue::builder().data_type("String").string_value(value).build().ok()
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .ok()
 }
 
 fn secs(d: Duration) -> i32 {
@@ -139,10 +163,16 @@ impl MessageQueue for SqsQueue {
             .collect())
     }
 
-    async fn send_batch(&self, queue_url: &str, messages: &[OutgoingMessage]) -> Result<Vec<EntryFailure>, QueueError> {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
         let mut entries = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
-            let mut entry = SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(&m.body);
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(&m.body);
             for (k, v) in &m.attributes {
                 if let Some(value) = string_attribute(v) {
                     entry = entry.message_attributes(k, value);
@@ -166,11 +196,21 @@ impl MessageQueue for SqsQueue {
         Ok(failures(out.failed()))
     }
 
-    async fn delete_batch(&self, queue_url: &str, receipt_handles: &[String]) -> Result<Vec<EntryFailure>, QueueError> {
+    async fn delete_batch(
+        &self,
+        queue_url: &str,
+        receipt_handles: &[String],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
         let entries = receipt_handles
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).build().ok())
+            .filter_map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .ok()
+            })
             .collect();
         let out = self
             .client
@@ -223,7 +263,10 @@ impl MessageQueue for SqsQueue {
             .await
             .map_err(|e| to_queue_error("GetQueueAttributes", e))?;
         let get = |name: QueueAttributeName| {
-            out.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
+            out.attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
         Ok(QueueDepth {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages),

@@ -503,10 +503,10 @@ fn measure(s: &Scenario, w: &World, end_s: f64) -> Measured {
 fn check(name: &str, m: &Measured, e: &Expect) -> Vec<String> {
     let mut failures = Vec::new();
     let mut one = |label: &str, range: Option<Range>, value: f64| {
-        if let Some([lo, hi]) = range {
-            if !(value >= lo && value <= hi) {
-                failures.push(format!("{name}: {label} = {value:.4} not in [{lo}, {hi}]"));
-            }
+        if let Some([lo, hi]) = range
+            && !(value >= lo && value <= hi)
+        {
+            failures.push(format!("{name}: {label} = {value:.4} not in [{lo}, {hi}]"));
         }
     };
     one("goodput_fraction", e.goodput_fraction, m.goodput_fraction);

@@ -22,7 +22,10 @@ pub fn repo_root() -> PathBuf {
 
 /// A free loopback port (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn moto_binary() -> PathBuf {
@@ -33,7 +36,9 @@ fn moto_binary() -> PathBuf {
     if venv.exists() {
         return venv;
     }
-    panic!("moto_server not found: run scripts/python-env.sh (the README's test command does) or set MOTO_SERVER");
+    panic!(
+        "moto_server not found: run scripts/python-env.sh (the README's test command does) or set MOTO_SERVER"
+    );
 }
 
 /// moto's server, one per test.
@@ -74,7 +79,9 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_sqs::config::Region::new(REGION))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
         .endpoint_url(endpoint)
         .build();
     aws_sdk_sqs::Client::from_conf(config)
@@ -92,7 +99,14 @@ impl Queues {
     /// Creates jobs (with a redrive policy to the DLQ after `max_receive` receives), results, DLQ.
     pub async fn create(moto: &Moto, visibility_secs: u32, max_receive: u32) -> Queues {
         let sqs = sqs_client(&moto.endpoint);
-        let dlq = sqs.create_queue().queue_name("dlq").send().await.expect("dlq").queue_url.expect("url");
+        let dlq = sqs
+            .create_queue()
+            .queue_name("dlq")
+            .send()
+            .await
+            .expect("dlq")
+            .queue_url
+            .expect("url");
         let dlq_arn = sqs
             .get_queue_attributes()
             .queue_url(&dlq)
@@ -103,23 +117,45 @@ impl Queues {
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .expect("arn");
-        let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive}"}}"#);
+        let redrive =
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive}"}}"#);
         let jobs = sqs
             .create_queue()
             .queue_name("jobs")
-            .attributes(QueueAttributeName::VisibilityTimeout, visibility_secs.to_string())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility_secs.to_string(),
+            )
             .attributes(QueueAttributeName::RedrivePolicy, redrive)
             .send()
             .await
             .expect("jobs")
             .queue_url
             .expect("url");
-        let results = sqs.create_queue().queue_name("results").send().await.expect("results").queue_url.expect("url");
-        Queues { sqs, jobs, results, dlq }
+        let results = sqs
+            .create_queue()
+            .queue_name("results")
+            .send()
+            .await
+            .expect("results")
+            .queue_url
+            .expect("url");
+        Queues {
+            sqs,
+            jobs,
+            results,
+            dlq,
+        }
     }
 
     pub async fn send_job(&self, body: &str) {
-        self.sqs.send_message().queue_url(&self.jobs).message_body(body).send().await.expect("send job");
+        self.sqs
+            .send_message()
+            .queue_url(&self.jobs)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send job");
     }
 
     pub async fn send_jobs(&self, bodies: &[String]) {
@@ -128,10 +164,21 @@ impl Queues {
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build().expect("entry")
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .expect("entry")
                 })
                 .collect();
-            let out = self.sqs.send_message_batch().queue_url(&self.jobs).set_entries(Some(entries)).send().await.expect("send batch");
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(&self.jobs)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send batch");
             assert!(out.failed.is_empty(), "send batch failed: {:?}", out.failed);
         }
     }
@@ -167,10 +214,21 @@ impl Queues {
                     .filter_map(|(k, v)| Some((k, v.string_value?)))
                     .collect();
                 if let Some(r) = m.receipt_handle.as_deref() {
-                    self.sqs.delete_message().queue_url(queue).receipt_handle(r).send().await.expect("delete");
+                    self.sqs
+                        .delete_message()
+                        .queue_url(queue)
+                        .receipt_handle(r)
+                        .send()
+                        .await
+                        .expect("delete");
                 }
-                let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
-                got.push(TestResult { body, json, attributes });
+                let json =
+                    serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body.clone()));
+                got.push(TestResult {
+                    body,
+                    json,
+                    attributes,
+                });
             }
         }
         got
@@ -188,7 +246,10 @@ impl Queues {
             .expect("attributes");
         let attrs = out.attributes.unwrap_or_default();
         let get = |n: QueueAttributeName| attrs.get(&n).and_then(|v| v.parse().ok()).unwrap_or(0);
-        (get(QueueAttributeName::ApproximateNumberOfMessages), get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
     }
 }
 
@@ -216,7 +277,9 @@ impl TestResult {
 
 /// connect-sim in this process, on port 0.
 pub async fn start_sim(config: connect_sim::SimConfig) -> connect_sim::SimHandle {
-    connect_sim::start(config, "127.0.0.1:0".parse().expect("addr")).await.expect("start connect-sim")
+    connect_sim::start(config, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("start connect-sim")
 }
 
 /// A job body: a start-chat job with a unique source contact.
@@ -262,7 +325,11 @@ mod tempdir {
 }
 
 /// The worker's environment for a test: queues, endpoints, fast settings.
-pub fn worker_env(moto: &Moto, queues: &Queues, sim: &connect_sim::SimHandle) -> Vec<(String, String)> {
+pub fn worker_env(
+    moto: &Moto,
+    queues: &Queues,
+    sim: &connect_sim::SimHandle,
+) -> Vec<(String, String)> {
     [
         ("JOBS_QUEUE_URL", queues.jobs.as_str()),
         ("RESULTS_QUEUE_URL", queues.results.as_str()),
@@ -298,7 +365,11 @@ impl Worker {
     }
 
     pub fn start_with_args(env: &[(String, String)], args: &[&str]) -> Worker {
-        let dir = repo_root().join("target/test-tmp").join(format!("worker-{}-{}", std::process::id(), free_port()));
+        let dir = repo_root().join("target/test-tmp").join(format!(
+            "worker-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).expect("tmp dir");
         let log_path = dir.join("worker.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -319,14 +390,23 @@ impl Worker {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start worker");
-        Worker { child: Some(child), metrics_addr, log_path, _dir: tempdir::Dir(dir) }
+        Worker {
+            child: Some(child),
+            metrics_addr,
+            log_path,
+            _dir: tempdir::Dir(dir),
+        }
     }
 
     /// Waits until /healthz answers.
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.get("/healthz").map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "worker not healthy in 20 s; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "worker not healthy in 20 s; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -351,7 +431,9 @@ impl Worker {
 
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([&format!("-{sig}"), &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status();
         }
     }
 
@@ -388,7 +470,9 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
     };
     let mut total = 0.0;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else { continue };
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let (n, l) = match key.find('{') {
             Some(i) => (&key[..i], &key[i + 1..key.len() - 1]),
             None => (key, ""),
@@ -398,7 +482,9 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         }
         let matches = match labels {
             None => true,
-            Some(want) => want.split(',').all(|pair| l.split(',').any(|have| have == pair)),
+            Some(want) => want
+                .split(',')
+                .all(|pair| l.split(',').any(|have| have == pair)),
         };
         if matches {
             total += value.parse::<f64>().unwrap_or(0.0);
@@ -415,7 +501,10 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
