@@ -252,10 +252,13 @@ async fn enqueue_to_a_missing_queue_fails_and_lists_the_lines_not_sent() {
     assert!(stderr(&out).contains("lines 1-3"), "{}", stderr(&out));
 }
 
+/// Arguments, environment, and the setting the one-line error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn missing_settings_exit_2_with_one_line_naming_them() {
     // No moto needed: the command stops before any call.
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         (&["enqueue", "-"], &[], "JOBS_QUEUE_URL"),
         (
             &["dlq", "replay", "--queue-url", "http://127.0.0.1:1/q/jobs"],
