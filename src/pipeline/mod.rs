@@ -30,7 +30,8 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::outcome::JobResult;
 use crate::queue::{MessageQueue, OutgoingMessage};
-use crate::rate::{AdaptiveLimiter, CapacityGate, GateSettings};
+use crate::rate::fleet::{FleetLimiter, FleetLink, FleetMetrics, FleetOptions, FleetState};
+use crate::rate::{AdaptiveLimiter, CapacityGate, GateSettings, RateFeedback};
 use crate::retry::RetryPolicy;
 use inflight::InFlight;
 pub use settle::Queues;
@@ -46,6 +47,8 @@ pub struct Context<Q, C> {
     pub health: Arc<Health>,
     pub start_limiter: Arc<AdaptiveLimiter>,
     pub associate_limiter: Arc<AdaptiveLimiter>,
+    /// The fleet-wide limiters in Redis (`REDIS_URL`), one per operation, after the local ones.
+    pub fleet: Option<FleetLimiters>,
     pub gate: Arc<CapacityGate>,
     pub retry: RetryPolicy,
     pub inflight: Arc<InFlight>,
@@ -62,6 +65,22 @@ impl<Q, C> Context<Q, C> {
             Operation::StartChatContact => &self.start_limiter,
             Operation::CreatePersistentContactAssociation => &self.associate_limiter,
         }
+    }
+
+    /// Waits for the operation's local token, then (with `REDIS_URL`) for its fleet-wide slot;
+    /// returns the total wait. The local limiter goes first because it still adapts to throttles
+    /// from callers outside the fleet. Cancel-safe: cancelled during the fleet wait, the local
+    /// token already taken gets its one `Neutral` feedback here.
+    pub async fn acquire(&self, op: Operation) -> Duration {
+        let local = self.limiter(op);
+        let waited = local.acquire().await;
+        let Some(fleet) = &self.fleet else {
+            return waited;
+        };
+        let mut unanswered = NeutralOnDrop(Some(local));
+        let fleet_waited = fleet.get(op).acquire().await;
+        unanswered.0 = None;
+        waited + fleet_waited
     }
 
     /// Runs `fut` unless receiving stops first (`None`).
@@ -92,6 +111,64 @@ impl<Q, C> Context<Q, C> {
             return false;
         }
         settled.await.unwrap_or(false)
+    }
+}
+
+/// The fleet-wide limiters and their shared link to Redis.
+pub struct FleetLimiters {
+    pub link: Arc<FleetLink>,
+    pub start_chat: FleetLimiter,
+    pub associate: FleetLimiter,
+}
+
+impl FleetLimiters {
+    fn new(settings: &Settings, metrics: &Metrics) -> Option<Self> {
+        let fleet = settings.fleet.as_ref()?;
+        let link = FleetLink::new(
+            FleetOptions::new(&fleet.redis_url, &fleet.prefix),
+            FleetMetrics {
+                state: metrics.fleet_limiter_state.clone(),
+                errors: metrics.fleet_limiter_errors.clone(),
+            },
+        );
+        // The URL was validated with the settings; should the redis crate still refuse it,
+        // say so and run on local control rather than not at all.
+        let link = match link {
+            Ok(link) => Arc::new(link),
+            Err(e) => {
+                tracing::error!(error = %e, "fleet limiter disabled");
+                return None;
+            }
+        };
+        let limiter = |op: Operation, rate: crate::config::RateSetting| {
+            FleetLimiter::new(link.clone(), op.as_str(), rate.per_second, rate.burst)
+        };
+        Some(FleetLimiters {
+            start_chat: limiter(Operation::StartChatContact, settings.start_chat),
+            associate: limiter(
+                Operation::CreatePersistentContactAssociation,
+                settings.associate,
+            ),
+            link,
+        })
+    }
+
+    pub fn get(&self, op: Operation) -> &FleetLimiter {
+        match op {
+            Operation::StartChatContact => &self.start_chat,
+            Operation::CreatePersistentContactAssociation => &self.associate,
+        }
+    }
+}
+
+/// Gives the local limiter its `Neutral` feedback when dropped armed.
+struct NeutralOnDrop<'a>(Option<&'a AdaptiveLimiter>);
+
+impl Drop for NeutralOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.0.take() {
+            l.feedback(RateFeedback::Neutral);
+        }
     }
 }
 
@@ -146,6 +223,12 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
                 .with_label_values(&[op.as_str()])
                 .set(l.ceiling());
         }
+        let fleet = FleetLimiters::new(&settings, &metrics);
+        if fleet.is_none() {
+            metrics
+                .fleet_limiter_state
+                .set(FleetState::Disabled as i64);
+        }
         let (settle_tx, settle_rx) = mpsc::channel(settings.max_in_flight.max(16));
         let ctx = Arc::new(Context {
             queues,
@@ -155,6 +238,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             health,
             start_limiter,
             associate_limiter,
+            fleet,
             gate: Arc::new(CapacityGate::new(GateSettings::default())),
             retry: RetryPolicy::default(),
             inflight: Arc::new(InFlight::new()),
@@ -198,6 +282,11 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             background_stop.clone(),
         ));
 
+        if let Some(fleet) = &ctx.fleet {
+            // Reach Redis now so the state gauge and the log tell at start-up, not at the first job.
+            let link = fleet.link.clone();
+            tokio::spawn(async move { link.check().await });
+        }
         let slots = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
         let tasks = TaskTracker::new();
         receiver::run(ctx.clone(), slots.clone(), tasks.clone()).await;

@@ -19,7 +19,7 @@ use super::Context;
 use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
 use crate::job::{Action, Job, parse_job};
 use crate::outcome::{JobResult, codes};
-use crate::queue::{MessageQueue, OutgoingMessage, ReceivedMessage};
+use crate::queue::{MessageQueue, ORIGINAL_SENT_ATTRIBUTE, OutgoingMessage, ReceivedMessage};
 use crate::rate::{Admission, RateFeedback};
 use crate::retry::{self, Decision, RequeueReason};
 
@@ -74,6 +74,20 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(
                 );
             }
             Ending::GiveBack { after, reason } => {
+                if reason == RequeueReason::Capacity
+                    && msg.receive_count >= ctx.settings.max_receive_count
+                    && recycle(&ctx, &msg, inflight_id, after).await
+                {
+                    ctx.metrics
+                        .jobs_requeued
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    info!(
+                        delay_s = after.as_secs(),
+                        "job recycled as a new message to wait for chat capacity"
+                    );
+                    return;
+                }
                 let ok = ctx
                     .inflight
                     .give_back(ctx.queue.as_ref(), &ctx.queues.jobs, inflight_id, after)
@@ -100,8 +114,59 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(
     .await
 }
 
+/// Waiting for chat capacity must not burn a job's retry budget, yet every give-back raises SQS's
+/// receive count. So when the next receive would exceed `MAX_RECEIVE_COUNT`, the job is sent again
+/// as a new message (same body and attributes, delayed, its first send time kept in an attribute)
+/// and the old one deleted. If the delete fails, both copies carry the same jobId and ClientToken:
+/// the second call is a replay and opens no second chat. `false` when the copy could not be sent.
+async fn recycle<Q: MessageQueue, C: ConnectApi>(
+    ctx: &Context<Q, C>,
+    msg: &ReceivedMessage,
+    inflight_id: u64,
+    after: Duration,
+) -> bool {
+    let mut attributes: Vec<(String, String)> = msg
+        .attributes
+        .iter()
+        .filter(|(k, _)| k != ORIGINAL_SENT_ATTRIBUTE)
+        .cloned()
+        .collect();
+    if let Some(sent) = original_sent_ms(msg) {
+        attributes.push((ORIGINAL_SENT_ATTRIBUTE.to_owned(), sent.to_string()));
+    }
+    let copy = OutgoingMessage {
+        body: msg.body.clone(),
+        attributes,
+    };
+    match ctx.queue.send_delayed(&ctx.queues.jobs, &copy, after).await {
+        Ok(failures) if failures.is_empty() => {}
+        _ => return false,
+    }
+    ctx.inflight.remove(inflight_id).await;
+    if let Err(e) = ctx
+        .queue
+        .delete_batch(&ctx.queues.jobs, std::slice::from_ref(&msg.receipt_handle))
+        .await
+    {
+        ctx.metrics
+            .sqs_errors
+            .with_label_values(&["DeleteMessageBatch", &e.code])
+            .inc();
+    }
+    true
+}
+
+/// When the job was first sent: a recycled job carries it in an attribute.
+fn original_sent_ms(msg: &ReceivedMessage) -> Option<u64> {
+    msg.attributes
+        .iter()
+        .find(|(k, _)| k == ORIGINAL_SENT_ATTRIBUTE)
+        .and_then(|(_, v)| v.parse().ok())
+        .or(msg.sent_timestamp_ms)
+}
+
 fn observe_age<Q, C>(ctx: &Context<Q, C>, msg: &ReceivedMessage, stage: &str) {
-    if let Some(sent) = msg.sent_timestamp_ms {
+    if let Some(sent) = original_sent_ms(msg) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -243,7 +308,7 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
 
         // Wait for a rate token; when receiving stops meanwhile, the job goes back untouched.
         let waited = tokio::select! {
-            waited = limiter.acquire() => waited,
+            waited = ctx.acquire(op) => waited,
             _ = ctx.stop_receiving.cancelled() => {
                 if probe { ctx.gate.on_probe_inconclusive(); }
                 return release;

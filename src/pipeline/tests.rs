@@ -334,3 +334,22 @@ async fn too_many_receives_moves_the_job_to_the_dlq_with_a_result() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_capacity_never_exhausts_the_receive_budget() {
+    // Capacity is gone for the first six calls; MAX_RECEIVE_COUNT is 2.
+    let s = settings(|r| r.max_receive_count = Some("2".into()));
+    let full: Vec<Reply> = (0..6)
+        .map(|_| Err((ErrorClass::LimitExceeded, "LimitExceededException")))
+        .collect();
+    let h = start(s, ScriptedConnect::new(full), &[job("patient")]);
+    until(|| h.queue.len(RESULTS) == 1).await;
+    let r = &results(&h.queue)[0];
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(h.connect.calls(), 7);
+    // The job was recycled as a new message instead of failing with RetriesExhausted.
+    assert!(h.queue.bodies(DLQ).is_empty());
+    until(|| h.queue.is_empty(JOBS)).await;
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

@@ -302,6 +302,30 @@ impl MessageQueue for MemoryQueue {
         Ok(failed)
     }
 
+    async fn send_delayed(
+        &self,
+        queue_url: &str,
+        message: &OutgoingMessage,
+        delay: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let mut s = self.lock();
+        Self::check(&s, queue_url, "SendMessage")?;
+        let id = Self::new_id(&mut s);
+        s.queues
+            .entry(queue_url.to_owned())
+            .or_default()
+            .push(Stored {
+                message_id: id,
+                body: message.body.clone(),
+                attributes: message.attributes.clone(),
+                receive_count: 0,
+                sent_timestamp_ms: now_ms(),
+                visible_at: Instant::now() + delay.min(super::MAX_DELAY),
+                receipt: None,
+            });
+        Ok(Vec::new())
+    }
+
     async fn depth(&self, queue_url: &str) -> Result<QueueDepth, QueueError> {
         let s = self.lock();
         Self::check(&s, queue_url, "GetQueueAttributes")?;

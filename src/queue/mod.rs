@@ -14,6 +14,13 @@ use std::time::Duration;
 /// SQS's limit on entries per batch call and messages per receive.
 pub const MAX_BATCH: usize = 10;
 
+/// SQS's longest message delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// Message attribute carrying a recycled job's original `SentTimestamp` (ms), so its age survives
+/// recycling (see `pipeline::process`).
+pub const ORIGINAL_SENT_ATTRIBUTE: &str = "resumeChatOriginalSentTimestamp";
+
 /// One received message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedMessage {
@@ -110,4 +117,16 @@ pub trait MessageQueue: Send + Sync + 'static {
 
     fn depth(&self, queue_url: &str)
     -> impl Future<Output = Result<QueueDepth, QueueError>> + Send;
+
+    /// Sends one message that becomes visible after `delay` (capped at [`MAX_DELAY`]). The
+    /// default sends it at once, for fakes that do not model delays.
+    fn send_delayed(
+        &self,
+        queue_url: &str,
+        message: &OutgoingMessage,
+        delay: Duration,
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send {
+        let _ = delay;
+        async move { self.send_batch(queue_url, std::slice::from_ref(message)).await }
+    }
 }

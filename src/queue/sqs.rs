@@ -251,6 +251,29 @@ impl MessageQueue for SqsQueue {
         Ok(failures(out.failed()))
     }
 
+    async fn send_delayed(
+        &self,
+        queue_url: &str,
+        message: &OutgoingMessage,
+        delay: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(&message.body)
+            .delay_seconds(secs(delay.min(super::MAX_DELAY)));
+        for (k, v) in &message.attributes {
+            if let Some(value) = string_attribute(v) {
+                req = req.message_attributes(k, value);
+            }
+        }
+        req.send()
+            .await
+            .map_err(|e| to_queue_error("SendMessage", e))?;
+        Ok(Vec::new())
+    }
+
     async fn depth(&self, queue_url: &str) -> Result<QueueDepth, QueueError> {
         let out = self
             .client
