@@ -62,6 +62,14 @@ pub struct RawSettings {
     /// Timeout of one Connect call, in seconds [default: 10].
     #[arg(long, env = "CONNECT_TIMEOUT_SECONDS")]
     pub connect_timeout_seconds: Option<String>,
+    /// `redis://host:port[/db]` of a Redis shared by all replicas: the rate quota is then shared
+    /// exactly through a GCRA in Redis (every replica must have the same rates and bursts).
+    /// Unset: local adaptive control only. Redis unreachable: local control until it is back.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of the fleet limiter's Redis keys (`{prefix}:{operation}`) [default: resume-chat-worker].
+    #[arg(long, env = "FLEET_LIMITER_PREFIX")]
+    pub fleet_limiter_prefix: Option<String>,
 }
 
 /// A token bucket's ceiling.
@@ -69,6 +77,13 @@ pub struct RawSettings {
 pub struct RateSetting {
     pub per_second: f64,
     pub burst: u32,
+}
+
+/// The optional fleet-wide limiter in Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSetting {
+    pub redis_url: String,
+    pub prefix: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +109,8 @@ pub struct Settings {
     pub visibility_timeout: Duration,
     pub ready_stale: Duration,
     pub connect_timeout: Duration,
+    /// `None`: no `REDIS_URL`, local control only.
+    pub fleet: Option<FleetSetting>,
 }
 
 /// One bad setting.
@@ -185,6 +202,64 @@ fn seconds(
         |s: &u64| (min..=max).contains(s),
     )
     .map(Duration::from_secs)
+}
+
+/// Checks `redis://host:port[/db]` (no credentials, no TLS: a Redis on the task's network).
+fn redis_url(s: &str) -> Result<String, ConfigError> {
+    let problem = || {
+        bad(
+            "REDIS_URL",
+            format!(
+                "must be redis://host:port or redis://host:port/db such as redis://127.0.0.1:6379/0, got {s:?}"
+            ),
+        )
+    };
+    if s.contains('@') {
+        // Never echo what may be a password.
+        return Err(bad(
+            "REDIS_URL",
+            "must be redis://host:port[/db]; credentials are not supported",
+        ));
+    }
+    let rest = s.strip_prefix("redis://").ok_or_else(problem)?;
+    let (addr, db) = match rest.split_once('/') {
+        Some((addr, db)) => (addr, Some(db)),
+        None => (rest, None),
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(problem)?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let db_ok = db.is_none_or(|d| !d.is_empty() && d.len() <= 5 && d.parse::<u32>().is_ok());
+    if !(host_ok && port_ok && db_ok) {
+        return Err(problem());
+    }
+    Ok(s.to_owned())
+}
+
+fn fleet(raw: &RawSettings) -> Result<Option<FleetSetting>, ConfigError> {
+    let prefix = match trimmed(&raw.fleet_limiter_prefix) {
+        None => "resume-chat-worker".to_owned(),
+        Some(p)
+            if p.len() <= 100
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')) =>
+        {
+            p.to_owned()
+        }
+        Some(p) => {
+            return Err(bad(
+                "FLEET_LIMITER_PREFIX",
+                format!("must be 1 to 100 characters of A-Z a-z 0-9 . _ : -, got {p:?}"),
+            ));
+        }
+    };
+    Ok(trimmed(&raw.redis_url)
+        .map(redis_url)
+        .transpose()?
+        .map(|redis_url| FleetSetting { redis_url, prefix }))
 }
 
 /// Parses `host:port`; a host name is resolved once, at start-up.
@@ -300,6 +375,7 @@ impl RawSettings {
                 "must be shorter than VISIBILITY_TIMEOUT_SECONDS",
             ));
         }
+        let fleet = fleet(self)?;
         Ok(Settings {
             jobs_queue_url,
             results_queue_url,
@@ -315,6 +391,7 @@ impl RawSettings {
             visibility_timeout,
             ready_stale,
             connect_timeout,
+            fleet,
         })
     }
 }
@@ -432,6 +509,51 @@ mod tests {
             let err = raw.validate().expect_err(setting);
             assert_eq!(err.setting, setting);
             assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn fleet_limiter_settings() {
+        assert_eq!(minimal().validate().unwrap().fleet, None);
+        let s = RawSettings {
+            redis_url: Some("redis://127.0.0.1:6379/2".into()),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            s.fleet,
+            Some(FleetSetting {
+                redis_url: "redis://127.0.0.1:6379/2".into(),
+                prefix: "resume-chat-worker".into()
+            })
+        );
+        let s = RawSettings {
+            redis_url: Some("redis://redis.internal:6379".into()),
+            fleet_limiter_prefix: Some("team-a:rcw".into()),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(s.fleet.map(|f| f.prefix).as_deref(), Some("team-a:rcw"));
+        for (url, prefix, setting) in [
+            ("http://127.0.0.1:6379", "", "REDIS_URL"),
+            ("redis://127.0.0.1", "", "REDIS_URL"),
+            ("redis://127.0.0.1:0", "", "REDIS_URL"),
+            ("redis://127.0.0.1:6379/x", "", "REDIS_URL"),
+            ("redis://:secret@127.0.0.1:6379", "", "REDIS_URL"),
+            ("rediss://127.0.0.1:6379", "", "REDIS_URL"),
+            ("redis://127.0.0.1:6379", "a b", "FLEET_LIMITER_PREFIX"),
+        ] {
+            let err = RawSettings {
+                redis_url: Some(url.into()),
+                fleet_limiter_prefix: Some(prefix.into()),
+                ..minimal()
+            }
+            .validate()
+            .expect_err(url);
+            assert_eq!(err.setting, setting, "{url}");
+            assert!(!err.to_string().contains('\n'));
         }
     }
 

@@ -225,9 +225,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         }
         let fleet = FleetLimiters::new(&settings, &metrics);
         if fleet.is_none() {
-            metrics
-                .fleet_limiter_state
-                .set(FleetState::Disabled as i64);
+            metrics.fleet_limiter_state.set(FleetState::Disabled as i64);
         }
         let (settle_tx, settle_rx) = mpsc::channel(settings.max_in_flight.max(16));
         let ctx = Arc::new(Context {

@@ -14,11 +14,13 @@
 //!
 //! Callers map every Connect outcome to a [`RateFeedback`] and report it to the operation's
 //! limiter: `Throttled` only for the two "too fast" exceptions, `Accepted` for a success, and
-//! `Neutral` for everything else, `LimitExceededException` included. Design notes and tuning:
+//! `Neutral` for everything else, `LimitExceededException` included. With `REDIS_URL` set, a
+//! fleet-wide GCRA in Redis ([`fleet`]) follows the local limiter. Design notes and tuning:
 //! `docs/rate-control.md`; scenario files: `tests/data/rate-scenarios/`.
 
 mod clock;
 mod controller;
+pub mod fleet;
 mod gate;
 mod limiter;
 #[cfg(test)]
