@@ -127,6 +127,9 @@ pub trait MessageQueue: Send + Sync + 'static {
         delay: Duration,
     ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send {
         let _ = delay;
-        async move { self.send_batch(queue_url, std::slice::from_ref(message)).await }
+        async move {
+            self.send_batch(queue_url, std::slice::from_ref(message))
+                .await
+        }
     }
 }
