@@ -17,7 +17,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde_json::Value;
 
 use crate::core::{Core, Outcome};
 use crate::error::{ApiError, ErrorCode};
@@ -80,7 +79,7 @@ async fn finish(
     }
     tracing::debug!(operation = op.name(), ?outcome, "request decided");
     match outcome {
-        Outcome::Ok(body) => json_response(StatusCode::OK, None, &body),
+        Outcome::Ok(body) => json_response(StatusCode::OK, None, body.to_string()),
         Outcome::Err(e) => error_response(&e),
         Outcome::Drop => match conn {
             Some(axum::Extension(conn)) => {
@@ -95,9 +94,12 @@ async fn finish(
     }
 }
 
-fn json_response(status: StatusCode, error_type: Option<&str>, body: &Value) -> Response {
+fn json_response(status: StatusCode, error_type: Option<&str>, body: String) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let request_id = ids::uuid(&mut rand::rng());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert("x-amzn-RequestId", v);
@@ -105,16 +107,17 @@ fn json_response(status: StatusCode, error_type: Option<&str>, body: &Value) -> 
     if let Some(code) = error_type.and_then(|c| HeaderValue::from_str(c).ok()) {
         headers.insert("x-amzn-ErrorType", code);
     }
-    (status, headers, body.to_string()).into_response()
+    (status, headers, body).into_response()
 }
 
 fn error_response(e: &ApiError) -> Response {
-    json_response(e.code.status(), Some(e.code.as_str()), &e.body())
+    json_response(e.code.status(), Some(e.code.as_str()), e.body().to_string())
 }
 
 async fn stats(State(core): State<Arc<Core>>) -> Response {
-    match serde_json::to_value(core.stats()) {
-        Ok(v) => json_response(StatusCode::OK, None, &v),
+    // Serialized from the struct (not a Value) so keys keep the documented order.
+    match serde_json::to_string(&core.stats()) {
+        Ok(v) => json_response(StatusCode::OK, None, v),
         Err(e) => error_response(&ApiError::new(ErrorCode::InternalService, e.to_string())),
     }
 }

@@ -57,7 +57,11 @@ mod tests {
 
     #[test]
     fn missing_or_other_schemes_are_denied() {
-        for h in [HeaderMap::new(), with("Bearer x"), with("AWS4-HMAC-SHA256 junk")] {
+        for h in [
+            HeaderMap::new(),
+            with("Bearer x"),
+            with("AWS4-HMAC-SHA256 junk"),
+        ] {
             let err = check(&h).err().map(|e| e.code);
             assert_eq!(err, Some(ErrorCode::AccessDenied));
         }

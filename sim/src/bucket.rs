@@ -76,8 +76,14 @@ mod tests {
             }
         }
         for (i, start) in admitted.iter().enumerate() {
-            let in_window = admitted[i..].iter().take_while(|&&t| t < start + 1000).count();
-            assert!(in_window <= 4 + 3, "window at {start} ms admitted {in_window}");
+            let in_window = admitted[i..]
+                .iter()
+                .take_while(|&&t| t < start + 1000)
+                .count();
+            assert!(
+                in_window <= 4 + 3,
+                "window at {start} ms admitted {in_window}"
+            );
         }
         // And over the whole run the long-term rate holds.
         assert!(admitted.len() <= 4 + 3 * 10);

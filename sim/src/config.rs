@@ -163,14 +163,9 @@ mod tests {
 
     #[test]
     fn instance_ids_accept_repeats_and_commas() {
-        let c = DefaultsOnly::parse_from([
-            "connect-sim",
-            "--instance-id",
-            "a,b",
-            "--instance-id",
-            "c",
-        ])
-        .config;
+        let c =
+            DefaultsOnly::parse_from(["connect-sim", "--instance-id", "a,b", "--instance-id", "c"])
+                .config;
         assert_eq!(c.instance_ids, ["a", "b", "c"]);
     }
 

@@ -44,20 +44,36 @@ impl Core {
         outcome
     }
 
-    fn decide_start_chat(&self, inner: &mut Inner, req: &StartChat, now: Instant) -> (Outcome, bool) {
+    fn decide_start_chat(
+        &self,
+        inner: &mut Inner,
+        req: &StartChat,
+        now: Instant,
+    ) -> (Outcome, bool) {
         let op = Op::StartChat;
         let mut not_found = self.check_instance(&req.instance_id).err();
         if not_found.is_none() {
             let contacts = [
-                req.persistent_chat.as_ref().map(|p| p.source_contact_id.as_str()),
+                req.persistent_chat
+                    .as_ref()
+                    .map(|p| p.source_contact_id.as_str()),
                 req.related_contact_id.as_deref(),
             ];
-            not_found = contacts.into_iter().flatten().find_map(|c| self.check_contact(c).err());
+            not_found = contacts
+                .into_iter()
+                .flatten()
+                .find_map(|c| self.check_contact(c).err());
         }
         if let Some(e) = not_found {
             return (Outcome::Err(e), false);
         }
-        if let Some(replayed) = self.replay(inner, op, req.client_token.as_deref(), &req.fingerprint, now) {
+        if let Some(replayed) = self.replay(
+            inner,
+            op,
+            req.client_token.as_deref(),
+            &req.fingerprint,
+            now,
+        ) {
             return replayed;
         }
         if !inner.start_bucket.try_take(now) {
@@ -77,15 +93,28 @@ impl Core {
             return (Outcome::Err(e), false);
         }
         let fault = self.draw_fault(inner);
-        if let Fault::Fail { after_create: false } = fault {
+        if let Fault::Fail {
+            after_create: false,
+        } = fault
+        {
             return (Outcome::Err(internal()), false);
         }
-        if let Fault::Drop { after_create: false } = fault {
+        if let Fault::Drop {
+            after_create: false,
+        } = fault
+        {
             return (Outcome::Drop, false);
         }
 
         let body = self.create_chat(inner, req, now);
-        self.remember(inner, op, req.client_token.as_deref(), &req.fingerprint, &body, now);
+        self.remember(
+            inner,
+            op,
+            req.client_token.as_deref(),
+            &req.fingerprint,
+            &body,
+            now,
+        );
         match fault {
             Fault::None => (Outcome::Ok(body), false),
             Fault::Fail { .. } => (Outcome::Err(internal()), false),
@@ -93,7 +122,12 @@ impl Core {
         }
     }
 
-    fn decide_associate(&self, inner: &mut Inner, req: &Associate, now: Instant) -> (Outcome, bool) {
+    fn decide_associate(
+        &self,
+        inner: &mut Inner,
+        req: &Associate,
+        now: Instant,
+    ) -> (Outcome, bool) {
         let op = Op::Associate;
         let not_found = self
             .check_instance(&req.instance_id)
@@ -102,7 +136,13 @@ impl Core {
         if let Err(e) = not_found {
             return (Outcome::Err(e), false);
         }
-        if let Some(replayed) = self.replay(inner, op, req.client_token.as_deref(), &req.fingerprint, now) {
+        if let Some(replayed) = self.replay(
+            inner,
+            op,
+            req.client_token.as_deref(),
+            &req.fingerprint,
+            now,
+        ) {
             return replayed;
         }
         if !inner.associate_bucket.try_take(now) {
@@ -110,14 +150,27 @@ impl Core {
             return (Outcome::Err(e), false);
         }
         let fault = self.draw_fault(inner);
-        if let Fault::Fail { after_create: false } = fault {
+        if let Fault::Fail {
+            after_create: false,
+        } = fault
+        {
             return (Outcome::Err(internal()), false);
         }
-        if let Fault::Drop { after_create: false } = fault {
+        if let Fault::Drop {
+            after_create: false,
+        } = fault
+        {
             return (Outcome::Drop, false);
         }
         let body = json!({ "ContinuedFromContactId": req.source_contact_id });
-        self.remember(inner, op, req.client_token.as_deref(), &req.fingerprint, &body, now);
+        self.remember(
+            inner,
+            op,
+            req.client_token.as_deref(),
+            &req.fingerprint,
+            &body,
+            now,
+        );
         match fault {
             Fault::None => (Outcome::Ok(body), false),
             Fault::Fail { .. } => (Outcome::Err(internal()), false),
@@ -182,7 +235,15 @@ impl Core {
         Some((Outcome::Ok(body), true))
     }
 
-    fn remember(&self, inner: &mut Inner, op: Op, token: Option<&str>, fingerprint: &Value, body: &Value, now: Instant) {
+    fn remember(
+        &self,
+        inner: &mut Inner,
+        op: Op,
+        token: Option<&str>,
+        fingerprint: &Value,
+        body: &Value,
+        now: Instant,
+    ) {
         let Some(token) = token else { return };
         let stored = Stored {
             fingerprint: fingerprint.clone(),

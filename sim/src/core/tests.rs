@@ -31,7 +31,8 @@ fn chat(token: &str, source: &str) -> StartChat {
 }
 
 fn assoc(token: &str) -> Associate {
-    let body = json!({"RehydrationType": "FROM_SEGMENT", "SourceContactId": "s", "ClientToken": token});
+    let body =
+        json!({"RehydrationType": "FROM_SEGMENT", "SourceContactId": "s", "ClientToken": token});
     validate::associate("inst", "init", body.to_string().as_bytes()).expect("valid request")
 }
 
@@ -51,13 +52,19 @@ fn code(o: Outcome) -> ErrorCode {
 
 #[tokio::test(start_paused = true)]
 async fn replay_returns_the_original_and_creates_nothing() {
-    let core = Core::new(SimConfig { max_active_chats: 1, ..config() });
+    let core = Core::new(SimConfig {
+        max_active_chats: 1,
+        ..config()
+    });
     let first = ok(core.start_chat(&chat("t1", "c1")));
     assert_eq!(first["ContinuedFromContactId"], "c1");
     // Capacity is 1 and used: a replay must still succeed, because it creates nothing.
     let again = ok(core.start_chat(&chat("t1", "c1")));
     assert_eq!(again, first);
-    assert_eq!(code(core.start_chat(&chat("t2", "c2"))), ErrorCode::LimitExceeded);
+    assert_eq!(
+        code(core.start_chat(&chat("t2", "c2"))),
+        ErrorCode::LimitExceeded
+    );
     let s = core.stats();
     assert_eq!(s.chats_created, 1);
     assert_eq!(s.operations.start_chat_contact.ok, 1);
@@ -70,7 +77,10 @@ async fn replay_returns_the_original_and_creates_nothing() {
 async fn same_token_with_other_parameters_is_invalid() {
     let core = Core::new(config());
     ok(core.start_chat(&chat("t1", "c1")));
-    assert_eq!(code(core.start_chat(&chat("t1", "c2"))), ErrorCode::InvalidRequest);
+    assert_eq!(
+        code(core.start_chat(&chat("t1", "c2"))),
+        ErrorCode::InvalidRequest
+    );
     ok(core.associate(&assoc("t1")));
     // Tokens are per operation: the association's t1 is not the chat's t1.
     assert_eq!(core.stats().operations.start_chat_contact.invalid, 1);
@@ -85,17 +95,26 @@ async fn replay_takes_a_rate_token() {
     });
     ok(core.start_chat(&chat("t1", "c1")));
     ok(core.start_chat(&chat("t1", "c1")));
-    assert_eq!(code(core.start_chat(&chat("t1", "c1"))), ErrorCode::TooManyRequests);
+    assert_eq!(
+        code(core.start_chat(&chat("t1", "c1"))),
+        ErrorCode::TooManyRequests
+    );
     let s = core.stats().operations.start_chat_contact;
     assert_eq!((s.ok, s.idempotent_replays, s.throttled), (1, 1, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn chats_end_after_chat_seconds() {
-    let core = Core::new(SimConfig { max_active_chats: 2, ..config() });
+    let core = Core::new(SimConfig {
+        max_active_chats: 2,
+        ..config()
+    });
     ok(core.start_chat(&chat("a", "c1")));
     ok(core.start_chat(&chat("b", "c2")));
-    assert_eq!(code(core.start_chat(&chat("c", "c3"))), ErrorCode::LimitExceeded);
+    assert_eq!(
+        code(core.start_chat(&chat("c", "c3"))),
+        ErrorCode::LimitExceeded
+    );
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(core.stats().active_chats, 0);
     ok(core.start_chat(&chat("c", "c3")));
@@ -105,7 +124,10 @@ async fn chats_end_after_chat_seconds() {
 
 #[tokio::test(start_paused = true)]
 async fn capacity_is_per_instance() {
-    let core = Core::new(SimConfig { max_active_chats: 1, ..config() });
+    let core = Core::new(SimConfig {
+        max_active_chats: 1,
+        ..config()
+    });
     ok(core.start_chat(&chat("a", "c1")));
     let mut other = chat("b", "c2");
     other.instance_id = "other".into();
@@ -133,13 +155,19 @@ async fn unknown_instance_and_missing_contacts_are_not_found() {
     let mut c = chat("a", "c1");
     c.instance_id = "nope".into();
     assert_eq!(code(core.start_chat(&c)), ErrorCode::ResourceNotFound);
-    assert_eq!(code(core.start_chat(&chat("b", "missing-1"))), ErrorCode::ResourceNotFound);
+    assert_eq!(
+        code(core.start_chat(&chat("b", "missing-1"))),
+        ErrorCode::ResourceNotFound
+    );
     let mut a = assoc("x");
     a.initial_contact_id = "missing-2".into();
     assert_eq!(code(core.associate(&a)), ErrorCode::ResourceNotFound);
     let s = core.stats();
     assert_eq!(s.operations.start_chat_contact.not_found, 2);
-    assert_eq!(s.operations.create_persistent_contact_association.not_found, 1);
+    assert_eq!(
+        s.operations.create_persistent_contact_association.not_found,
+        1
+    );
     assert_eq!(s.chats_created, 0);
 }
 
@@ -150,12 +178,21 @@ async fn failures_after_create_replay_the_created_chat() {
         fail_after_create_ratio: 1.0,
         ..config()
     });
-    assert_eq!(code(core.start_chat(&chat("t", "c1"))), ErrorCode::InternalService);
+    assert_eq!(
+        code(core.start_chat(&chat("t", "c1"))),
+        ErrorCode::InternalService
+    );
     // The chat exists: the retry with the same token gets it, without a second chat.
     let replay = ok(core.start_chat(&chat("t", "c1")));
     assert_eq!(replay["ContinuedFromContactId"], "c1");
     let s = core.stats();
-    assert_eq!((s.chats_created, s.operations.start_chat_contact.server_error), (1, 1));
+    assert_eq!(
+        (
+            s.chats_created,
+            s.operations.start_chat_contact.server_error
+        ),
+        (1, 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -170,7 +207,10 @@ async fn failures_before_create_leave_nothing_behind() {
     let s = core.stats();
     assert_eq!(s.chats_created, 0);
     assert_eq!(s.operations.start_chat_contact.dropped, 1);
-    assert_eq!(s.operations.create_persistent_contact_association.dropped, 1);
+    assert_eq!(
+        s.operations.create_persistent_contact_association.dropped,
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -184,9 +224,19 @@ async fn background_caller_shares_the_start_chat_bucket() {
     assert!(core.background_attempt());
     ok(core.start_chat(&chat("a", "c1")));
     assert!(!core.background_attempt());
-    assert_eq!(code(core.start_chat(&chat("b", "c2"))), ErrorCode::TooManyRequests);
+    assert_eq!(
+        code(core.start_chat(&chat("b", "c2"))),
+        ErrorCode::TooManyRequests
+    );
     let s = core.stats();
-    assert_eq!((s.background.attempted, s.background.accepted, s.background.refused), (3, 2, 1));
+    assert_eq!(
+        (
+            s.background.attempted,
+            s.background.accepted,
+            s.background.refused
+        ),
+        (3, 2, 1)
+    );
     assert_eq!(s.timeline[0].background.accepted, 2);
     assert_eq!(s.timeline[0].start_chat_contact.refused, 1);
 }

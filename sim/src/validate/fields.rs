@@ -77,7 +77,10 @@ impl<'a> Fields<'a> {
         } else {
             Err(constraint(
                 &self.path_of(name),
-                &format!("Member must satisfy enum value set: [{}]", allowed.join(", ")),
+                &format!(
+                    "Member must satisfy enum value set: [{}]",
+                    allowed.join(", ")
+                ),
             ))
         }
     }
@@ -134,7 +137,12 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional list with `min..=max` items.
-    pub fn opt_list(&self, name: &str, min: usize, max: usize) -> Result<Option<&'a [Value]>, ApiError> {
+    pub fn opt_list(
+        &self,
+        name: &str,
+        min: usize,
+        max: usize,
+    ) -> Result<Option<&'a [Value]>, ApiError> {
         let Some(v) = self.get(name) else {
             return Ok(None);
         };

@@ -29,7 +29,10 @@ const INITIAL_MESSAGE_LIMITS: &[(&str, usize)] = &[
     ("text/plain", 1_024),
     ("text/markdown", 1_024),
     ("application/json", 12_000),
-    ("application/vnd.amazonaws.connect.message.interactive.response", 12_288),
+    (
+        "application/vnd.amazonaws.connect.message.interactive.response",
+        12_288,
+    ),
 ];
 const ATTRIBUTES_MAX_BYTES: usize = 32_768;
 
@@ -158,9 +161,18 @@ pub fn start_chat(body: &[u8]) -> Result<StartChat, ApiError> {
 }
 
 /// Parses and validates `POST /contact/persistent-contact-association/{InstanceId}/{InitialContactId}`.
-pub fn associate(instance_id: &str, initial_contact_id: &str, body: &[u8]) -> Result<Associate, ApiError> {
+pub fn associate(
+    instance_id: &str,
+    initial_contact_id: &str,
+    body: &[u8],
+) -> Result<Associate, ApiError> {
     check_len("InstanceId", instance_id.chars().count(), 1, 100)?;
-    check_len("InitialContactId", initial_contact_id.chars().count(), 1, 256)?;
+    check_len(
+        "InitialContactId",
+        initial_contact_id.chars().count(),
+        1,
+        256,
+    )?;
     let value = parse_body(body)?;
     let f = Fields::top(&value)?;
     f.req_enum("RehydrationType", REHYDRATION_TYPES)?;
@@ -173,7 +185,10 @@ pub fn associate(instance_id: &str, initial_contact_id: &str, body: &[u8]) -> Re
         client_token: client_token.map(str::to_string),
         fingerprint: fingerprint(
             &value,
-            &[("InstanceId", instance_id), ("InitialContactId", initial_contact_id)],
+            &[
+                ("InstanceId", instance_id),
+                ("InitialContactId", initial_contact_id),
+            ],
         ),
     })
 }
@@ -209,7 +224,10 @@ fn check_attributes(attrs: &Fields<'_>) -> Result<(), ApiError> {
 fn check_initial_message(msg: &Fields<'_>) -> Result<(), ApiError> {
     let content_type = msg.req_str("ContentType", 1, 100)?;
     let content = msg.req_str("Content", 1, 16_384)?;
-    let Some((_, limit)) = INITIAL_MESSAGE_LIMITS.iter().find(|(t, _)| *t == content_type) else {
+    let Some((_, limit)) = INITIAL_MESSAGE_LIMITS
+        .iter()
+        .find(|(t, _)| *t == content_type)
+    else {
         let allowed: Vec<&str> = INITIAL_MESSAGE_LIMITS.iter().map(|(t, _)| *t).collect();
         return Err(ApiError::invalid_request(format!(
             "InitialMessage.ContentType '{content_type}' is not supported; use one of: {}",

@@ -69,44 +69,128 @@ fn each_rule_fails_with_its_code_and_names_the_member() {
         (json!({"ContactFlowId": null}), P, "ContactFlowId"),
         (json!({"ContactFlowId": long(501)}), P, "ContactFlowId"),
         (json!({"ParticipantDetails": null}), P, "ParticipantDetails"),
-        (json!({"ParticipantDetails": {}}), P, "ParticipantDetails.DisplayName"),
-        (json!({"ParticipantDetails": {"DisplayName": long(257)}}), P, "DisplayName"),
+        (
+            json!({"ParticipantDetails": {}}),
+            P,
+            "ParticipantDetails.DisplayName",
+        ),
+        (
+            json!({"ParticipantDetails": {"DisplayName": long(257)}}),
+            P,
+            "DisplayName",
+        ),
         (json!({"ClientToken": long(501)}), P, "ClientToken"),
-        (json!({"ChatDurationInMinutes": 59}), P, "ChatDurationInMinutes"),
-        (json!({"ChatDurationInMinutes": 10_081}), P, "ChatDurationInMinutes"),
-        (json!({"ChatDurationInMinutes": "60"}), P, "ChatDurationInMinutes"),
-        (json!({"SupportedMessagingContentTypes": ["text/markdown"]}), R, "text/plain"),
-        (json!({"SupportedMessagingContentTypes": ["text/plain", "image/png"]}), R, "SupportedMessagingContentTypes"),
-        (json!({"InitialMessage": {"ContentType": "text/plain"}}), P, "InitialMessage.Content"),
-        (json!({"InitialMessage": {"ContentType": "text/plain", "Content": ""}}), P, "InitialMessage.Content"),
-        (json!({"InitialMessage": {"ContentType": "text/plain", "Content": long(1025)}}), R, "InitialMessage.Content"),
-        (json!({"InitialMessage": {"ContentType": "text/markdown", "Content": long(1025)}}), R, "InitialMessage.Content"),
-        (json!({"InitialMessage": {"ContentType": "application/json", "Content": long(12_001)}}), R, "InitialMessage.Content"),
-        (json!({"InitialMessage": {"ContentType": "application/vnd.amazonaws.connect.message.interactive.response", "Content": long(12_289)}}), R, "InitialMessage.Content"),
-        (json!({"InitialMessage": {"ContentType": "image/png", "Content": "x"}}), R, "InitialMessage.ContentType"),
-        (json!({"PersistentChat": {"RehydrationType": "ALL", "SourceContactId": "c"}}), P, "PersistentChat.RehydrationType"),
-        (json!({"PersistentChat": {"RehydrationType": "FROM_SEGMENT"}}), R, "PersistentChat.SourceContactId"),
-        (json!({"PersistentChat": {"RehydrationType": "FROM_SEGMENT", "SourceContactId": long(257)}}), P, "PersistentChat.SourceContactId"),
-        (json!({"PersistentChat": {"RehydrationType": "FROM_SEGMENT", "SourceContactId": "c"}, "RelatedContactId": "r"}), R, "RelatedContactId"),
+        (
+            json!({"ChatDurationInMinutes": 59}),
+            P,
+            "ChatDurationInMinutes",
+        ),
+        (
+            json!({"ChatDurationInMinutes": 10_081}),
+            P,
+            "ChatDurationInMinutes",
+        ),
+        (
+            json!({"ChatDurationInMinutes": "60"}),
+            P,
+            "ChatDurationInMinutes",
+        ),
+        (
+            json!({"SupportedMessagingContentTypes": ["text/markdown"]}),
+            R,
+            "text/plain",
+        ),
+        (
+            json!({"SupportedMessagingContentTypes": ["text/plain", "image/png"]}),
+            R,
+            "SupportedMessagingContentTypes",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "text/plain"}}),
+            P,
+            "InitialMessage.Content",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "text/plain", "Content": ""}}),
+            P,
+            "InitialMessage.Content",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "text/plain", "Content": long(1025)}}),
+            R,
+            "InitialMessage.Content",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "text/markdown", "Content": long(1025)}}),
+            R,
+            "InitialMessage.Content",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "application/json", "Content": long(12_001)}}),
+            R,
+            "InitialMessage.Content",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "application/vnd.amazonaws.connect.message.interactive.response", "Content": long(12_289)}}),
+            R,
+            "InitialMessage.Content",
+        ),
+        (
+            json!({"InitialMessage": {"ContentType": "image/png", "Content": "x"}}),
+            R,
+            "InitialMessage.ContentType",
+        ),
+        (
+            json!({"PersistentChat": {"RehydrationType": "ALL", "SourceContactId": "c"}}),
+            P,
+            "PersistentChat.RehydrationType",
+        ),
+        (
+            json!({"PersistentChat": {"RehydrationType": "FROM_SEGMENT"}}),
+            R,
+            "PersistentChat.SourceContactId",
+        ),
+        (
+            json!({"PersistentChat": {"RehydrationType": "FROM_SEGMENT", "SourceContactId": long(257)}}),
+            P,
+            "PersistentChat.SourceContactId",
+        ),
+        (
+            json!({"PersistentChat": {"RehydrationType": "FROM_SEGMENT", "SourceContactId": "c"}, "RelatedContactId": "r"}),
+            R,
+            "RelatedContactId",
+        ),
         (json!({"Attributes": {"bad key": "v"}}), P, "Attributes"),
         (json!({"Attributes": {"k": 1}}), P, "Attributes.k"),
-        (json!({"Attributes": {"a": long(20_000), "b": long(13_000)}}), R, "Attributes"),
+        (
+            json!({"Attributes": {"a": long(20_000), "b": long(13_000)}}),
+            R,
+            "Attributes",
+        ),
         (json!({"CustomerId": ""}), P, "CustomerId"),
         (json!({"ConnectionTypes": ["PIGEON"]}), P, "ConnectionTypes"),
-        (json!({"DisconnectOnCustomerExit": ["AGENT", "AGENT"]}), P, "DisconnectOnCustomerExit"),
+        (
+            json!({"DisconnectOnCustomerExit": ["AGENT", "AGENT"]}),
+            P,
+            "DisconnectOnCustomerExit",
+        ),
     ];
     for (patch, code, member) in cases {
         let body = with(patch.clone());
         let (got, message) = err(&body);
         assert_eq!(got, code, "{patch}: {message}");
-        assert!(message.contains(member), "{patch}: '{message}' should name {member}");
+        assert!(
+            message.contains(member),
+            "{patch}: '{message}' should name {member}"
+        );
     }
 }
 
 #[test]
 fn limits_count_characters_not_bytes() {
     // 1,024 two-byte characters is within the text/plain limit.
-    let body = with(json!({"InitialMessage": {"ContentType": "text/plain", "Content": "é".repeat(1024)}}));
+    let body =
+        with(json!({"InitialMessage": {"ContentType": "text/plain", "Content": "é".repeat(1024)}}));
     assert!(start_chat(&body).is_ok());
 }
 
@@ -125,7 +209,8 @@ fn garbage_bodies_are_invalid_requests() {
 
 #[test]
 fn associate_validates_path_and_body() {
-    let ok = br#"{"RehydrationType":"ENTIRE_PAST_SESSION","SourceContactId":"s","ClientToken":"t"}"#;
+    let ok =
+        br#"{"RehydrationType":"ENTIRE_PAST_SESSION","SourceContactId":"s","ClientToken":"t"}"#;
     let r = associate("inst", "init", ok).expect("valid");
     assert_eq!(r.source_contact_id, "s");
     assert_eq!(r.fingerprint["label:InitialContactId"], "init");
@@ -133,9 +218,24 @@ fn associate_validates_path_and_body() {
     let long_inst = "i".repeat(101);
     let long_init = "c".repeat(257);
     let cases: Vec<(&str, &str, &[u8], &str)> = vec![
-        ("inst", "init", br#"{"SourceContactId":"s"}"#, "RehydrationType"),
-        ("inst", "init", br#"{"RehydrationType":"X","SourceContactId":"s"}"#, "RehydrationType"),
-        ("inst", "init", br#"{"RehydrationType":"FROM_SEGMENT"}"#, "SourceContactId"),
+        (
+            "inst",
+            "init",
+            br#"{"SourceContactId":"s"}"#,
+            "RehydrationType",
+        ),
+        (
+            "inst",
+            "init",
+            br#"{"RehydrationType":"X","SourceContactId":"s"}"#,
+            "RehydrationType",
+        ),
+        (
+            "inst",
+            "init",
+            br#"{"RehydrationType":"FROM_SEGMENT"}"#,
+            "SourceContactId",
+        ),
         ("inst", "init", b"", "RehydrationType"),
         (&long_inst, "init", ok, "InstanceId"),
         ("inst", &long_init, ok, "InitialContactId"),
@@ -145,7 +245,11 @@ fn associate_validates_path_and_body() {
             Ok(_) => panic!("expected an error naming {member}"),
             Err(e) => {
                 assert_eq!(e.code, ErrorCode::InvalidParameter, "{}", e.message);
-                assert!(e.message.contains(member), "'{}' should name {member}", e.message);
+                assert!(
+                    e.message.contains(member),
+                    "'{}' should name {member}",
+                    e.message
+                );
             }
         }
     }

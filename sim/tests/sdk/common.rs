@@ -98,7 +98,7 @@ pub fn associate(
     c: &Client,
     initial: &str,
     source: &str,
-) -> aws_sdk_connect::operation::create_persistent_contact_association::builders::CreatePersistentContactAssociationFluentBuilder {
+) -> aws_sdk_connect::operation::create_persistent_contact_association::builders::CreatePersistentContactAssociationFluentBuilder{
     c.create_persistent_contact_association()
         .instance_id(INSTANCE)
         .initial_contact_id(initial)

@@ -16,11 +16,19 @@ fn status<E>(e: &SdkError<E>) -> u16 {
 async fn invalid_parameter_names_the_member() {
     let sim = sim(roomy()).await;
     let c = client(&sim);
-    let err = start_chat(&c, "s").chat_duration_in_minutes(59).send().await.expect_err("400");
+    let err = start_chat(&c, "s")
+        .chat_duration_in_minutes(59)
+        .send()
+        .await
+        .expect_err("400");
     assert_eq!(status(&err), 400);
     let e = err.into_service_error();
     assert!(matches!(e, StartErr::InvalidParameterException(_)), "{e:?}");
-    assert!(e.message().is_some_and(|m| m.contains("ChatDurationInMinutes")), "{e:?}");
+    assert!(
+        e.message()
+            .is_some_and(|m| m.contains("ChatDurationInMinutes")),
+        "{e:?}"
+    );
     assert_eq!(sim.stats().operations.start_chat_contact.invalid, 1);
 }
 
@@ -35,20 +43,33 @@ async fn invalid_request_names_the_member() {
         .expect_err("400");
     let e = err.into_service_error();
     assert!(matches!(e, StartErr::InvalidRequestException(_)), "{e:?}");
-    assert!(e.message().is_some_and(|m| m.contains("SupportedMessagingContentTypes")));
+    assert!(
+        e.message()
+            .is_some_and(|m| m.contains("SupportedMessagingContentTypes"))
+    );
 
-    let err = start_chat(&c, "s").related_contact_id("r").send().await.expect_err("400");
+    let err = start_chat(&c, "s")
+        .related_contact_id("r")
+        .send()
+        .await
+        .expect_err("400");
     let e = err.into_service_error();
     assert!(matches!(e, StartErr::InvalidRequestException(_)), "{e:?}");
     assert!(e.message().is_some_and(|m| m.contains("RelatedContactId")));
 
-    let err = associate(&c, "init", &"x".repeat(257)).send().await.expect_err("400");
+    let err = associate(&c, "init", &"x".repeat(257))
+        .send()
+        .await
+        .expect_err("400");
     let e = err.into_service_error();
     assert!(matches!(e, AssocErr::InvalidParameterException(_)), "{e:?}");
     assert!(e.message().is_some_and(|m| m.contains("SourceContactId")));
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.invalid, 2);
-    assert_eq!(s.operations.create_persistent_contact_association.invalid, 1);
+    assert_eq!(
+        s.operations.create_persistent_contact_association.invalid,
+        1
+    );
 }
 
 #[tokio::test]
@@ -59,7 +80,11 @@ async fn not_found_for_unknown_instance_and_missing_contacts() {
     })
     .await;
     let c = client(&sim);
-    let e = start_chat(&c, "missing-42").send().await.expect_err("404").into_service_error();
+    let e = start_chat(&c, "missing-42")
+        .send()
+        .await
+        .expect_err("404")
+        .into_service_error();
     assert!(matches!(e, StartErr::ResourceNotFoundException(_)), "{e:?}");
     let e = start_chat(&c, "s")
         .instance_id("other-instance")
@@ -68,11 +93,18 @@ async fn not_found_for_unknown_instance_and_missing_contacts() {
         .expect_err("404")
         .into_service_error();
     assert!(matches!(e, StartErr::ResourceNotFoundException(_)), "{e:?}");
-    let e = associate(&c, "missing-1", "s").send().await.expect_err("404").into_service_error();
+    let e = associate(&c, "missing-1", "s")
+        .send()
+        .await
+        .expect_err("404")
+        .into_service_error();
     assert!(matches!(e, AssocErr::ResourceNotFoundException(_)), "{e:?}");
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.not_found, 2);
-    assert_eq!(s.operations.create_persistent_contact_association.not_found, 1);
+    assert_eq!(
+        s.operations.create_persistent_contact_association.not_found,
+        1
+    );
     assert_eq!(s.chats_created, 0);
 }
 
@@ -84,11 +116,20 @@ async fn unsigned_requests_are_access_denied() {
     assert_eq!(status(&err), 403);
     // Not modeled for StartChatContact: the code is still there.
     assert_eq!(err.code(), Some("AccessDeniedException"));
-    let e = associate(&c, "i", "s").send().await.expect_err("403").into_service_error();
+    let e = associate(&c, "i", "s")
+        .send()
+        .await
+        .expect_err("403")
+        .into_service_error();
     assert!(matches!(e, AssocErr::AccessDeniedException(_)), "{e:?}");
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.access_denied, 1);
-    assert_eq!(s.operations.create_persistent_contact_association.access_denied, 1);
+    assert_eq!(
+        s.operations
+            .create_persistent_contact_association
+            .access_denied,
+        1
+    );
 }
 
 #[tokio::test]
@@ -110,14 +151,30 @@ async fn rate_quota_answers_too_many_requests_and_throttling() {
     assert_eq!(e.code(), Some("TooManyRequestsException"));
     assert!(e.message().is_some_and(|m| !m.is_empty()));
 
-    associate(&c, "i1", "s1").send().await.expect("within burst");
-    let e = associate(&c, "i2", "s2").send().await.expect_err("429").into_service_error();
+    associate(&c, "i1", "s1")
+        .send()
+        .await
+        .expect("within burst");
+    let e = associate(&c, "i2", "s2")
+        .send()
+        .await
+        .expect_err("429")
+        .into_service_error();
     assert!(matches!(e, AssocErr::ThrottlingException(_)), "{e:?}");
     assert_eq!(e.code(), Some("ThrottlingException"));
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.throttled, 1);
-    assert_eq!(s.operations.create_persistent_contact_association.throttled, 1);
-    assert_eq!(s.timeline.iter().map(|t| t.start_chat_contact.refused).sum::<u64>(), 1);
+    assert_eq!(
+        s.operations.create_persistent_contact_association.throttled,
+        1
+    );
+    assert_eq!(
+        s.timeline
+            .iter()
+            .map(|t| t.start_chat_contact.refused)
+            .sum::<u64>(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -148,7 +205,10 @@ async fn chats_end_and_free_capacity() {
     start_chat(&c, "s1").send().await.expect("first chat fits");
     // Sleeping past the chat's end guarantees it ended, however slow the machine.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    start_chat(&c, "s2").send().await.expect("the first chat ended");
+    start_chat(&c, "s2")
+        .send()
+        .await
+        .expect("the first chat ended");
     let s = sim.stats();
     assert_eq!((s.chats_created, s.peak_active_chats), (2, 1));
 }

@@ -26,7 +26,10 @@ async fn fail_rate_answers_internal_service_exception() {
     assert!(matches!(e, StartErr::InternalServiceException(_)), "{e:?}");
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.server_error, 1);
-    assert_eq!(s.chats_created, 1, "this failure happened after the chat was created");
+    assert_eq!(
+        s.chats_created, 1,
+        "this failure happened after the chat was created"
+    );
 }
 
 #[tokio::test]
@@ -39,14 +42,23 @@ async fn dropped_connections_get_no_response() {
     let c = client(&sim);
     let err = start_chat(&c, "s").send().await.expect_err("no response");
     assert!(
-        matches!(err, SdkError::DispatchFailure(_) | SdkError::ResponseError(_)),
+        matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ),
         "{err:?}"
     );
-    let err = associate(&c, "i", "s").send().await.expect_err("no response");
+    let err = associate(&c, "i", "s")
+        .send()
+        .await
+        .expect_err("no response");
     assert!(err.raw_response().is_none(), "{err:?}");
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.dropped, 1);
-    assert_eq!(s.operations.create_persistent_contact_association.dropped, 1);
+    assert_eq!(
+        s.operations.create_persistent_contact_association.dropped,
+        1
+    );
 }
 
 #[tokio::test]

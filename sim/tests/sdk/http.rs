@@ -11,7 +11,9 @@ use crate::common::*;
 /// One HTTP/1.1 request on a fresh connection; returns (status line, headers, body).
 async fn raw(addr: std::net::SocketAddr, method: &str, path: &str) -> (String, String, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: sim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.expect("write");
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.expect("read");
@@ -46,14 +48,24 @@ async fn unknown_routes_are_404_with_an_error_type() {
     let sim = sim(roomy()).await;
     let (status, headers, body) = raw(sim.addr(), "POST", "/contact/nope").await;
     assert!(status.contains("404"), "{status}");
-    assert!(headers.contains("x-amzn-errortype: unknownoperationexception"), "{headers}");
+    assert!(
+        headers.contains("x-amzn-errortype: unknownoperationexception"),
+        "{headers}"
+    );
     assert!(body.contains("message"));
 }
 
 #[tokio::test]
 async fn cli_prints_the_listening_line_and_serves() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_connect-sim"))
-        .args(["--addr", "127.0.0.1:0", "--start-chat-burst", "1", "--start-chat-rate", "0"])
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--start-chat-burst",
+            "1",
+            "--start-chat-rate",
+            "0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -61,7 +73,10 @@ async fn cli_prints_the_listening_line_and_serves() {
         .expect("spawn connect-sim");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).await.expect("read line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("read line");
     let url = line
         .trim_end()
         .strip_prefix("connect-sim listening on http://127.0.0.1:")

@@ -15,22 +15,37 @@ async fn replay_returns_the_original_chat() {
     })
     .await;
     let c = client(&sim);
-    let first = start_chat(&c, "s").client_token("job-1").send().await.expect("200");
-    let again = start_chat(&c, "s").client_token("job-1").send().await.expect("replay");
+    let first = start_chat(&c, "s")
+        .client_token("job-1")
+        .send()
+        .await
+        .expect("200");
+    let again = start_chat(&c, "s")
+        .client_token("job-1")
+        .send()
+        .await
+        .expect("replay");
     assert_eq!(first.contact_id(), again.contact_id());
     assert_eq!(first.participant_token(), again.participant_token());
     let s = sim.stats();
     assert_eq!(s.chats_created, 1);
     assert_eq!(s.duplicate_source_chats, 0);
     assert_eq!(s.operations.start_chat_contact.idempotent_replays, 1);
-    assert_eq!(s.active_chats, 1, "a replay uses no capacity (max is 1 and it succeeded)");
+    assert_eq!(
+        s.active_chats, 1,
+        "a replay uses no capacity (max is 1 and it succeeded)"
+    );
 }
 
 #[tokio::test]
 async fn different_parameters_with_the_same_token_are_rejected() {
     let sim = sim(roomy()).await;
     let c = client(&sim);
-    start_chat(&c, "s1").client_token("job-1").send().await.expect("200");
+    start_chat(&c, "s1")
+        .client_token("job-1")
+        .send()
+        .await
+        .expect("200");
     let e = start_chat(&c, "s2")
         .client_token("job-1")
         .send()
@@ -40,8 +55,16 @@ async fn different_parameters_with_the_same_token_are_rejected() {
     assert!(matches!(e, StartErr::InvalidRequestException(_)), "{e:?}");
     assert!(e.to_string().contains("ClientToken"), "{e}");
 
-    associate(&c, "i", "s").client_token("a-1").send().await.expect("200");
-    associate(&c, "i", "s").client_token("a-1").send().await.expect("replay");
+    associate(&c, "i", "s")
+        .client_token("a-1")
+        .send()
+        .await
+        .expect("200");
+    associate(&c, "i", "s")
+        .client_token("a-1")
+        .send()
+        .await
+        .expect("replay");
     let e = associate(&c, "other", "s")
         .client_token("a-1")
         .send()
@@ -51,7 +74,12 @@ async fn different_parameters_with_the_same_token_are_rejected() {
     assert!(matches!(e, AssocErr::InvalidRequestException(_)), "{e:?}");
     let s = sim.stats();
     assert_eq!(s.chats_created, 1);
-    assert_eq!(s.operations.create_persistent_contact_association.idempotent_replays, 1);
+    assert_eq!(
+        s.operations
+            .create_persistent_contact_association
+            .idempotent_replays,
+        1
+    );
 }
 
 #[tokio::test]
@@ -75,8 +103,16 @@ async fn partial_failure_then_retry_returns_the_created_chat() {
     })
     .await;
     let c = client(&sim);
-    start_chat(&c, "s").client_token("job-7").send().await.expect_err("500");
-    let out = start_chat(&c, "s").client_token("job-7").send().await.expect("replay is never faulted");
+    start_chat(&c, "s")
+        .client_token("job-7")
+        .send()
+        .await
+        .expect_err("500");
+    let out = start_chat(&c, "s")
+        .client_token("job-7")
+        .send()
+        .await
+        .expect("replay is never faulted");
     assert_eq!(out.continued_from_contact_id(), Some("s"));
     assert_eq!(sim.stats().chats_created, 1);
 }

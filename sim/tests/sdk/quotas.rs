@@ -43,7 +43,10 @@ async fn accepted_calls_never_exceed_burst_plus_rate() {
     let (mut accepted, mut refused) = (0u64, 0u64);
     for w in 0..4 {
         let (ok, errors) = wave(&c, 40, &format!("w{w}")).await;
-        assert!(errors.iter().all(|c| c == "TooManyRequestsException"), "{errors:?}");
+        assert!(
+            errors.iter().all(|c| c == "TooManyRequestsException"),
+            "{errors:?}"
+        );
         accepted += ok;
         refused += errors.len() as u64;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -52,15 +55,33 @@ async fn accepted_calls_never_exceed_burst_plus_rate() {
 
     let s = sim.stats();
     let op = s.operations.start_chat_contact;
-    assert_eq!((op.ok, op.throttled), (accepted, refused), "stats agree with the client");
-    assert!(accepted >= u64::from(burst), "the full bucket admits the first burst");
+    assert_eq!(
+        (op.ok, op.throttled),
+        (accepted, refused),
+        "stats agree with the client"
+    );
+    assert!(
+        accepted >= u64::from(burst),
+        "the full bucket admits the first burst"
+    );
     let bound = f64::from(burst) + rate * elapsed;
-    assert!(accepted as f64 <= bound, "{accepted} accepted in {elapsed:.2}s > {bound}");
+    assert!(
+        accepted as f64 <= bound,
+        "{accepted} accepted in {elapsed:.2}s > {bound}"
+    );
     for t in &s.timeline {
         let a = t.start_chat_contact.accepted as f64;
-        assert!(a <= f64::from(burst) + rate, "second {}: {a} accepted", t.second);
+        assert!(
+            a <= f64::from(burst) + rate,
+            "second {}: {a} accepted",
+            t.second
+        );
     }
-    let timeline_total: u64 = s.timeline.iter().map(|t| t.start_chat_contact.accepted).sum();
+    let timeline_total: u64 = s
+        .timeline
+        .iter()
+        .map(|t| t.start_chat_contact.accepted)
+        .sum();
     assert_eq!(timeline_total, accepted);
 }
 
@@ -89,7 +110,10 @@ async fn associate_bucket_is_separate_and_throttles() {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    assert!(ok >= 3 && ok as f64 <= 3.0 + 2.0 * elapsed, "{ok} in {elapsed}s");
+    assert!(
+        ok >= 3 && ok as f64 <= 3.0 + 2.0 * elapsed,
+        "{ok} in {elapsed}s"
+    );
     // The StartChatContact bucket (burst 0) was not touched by associations.
     assert_eq!(sim.stats().operations.start_chat_contact.ok, 0);
 }
@@ -105,9 +129,15 @@ async fn concurrent_chats_stop_exactly_at_the_limit() {
     let (ok, errors) = wave(&c, 30, "lim").await;
     assert_eq!(ok, 7);
     assert_eq!(errors.len(), 23);
-    assert!(errors.iter().all(|c| c == "LimitExceededException"), "{errors:?}");
+    assert!(
+        errors.iter().all(|c| c == "LimitExceededException"),
+        "{errors:?}"
+    );
     let s = sim.stats();
-    assert_eq!((s.active_chats, s.peak_active_chats, s.chats_created), (7, 7, 7));
+    assert_eq!(
+        (s.active_chats, s.peak_active_chats, s.chats_created),
+        (7, 7, 7)
+    );
     assert_eq!(s.operations.start_chat_contact.limit_exceeded, 23);
 }
 
@@ -149,10 +179,16 @@ async fn background_caller_uses_the_same_quota() {
     }
     let bg = sim.stats().background;
     assert!(bg.attempted >= 5, "{bg:?}");
-    assert_eq!(bg.accepted, 1, "the one token went to the first background call");
+    assert_eq!(
+        bg.accepted, 1,
+        "the one token went to the first background call"
+    );
     assert_eq!(bg.refused, bg.attempted - 1);
     let c = client(&sim);
-    let e = start_chat(&c, "s").send().await.expect_err("the quota is used up");
+    let e = start_chat(&c, "s")
+        .send()
+        .await
+        .expect_err("the quota is used up");
     assert_eq!(e.code(), Some("TooManyRequestsException"));
     let s = sim.stats();
     assert_eq!(s.operations.start_chat_contact.throttled, 1);

@@ -24,7 +24,10 @@ async fn start_persistent_chat_returns_ids_and_continued_from() {
         .expect("200");
     let contact = out.contact_id().expect("ContactId");
     assert_eq!(contact.len(), 36);
-    assert!(out.participant_id().is_some_and(|p| p.len() == 36 && p != contact));
+    assert!(
+        out.participant_id()
+            .is_some_and(|p| p.len() == 36 && p != contact)
+    );
     assert!(out.participant_token().is_some_and(|t| !t.is_empty()));
     assert_eq!(out.continued_from_contact_id(), Some("past-1"));
     assert!(out.websocket().is_none() && out.connection_credentials().is_none());
@@ -55,7 +58,11 @@ async fn non_persistent_chat_has_no_continued_from() {
     assert!(out.contact_id().is_some());
     assert_eq!(out.continued_from_contact_id(), None);
     assert!(out.websocket().and_then(|w| w.url()).is_some());
-    assert!(out.connection_credentials().and_then(|w| w.connection_token()).is_some());
+    assert!(
+        out.connection_credentials()
+            .and_then(|w| w.connection_token())
+            .is_some()
+    );
 }
 
 #[tokio::test]
