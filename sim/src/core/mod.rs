@@ -37,7 +37,7 @@ pub enum Outcome {
 
 /// A remembered successful response, for idempotent replays.
 struct Stored {
-    fingerprint: Value,
+    fingerprint: u64,
     body: Value,
 }
 

@@ -67,13 +67,9 @@ impl Core {
         if let Some(e) = not_found {
             return (Outcome::Err(e), false);
         }
-        if let Some(replayed) = self.replay(
-            inner,
-            op,
-            req.client_token.as_deref(),
-            &req.fingerprint,
-            now,
-        ) {
+        if let Some(replayed) =
+            self.replay(inner, op, req.client_token.as_deref(), req.fingerprint, now)
+        {
             return replayed;
         }
         if !inner.start_bucket.try_take(now) {
@@ -111,7 +107,7 @@ impl Core {
             inner,
             op,
             req.client_token.as_deref(),
-            &req.fingerprint,
+            req.fingerprint,
             &body,
             now,
         );
@@ -136,13 +132,9 @@ impl Core {
         if let Err(e) = not_found {
             return (Outcome::Err(e), false);
         }
-        if let Some(replayed) = self.replay(
-            inner,
-            op,
-            req.client_token.as_deref(),
-            &req.fingerprint,
-            now,
-        ) {
+        if let Some(replayed) =
+            self.replay(inner, op, req.client_token.as_deref(), req.fingerprint, now)
+        {
             return replayed;
         }
         if !inner.associate_bucket.try_take(now) {
@@ -167,7 +159,7 @@ impl Core {
             inner,
             op,
             req.client_token.as_deref(),
-            &req.fingerprint,
+            req.fingerprint,
             &body,
             now,
         );
@@ -208,13 +200,13 @@ impl Core {
         inner: &mut Inner,
         op: Op,
         token: Option<&str>,
-        fingerprint: &Value,
+        fingerprint: u64,
         now: Instant,
     ) -> Option<(Outcome, bool)> {
         let token = token?;
         inner.prune_idempotency(now);
         let stored = inner.idempotency.get(&(op, token.to_string()))?;
-        if stored.fingerprint != *fingerprint {
+        if stored.fingerprint != fingerprint {
             let e = ApiError::invalid_request(format!(
                 "ClientToken '{token}' was already used with different parameters"
             ));
@@ -240,13 +232,13 @@ impl Core {
         inner: &mut Inner,
         op: Op,
         token: Option<&str>,
-        fingerprint: &Value,
+        fingerprint: u64,
         body: &Value,
         now: Instant,
     ) {
         let Some(token) = token else { return };
         let stored = Stored {
-            fingerprint: fingerprint.clone(),
+            fingerprint,
             body: body.clone(),
         };
         inner.idempotency.insert((op, token.to_string()), stored);

@@ -53,7 +53,7 @@ pub struct StartChat {
     pub want_websocket: bool,
     pub want_connection_credentials: bool,
     pub want_streaming: bool,
-    pub fingerprint: Value,
+    pub fingerprint: u64,
 }
 
 /// What the simulator needs from a valid CreatePersistentContactAssociation request.
@@ -63,7 +63,7 @@ pub struct Associate {
     pub initial_contact_id: String,
     pub source_contact_id: String,
     pub client_token: Option<String>,
-    pub fingerprint: Value,
+    pub fingerprint: u64,
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
@@ -74,15 +74,51 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::invalid_request(format!("The request body is not valid JSON: {e}")))
 }
 
-fn fingerprint(body: &Value, labels: &[(&str, &str)]) -> Value {
-    let mut v = body.clone();
-    if let Value::Object(map) = &mut v {
-        map.remove("ClientToken");
-        for (k, val) in labels {
-            map.insert(format!("label:{k}"), Value::String((*val).to_string()));
+/// A digest of the request's parameters: the body without ClientToken, plus the path
+/// labels, hashed in canonical form (object keys sorted) so member order does not matter.
+/// Stored instead of the request itself, which can carry 32 KB of attributes.
+fn fingerprint(body: &Value, labels: &[(&str, &str)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Value::Object(map) = body {
+        let mut keys: Vec<&String> = map.keys().filter(|k| *k != "ClientToken").collect();
+        keys.sort();
+        for k in keys {
+            k.hash(&mut h);
+            if let Some(v) = map.get(k) {
+                hash_value(v, &mut h);
+            }
         }
     }
-    v
+    labels.hash(&mut h);
+    h.finish()
+}
+
+fn hash_value(v: &Value, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n.to_string()).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            for item in items {
+                hash_value(item, h);
+            }
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(h);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for k in keys {
+                k.hash(h);
+                if let Some(v) = map.get(k) {
+                    hash_value(v, h);
+                }
+            }
+        }
+    }
 }
 
 /// Parses and validates `PUT /contact/chat`.

@@ -55,7 +55,20 @@ fn valid_request_passes_and_keeps_what_the_sim_needs() {
         Some("c-1".to_string())
     );
     assert!(r.want_websocket && !r.want_connection_credentials);
-    assert!(r.fingerprint.get("ClientToken").is_none());
+    // The fingerprint ignores ClientToken and member order, and sees every other change.
+    let mut v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    v["ClientToken"] = json!("another");
+    let same = start_chat(&serde_json::to_vec(&v).unwrap_or_default()).expect("valid");
+    assert_eq!(same.fingerprint, r.fingerprint);
+    let reordered = br#"{"ParticipantDetails":{"DisplayName":"Ana"},"ContactFlowId":"flow-1","InstanceId":"inst-1"}"#;
+    let ordered = br#"{"InstanceId":"inst-1","ContactFlowId":"flow-1","ParticipantDetails":{"DisplayName":"Ana"}}"#;
+    assert_eq!(
+        start_chat(reordered).expect("valid").fingerprint,
+        start_chat(ordered).expect("valid").fingerprint
+    );
+    v["Attributes"]["tier"] = json!("silver");
+    let other = start_chat(&serde_json::to_vec(&v).unwrap_or_default()).expect("valid");
+    assert_ne!(other.fingerprint, r.fingerprint);
 }
 
 #[test]
@@ -213,7 +226,11 @@ fn associate_validates_path_and_body() {
         br#"{"RehydrationType":"ENTIRE_PAST_SESSION","SourceContactId":"s","ClientToken":"t"}"#;
     let r = associate("inst", "init", ok).expect("valid");
     assert_eq!(r.source_contact_id, "s");
-    assert_eq!(r.fingerprint["label:InitialContactId"], "init");
+    let other = associate("inst", "init2", ok).expect("valid");
+    assert_ne!(
+        r.fingerprint, other.fingerprint,
+        "path labels are parameters"
+    );
 
     let long_inst = "i".repeat(101);
     let long_init = "c".repeat(257);
