@@ -80,8 +80,11 @@ fn assert_within_bound(grants: &[Grant], rate: f64, burst: u32) {
 async fn a_burst_then_the_rate_never_more() {
     let redis = RedisServer::start();
     let l = link(&redis.url(), Duration::from_secs(5));
-    let (rate, burst) = (20.0, 5);
-    let limiter = Arc::new(FleetLimiter::new(l.clone(), "Burst", rate, burst));
+    let rate = 20.0;
+    let limiter = Arc::new(FleetLimiter::new(l.clone(), "Burst", rate, 6));
+    // One token of the configured 6 is kept back as a cushion.
+    let burst = limiter.burst();
+    assert_eq!(burst, 5);
     let start = Instant::now();
     let grants = take(limiter, 6, 8).await;
     let elapsed = start.elapsed();
@@ -104,7 +107,7 @@ async fn a_burst_then_the_rate_never_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_links_on_one_key_share_the_rate() {
     let redis = RedisServer::start();
-    let (rate, burst) = (10.0, 2);
+    let (rate, burst) = (10.0, 3);
     // Two links: two connections, as two replicas would have.
     let a = Arc::new(FleetLimiter::new(
         link(&redis.url(), Duration::from_secs(5)),
@@ -130,6 +133,8 @@ async fn two_links_on_one_key_share_the_rate() {
     let (ga, gb, _) = tokio::join!(take(a, 3, 5), take(b, 3, 5), take(other, 2, 5));
     let elapsed = start.elapsed();
 
+    // Configured burst 3: the GCRA's is 2.
+    let burst = burst - 1;
     let all: Vec<Grant> = ga.iter().chain(gb.iter()).copied().collect();
     assert_eq!(all.len(), 30);
     // Alone, each link would need (15 - 2) / 10 = 1.3 s; sharing, the 30 need 2.8 s.
