@@ -125,3 +125,47 @@ async fn without_redis_for_comparison() {
         run.stats.operations.start_chat_contact.throttled
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_starts_and_works_while_redis_is_down_then_shares_once_it_is_up() {
+    let port = redis_server::free_port();
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 10).await;
+    let sim = start_sim(SimConfig {
+        start_chat_rate: 100.0,
+        start_chat_burst: 100,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut env = worker_env(&moto, &queues, &sim);
+    set(&mut env, "REDIS_URL", &format!("redis://127.0.0.1:{port}"));
+    let worker = Worker::start(&env);
+    worker.wait_healthy();
+    let bodies: Vec<String> = (0..5).map(|i| start_job(&format!("down-{i}"))).collect();
+    queues.send_jobs(&bodies).await;
+    let results = queues.results(5, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), 5, "log:\n{}", worker.log());
+    assert!(results.iter().all(|r| r.status() == "succeeded"));
+    assert_eq!(worker.metric("resume_chat_fleet_limiter_state"), 2.0);
+    assert!(worker.metric("resume_chat_fleet_limiter_errors_total") >= 1.0);
+    let unreachable = |log: &str| log.matches("Redis unreachable").count();
+    assert_eq!(unreachable(&worker.log()), 1, "one warning per outage");
+
+    // Redis comes up: after the 5 s cooldown the next job reaches it and sharing starts.
+    let redis = RedisServer::start_on(port);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    queues.send_job(&start_job("up-1")).await;
+    let results = queues.results(1, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), 1, "log:\n{}", worker.log());
+    assert!(
+        eventually(Duration::from_secs(10), || worker
+            .metric("resume_chat_fleet_limiter_state")
+            == 1.0)
+        .await,
+        "log:\n{}",
+        worker.log()
+    );
+    assert!(worker.log().contains("sharing the quota via Redis"));
+    assert_eq!(unreachable(&worker.log()), 1);
+    drop(redis);
+}
