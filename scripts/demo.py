@@ -72,11 +72,17 @@ def main():
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "15"})})["QueueUrl"]
     results = sqs.create_queue(QueueName="resume-chat-results")["QueueUrl"]
 
+    # Redis for the fleet-wide rate limiter (GCRA), as in a multi-replica deployment.
+    redis_port = free_port()
+    procs.append(subprocess.Popen([os.environ.get("REDIS_SERVER", "redis-server"), "--port", str(redis_port),
+                                   "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                  stdout=open(OUT / "redis.log", "w"), stderr=subprocess.STDOUT))
+
     metrics_addr = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, JOBS_QUEUE_URL=jobs, RESULTS_QUEUE_URL=results, DEAD_LETTER_QUEUE_URL=dlq,
                CONNECT_INSTANCE_ID="demo-instance", CONNECT_CONTACT_FLOW_ID="demo-flow",
                AWS_ENDPOINT_URL_SQS=moto, AWS_ENDPOINT_URL_CONNECT=sim, START_CHAT_RATE="5", START_CHAT_BURST="5",
-               METRICS_ADDR=metrics_addr, LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"))
+               METRICS_ADDR=metrics_addr, REDIS_URL=f"redis://127.0.0.1:{redis_port}", LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"))
     procs.append(subprocess.Popen([str(ROOT / "target/debug/resume-chat-worker")], env=env,
                                   stdout=subprocess.DEVNULL, stderr=open(OUT / "worker.log", "w")))
     wait_http(f"http://{metrics_addr}/healthz")
@@ -86,6 +92,7 @@ def main():
         sqs.send_message_batch(QueueUrl=jobs, Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(lines[i:i + 10])])
 
     print(f"\nmoto SQS:        {moto}\nconnect-sim:     {sim}  (counters: {sim}/_sim/stats)")
+    print(f"redis:           redis://127.0.0.1:{redis_port}  (fleet rate limiter)")
     print(f"worker metrics:  http://{metrics_addr}/metrics   health: /healthz   ready: /readyz")
     print(f"logs:            {OUT}/worker.log\n\nsent {len(lines)} sample jobs from {JOBS.relative_to(ROOT)}; results:\n")
 
@@ -114,7 +121,8 @@ def main():
     metrics = urllib.request.urlopen(f"http://{metrics_addr}/metrics").read().decode()
     print("worker metrics (excerpt):")
     for line in metrics.splitlines():
-        if line.startswith(("resume_chat_jobs_completed_total", "resume_chat_connect_calls_total", "resume_chat_allowed_rate")):
+        if line.startswith(("resume_chat_jobs_completed_total", "resume_chat_connect_calls_total", "resume_chat_allowed_rate",
+                            "resume_chat_fleet_limiter_state")):
             print("  " + line)
     if len(seen) < len(lines):
         print(f"\ndemo: only {len(seen)} of {len(lines)} results arrived", file=sys.stderr)

@@ -6,6 +6,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/python-env.sh
+REDIS_SERVER="$(scripts/redis.sh)"
+export REDIS_SERVER
 echo "building (the first build compiles the AWS SDK: a few minutes)..."
 cargo build --locked --bins -q
 exec .venv/bin/python scripts/demo.py "$@"

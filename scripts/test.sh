@@ -15,6 +15,10 @@ step "prometheus (for the end-to-end metrics test)"
 PROMETHEUS_BIN="$(scripts/prometheus.sh)"
 export PROMETHEUS_BIN
 
+step "redis (for the fleet limiter tests)"
+REDIS_SERVER="$(scripts/redis.sh)"
+export REDIS_SERVER
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     step "installing cargo-nextest"
     cargo install cargo-nextest --locked
