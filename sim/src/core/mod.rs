@@ -11,12 +11,11 @@
 mod ops;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::bucket::TokenBucket;
@@ -27,18 +26,19 @@ use crate::stats::{Lane, Op, Stats};
 /// What the HTTP layer should do with a request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// 200 with this body.
-    Ok(Value),
+    /// 200 with this JSON body (shared with the idempotency record).
+    Ok(Arc<str>),
     /// An error response.
     Err(ApiError),
     /// Close the connection without answering.
     Drop,
 }
 
-/// A remembered successful response, for idempotent replays.
+/// A remembered successful response, for idempotent replays: kept serialized, the
+/// smallest form, since every call with a ClientToken leaves one for the TTL.
 struct Stored {
     fingerprint: u64,
-    body: Value,
+    body: Arc<str>,
 }
 
 struct Inner {

@@ -10,6 +10,8 @@
 //! `fail_after_create_ratio` of those happen after the chat or association was made, and
 //! its ClientToken then replays the created result, as a real partial failure would.
 
+use std::sync::Arc;
+
 use rand::RngExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -102,7 +104,7 @@ impl Core {
             return (Outcome::Drop, false);
         }
 
-        let body = self.create_chat(inner, req, now);
+        let body: Arc<str> = self.create_chat(inner, req, now).to_string().into();
         self.remember(
             inner,
             op,
@@ -154,7 +156,9 @@ impl Core {
         {
             return (Outcome::Drop, false);
         }
-        let body = json!({ "ContinuedFromContactId": req.source_contact_id });
+        let body: Arc<str> = json!({ "ContinuedFromContactId": req.source_contact_id })
+            .to_string()
+            .into();
         self.remember(
             inner,
             op,
@@ -212,7 +216,7 @@ impl Core {
             ));
             return Some((Outcome::Err(e), false));
         }
-        let body = stored.body.clone();
+        let body = Arc::clone(&stored.body);
         let bucket = match op {
             Op::StartChat => &mut inner.start_bucket,
             Op::Associate => &mut inner.associate_bucket,
@@ -233,13 +237,13 @@ impl Core {
         op: Op,
         token: Option<&str>,
         fingerprint: u64,
-        body: &Value,
+        body: &Arc<str>,
         now: Instant,
     ) {
         let Some(token) = token else { return };
         let stored = Stored {
             fingerprint,
-            body: body.clone(),
+            body: Arc::clone(body),
         };
         inner.idempotency.insert((op, token.to_string()), stored);
         inner

@@ -38,7 +38,7 @@ fn assoc(token: &str) -> Associate {
 
 fn ok(o: Outcome) -> Value {
     match o {
-        Outcome::Ok(v) => v,
+        Outcome::Ok(v) => serde_json::from_str(&v).expect("JSON body"),
         other => panic!("expected 200, got {other:?}"),
     }
 }
