@@ -37,7 +37,7 @@ step "rust tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
 step "connect-sim wire format with boto3"
-CONNECT_SIM_BIN="$root/target/debug/connect-sim" .venv/bin/python -m pytest -q sim/tests/python
+CONNECT_SIM_BIN="$root/target/debug/connect-sim" .venv/bin/python -m pytest -q -p no:cacheprovider sim/tests/python
 
 step "deploy/ linters"
 scripts/lint-deploy.sh
