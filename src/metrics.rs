@@ -23,6 +23,7 @@ pub struct Metrics {
     pub allowed_rate: GaugeVec,
     pub rate_ceiling: GaugeVec,
     pub capacity_gate_state: IntGauge,
+    pub capacity_allowed_rate: Gauge,
     pub fleet_limiter_state: IntGauge,
     pub fleet_limiter_errors: IntCounter,
     pub visibility_extensions: IntCounterVec,
@@ -83,6 +84,11 @@ impl Metrics {
                 Opts::new("resume_chat_rate_ceiling", "Configured calls per second (the limiter's ceiling)."),
                 &["operation"],
             ).unwrap_or_else(|_| unreachable!()),
+            capacity_allowed_rate: Gauge::new(
+                "resume_chat_capacity_allowed_rate",
+                "StartChatContact calls per second the capacity pacer allows (learned from LimitExceededException).",
+            )
+            .unwrap_or_else(|_| unreachable!()),
             capacity_gate_state: IntGauge::new("resume_chat_capacity_gate_state", "Active-chat capacity gate: 0 open, 1 closed, 2 probing.").unwrap_or_else(|_| unreachable!()),
             fleet_limiter_state: IntGauge::new("resume_chat_fleet_limiter_state", "Fleet-wide limiter in Redis: 0 disabled (no REDIS_URL), 1 shared via Redis, 2 fallback to local control (Redis unreachable or not reached yet).").unwrap_or_else(|_| unreachable!()),
             fleet_limiter_errors: IntCounter::new("resume_chat_fleet_limiter_errors_total", "Failed Redis calls of the fleet-wide limiter (each one means local control only for that call).").unwrap_or_else(|_| unreachable!()),
@@ -119,6 +125,7 @@ impl Metrics {
             Box::new(m.allowed_rate.clone()),
             Box::new(m.rate_ceiling.clone()),
             Box::new(m.capacity_gate_state.clone()),
+            Box::new(m.capacity_allowed_rate.clone()),
             Box::new(m.fleet_limiter_state.clone()),
             Box::new(m.fleet_limiter_errors.clone()),
             Box::new(m.visibility_extensions.clone()),

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::connect::{ConnectApi, Operation};
+use crate::connect::{ConnectApi, ErrorClass, Operation};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::outcome::JobResult;
@@ -47,6 +47,10 @@ pub struct Context<Q, C> {
     pub health: Arc<Health>,
     pub start_limiter: Arc<AdaptiveLimiter>,
     pub associate_limiter: Arc<AdaptiveLimiter>,
+    /// Paces StartChatContact to the rate at which chat capacity frees up: the same adaptive
+    /// controller, but fed `LimitExceededException` as its slow-down signal. Separate from
+    /// `start_limiter`, so running out of chats never lowers the TPS rate.
+    pub capacity_limiter: Arc<AdaptiveLimiter>,
     /// The fleet-wide limiters in Redis (`REDIS_URL`), one per operation, after the local ones.
     pub fleet: Option<FleetLimiters>,
     pub gate: Arc<CapacityGate>,
@@ -67,20 +71,50 @@ impl<Q, C> Context<Q, C> {
         }
     }
 
-    /// Waits for the operation's local token, then (with `REDIS_URL`) for its fleet-wide slot;
-    /// returns the total wait. The local limiter goes first because it still adapts to throttles
-    /// from callers outside the fleet. Cancel-safe: cancelled during the fleet wait, the local
-    /// token already taken gets its one `Neutral` feedback here.
+    /// Waits for the operation's tokens and returns the total wait: for StartChatContact first the
+    /// capacity pacer, then the local rate limiter, then (with `REDIS_URL`) the fleet-wide slot.
+    /// The local limiter goes before the fleet one because it still adapts to throttles from
+    /// callers outside the fleet. Cancel-safe: a token already taken when the wait is cancelled
+    /// gets its one `Neutral` feedback here. After it returns, the caller owes every limiter of
+    /// `op` exactly one feedback ([`Context::feedback`]).
     pub async fn acquire(&self, op: Operation) -> Duration {
+        let mut waited = Duration::ZERO;
+        let mut capacity = NeutralOnDrop(None);
+        if op == Operation::StartChatContact {
+            waited += self.capacity_limiter.acquire().await;
+            capacity.0 = Some(&self.capacity_limiter);
+        }
         let local = self.limiter(op);
-        let waited = local.acquire().await;
-        let Some(fleet) = &self.fleet else {
-            return waited;
-        };
-        let mut unanswered = NeutralOnDrop(Some(local));
-        let fleet_waited = fleet.get(op).acquire().await;
-        unanswered.0 = None;
-        waited + fleet_waited
+        waited += local.acquire().await;
+        let mut rate = NeutralOnDrop(Some(local));
+        if let Some(fleet) = &self.fleet {
+            waited += fleet.get(op).acquire().await;
+        }
+        capacity.0 = None;
+        rate.0 = None;
+        waited
+    }
+
+    /// The one feedback per acquire: the rate limiter hears about throttles, the capacity pacer
+    /// about `LimitExceededException`; `None` means the call succeeded.
+    pub fn feedback(&self, op: Operation, failure: Option<ErrorClass>) {
+        self.limiter(op).feedback(match failure {
+            None => RateFeedback::Accepted,
+            Some(ErrorClass::Throttled) => RateFeedback::Throttled,
+            Some(_) => RateFeedback::Neutral,
+        });
+        if op == Operation::StartChatContact {
+            self.capacity_limiter.feedback(match failure {
+                None => RateFeedback::Accepted,
+                Some(ErrorClass::LimitExceeded) => RateFeedback::Throttled,
+                Some(_) => RateFeedback::Neutral,
+            });
+        }
+    }
+
+    /// Feedback for an acquire that was not followed by a call.
+    pub fn no_call(&self, op: Operation) {
+        self.feedback(op, Some(ErrorClass::Rejected));
     }
 
     /// Runs `fut` unless receiving stops first (`None`).
@@ -207,6 +241,10 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             settings.associate.per_second,
             settings.associate.burst,
         ));
+        let capacity_limiter = Arc::new(AdaptiveLimiter::new(
+            settings.start_chat.per_second,
+            settings.start_chat.burst,
+        ));
         for (op, l) in [
             (Operation::StartChatContact, &start_limiter),
             (
@@ -236,6 +274,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             health,
             start_limiter,
             associate_limiter,
+            capacity_limiter,
             fleet,
             gate: Arc::new(CapacityGate::new(GateSettings::default())),
             retry: RetryPolicy::default(),

@@ -20,7 +20,7 @@ use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
 use crate::job::{Action, Job, parse_job};
 use crate::outcome::{JobResult, codes};
 use crate::queue::{MessageQueue, ORIGINAL_SENT_ATTRIBUTE, OutgoingMessage, ReceivedMessage};
-use crate::rate::{Admission, RateFeedback};
+use crate::rate::Admission;
 use crate::retry::{self, Decision, RequeueReason};
 
 /// How a job's time in this worker ends.
@@ -275,7 +275,6 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         Action::StartPersistentChat => Operation::StartChatContact,
         Action::AssociatePersistentContact => Operation::CreatePersistentContactAssociation,
     };
-    let limiter = ctx.limiter(op);
     let token = job.client_token();
     let mut schedule = ctx.retry.schedule();
     let release = Ending::GiveBack {
@@ -283,44 +282,50 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         reason: RequeueReason::Shutdown,
     };
     let mut attempt: u32 = 0;
+    let give_back_for_capacity = |retry_after: Duration| Ending::GiveBack {
+        after: retry::capacity_wait(
+            &ctx.retry,
+            msg.receive_count,
+            Some(retry_after),
+            rand::random(),
+        ),
+        reason: RequeueReason::Capacity,
+    };
     loop {
         attempt += 1;
-        let probe = if op == Operation::StartChatContact {
-            match ctx.gate.admit() {
-                Admission::Open => false,
-                Admission::Probe => true,
-                Admission::Closed { retry_after } => {
-                    let after = retry::capacity_wait(
-                        &ctx.retry,
-                        msg.receive_count,
-                        Some(retry_after),
-                        rand::random(),
-                    );
-                    return Ending::GiveBack {
-                        after,
-                        reason: RequeueReason::Capacity,
-                    };
-                }
-            }
-        } else {
-            false
-        };
+        // While the capacity gate is closed, a start-chat job goes back without queueing for a token.
+        if op == Operation::StartChatContact
+            && let Some(retry_after) = ctx.gate.reopens_in().filter(|d| !d.is_zero())
+        {
+            return give_back_for_capacity(retry_after);
+        }
 
-        // Wait for a rate token; when receiving stops meanwhile, the job goes back untouched.
+        // Wait for the tokens; when receiving stops meanwhile, the job goes back untouched.
         let waited = tokio::select! {
             waited = ctx.acquire(op) => waited,
-            _ = ctx.stop_receiving.cancelled() => {
-                if probe { ctx.gate.on_probe_inconclusive(); }
-                return release;
-            }
+            _ = ctx.stop_receiving.cancelled() => return release,
         };
         ctx.metrics
             .rate_wait
             .with_label_values(&[op.as_str()])
             .observe(waited.as_secs_f64());
+
+        // The gate is asked right before the call, not before the wait: jobs that queued for a
+        // token while capacity ran out must not all call into the limit (only one probe goes).
+        let probe = if op == Operation::StartChatContact {
+            match ctx.gate.admit() {
+                Admission::Open => false,
+                Admission::Probe => true,
+                Admission::Closed { retry_after } => {
+                    ctx.no_call(op);
+                    return give_back_for_capacity(retry_after);
+                }
+            }
+        } else {
+            false
+        };
         if job.is_expired(now()) {
-            // Every acquire gets exactly one feedback; the limiter counts answers against sends.
-            limiter.feedback(RateFeedback::Neutral);
+            ctx.no_call(op);
             if probe {
                 ctx.gate.on_probe_inconclusive();
             }
@@ -334,7 +339,7 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         let outcome = tokio::select! {
             r = call(ctx, op, job, &token) => r,
             _ = ctx.abandon.cancelled() => {
-                limiter.feedback(RateFeedback::Neutral);
+                ctx.no_call(op);
                 if probe { ctx.gate.on_probe_inconclusive(); }
                 warn!(attempt, "grace period over during a call; releasing the job (its ClientToken makes a retry safe)");
                 return release;
@@ -454,17 +459,12 @@ fn feed_back<Q, C>(
     probe: bool,
     outcome: &Result<CallOk, ConnectError>,
 ) {
-    let limiter = ctx.limiter(op);
     let class = outcome.as_ref().err().map(|e| e.class);
-    limiter.feedback(match class {
-        None => RateFeedback::Accepted,
-        Some(ErrorClass::Throttled) => RateFeedback::Throttled,
-        Some(_) => RateFeedback::Neutral,
-    });
+    ctx.feedback(op, class);
     ctx.metrics
         .allowed_rate
         .with_label_values(&[op.as_str()])
-        .set(limiter.allowed_rate());
+        .set(ctx.limiter(op).allowed_rate());
     if op == Operation::StartChatContact {
         match class {
             None => ctx.gate.on_success(),
@@ -473,5 +473,8 @@ fn feed_back<Q, C>(
             Some(_) => {}
         }
         ctx.metrics.capacity_gate_state.set(ctx.gate.state_code());
+        ctx.metrics
+            .capacity_allowed_rate
+            .set(ctx.capacity_limiter.allowed_rate());
     }
 }
