@@ -294,16 +294,7 @@ pub(crate) fn required_url(
 /// The SQS adapter from the standard AWS configuration (region, credentials,
 /// `AWS_ENDPOINT_URL_SQS`), as `run` builds it; a missing region exits 2.
 pub(crate) async fn sqs_queue() -> Result<SqsQueue, CliError> {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    if shared.region().is_none() {
-        return Err(ConfigError {
-            setting: "AWS_REGION",
-            problem: "is required (for example us-east-1)".to_owned(),
-        }
-        .into());
-    }
+    let shared = super::aws_config().await?;
     Ok(SqsQueue::new(&shared))
 }
 

@@ -80,6 +80,22 @@ impl CliError {
     }
 }
 
+/// The standard AWS configuration (region, credentials, `AWS_ENDPOINT_URL_SQS` /
+/// `AWS_ENDPOINT_URL_CONNECT`); a missing region is a configuration error (exit 2).
+pub(crate) async fn aws_config() -> Result<aws_config::SdkConfig, CliError> {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    if shared.region().is_none() {
+        return Err(ConfigError {
+            setting: "AWS_REGION",
+            problem: "is required (for example us-east-1)".to_owned(),
+        }
+        .into());
+    }
+    Ok(shared)
+}
+
 /// Runs the parsed command.
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {

@@ -18,16 +18,7 @@ use crate::queue::sqs::SqsQueue;
 pub async fn run(raw: RawSettings) -> Result<ExitCode, CliError> {
     let settings = raw.validate()?;
     crate::telemetry::init(settings.log_format);
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    if shared.region().is_none() {
-        return Err(ConfigError {
-            setting: "AWS_REGION",
-            problem: "is required (for example us-east-1)".to_owned(),
-        }
-        .into());
-    }
+    let shared = super::aws_config().await?;
 
     let metrics = Metrics::new();
     let health = Arc::new(Health::new(settings.ready_stale));
