@@ -112,7 +112,8 @@ def analyse(scn, n_jobs, t0, stats, results, leftover_jobs, leftover_dlq, cpu_se
         "duration_s": max(latencies) if latencies else finished_at - t0,
         "jobs_per_s": len(mine) / max(latencies) if latencies and max(latencies) > 0 else None,
         "worker_cpu_s": cpu_seconds,
-        "worker_cpu_ms_per_job": cpu_seconds * 1000 / n_jobs if cpu_seconds is not None and n_jobs else None,
+        # Per job done (a run that timed out did fewer than n_jobs).
+        "worker_cpu_ms_per_job": cpu_seconds * 1000 / len(mine) if cpu_seconds is not None and mine else None,
         "worker_peak_rss_mib": peak_rss_mib,
         "timeline": {
             "accepted": accepted,

@@ -10,8 +10,9 @@
 //! Peak RSS is VmHWM from /proc/self/status.
 //!
 //! Logs are on (JSON to stderr, as the daemon's): redirect stderr to /dev/null.
-//! Usage: cargo run --release --example overhead -- [JOBS] [CONNECT_SIM_BIN] 2>/dev/null
-//! (defaults: 5000, target/release/connect-sim). Prints one JSON object on stdout:
+//! Usage: cargo run --release --example overhead -- [JOBS] [CONNECT_SIM_BIN] [RATE] 2>/dev/null
+//! (defaults: 5000, target/release/connect-sim, no quota). With RATE, the simulator's quota and
+//! START_CHAT_RATE are both RATE calls/s (burst = RATE): the cost of a worker held back by the quota. Prints one JSON object on stdout:
 //! {"jobs", "succeeded", "seconds", "cpu_seconds", "cpu_ms_per_job", "cpu_seconds_per_1000_jobs",
 //!  "peak_rss_mib", "rss_before_mib", "sim_ok", "sim_duplicate_source_chats"}.
 
@@ -45,15 +46,15 @@ impl Drop for Sim {
     }
 }
 
-fn start_sim(bin: &str) -> Result<Sim, String> {
+fn start_sim(bin: &str, rate: &str) -> Result<Sim, String> {
     let mut child = Command::new(bin)
         .args([
             "--addr",
             "127.0.0.1:0",
             "--start-chat-rate",
-            "100000",
+            rate,
             "--start-chat-burst",
-            "100000",
+            rate,
         ])
         .args(["--max-active-chats", "1000000", "--chat-seconds", "1"])
         .stdout(Stdio::piped())
@@ -123,15 +124,21 @@ async fn main() -> Result<(), String> {
     let bin = args.next().unwrap_or_else(|| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/connect-sim").to_owned()
     });
-    let sim = start_sim(&bin)?;
+    let rate = args
+        .next()
+        .filter(|r| r.parse::<f64>().is_ok_and(|r| r > 0.0));
+    let sim = start_sim(&bin, rate.as_deref().unwrap_or("100000"))?;
 
     let raw = RawSettings {
         jobs_queue_url: Some(JOBS_URL.to_owned()),
         results_queue_url: Some(RESULTS_URL.to_owned()),
         connect_instance_id: Some("inst-1".to_owned()),
         connect_contact_flow_id: Some("flow-1".to_owned()),
-        start_chat_rate: Some("10000".to_owned()),
-        start_chat_burst: Some("10000".to_owned()),
+        start_chat_rate: Some(rate.clone().unwrap_or_else(|| "10000".to_owned())),
+        start_chat_burst: Some(rate.clone().map_or_else(
+            || "10000".to_owned(),
+            |r| r.split('.').next().unwrap_or("1").to_owned(),
+        )),
         max_in_flight: Some("64".to_owned()),
         ..RawSettings::default()
     };
@@ -182,6 +189,7 @@ async fn main() -> Result<(), String> {
     let stats = sim_stats(&sim.url);
     let out = serde_json::json!({
         "jobs": jobs,
+        "rate": rate,
         "results": results.len(),
         "succeeded": succeeded,
         "seconds": seconds,

@@ -56,7 +56,7 @@ def worker_env(scn, moto, sim, q):
         "AWS_ENDPOINT_URL_SQS": moto.url, "AWS_ENDPOINT_URL_CONNECT": sim.url,
         "AWS_REGION": harness.REGION, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_EC2_METADATA_DISABLED": "true",
-        "START_CHAT_RATE": scn["rate"], "START_CHAT_BURST": scn["burst"], "MAX_IN_FLIGHT": "64",
+        "START_CHAT_RATE": scn["rate"], "START_CHAT_BURST": scn["burst"], "MAX_IN_FLIGHT": scn.get("max_in_flight", "64"),
         "METRICS_ADDR": f"127.0.0.1:{harness.free_port()}", "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "10",
         "BASELINE_THREADS": "8",
     }
@@ -156,9 +156,10 @@ def idle_rss(seconds):
         moto.close()
 
 
-def run_example(jobs):
+def run_example(jobs, rate=None):
     import subprocess
-    out = subprocess.run([str(harness.RELEASE / "examples" / "overhead"), str(jobs), str(harness.RELEASE / "connect-sim")],
+    argv = [str(harness.RELEASE / "examples" / "overhead"), str(jobs), str(harness.RELEASE / "connect-sim")]
+    out = subprocess.run(argv + ([rate] if rate else []),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -168,10 +169,12 @@ def run_overhead(impls):
            "compilers_seen": machine.compilers()}
     print("  overhead: in-memory queue + connect-sim (Rust example)", flush=True)
     res["example"] = run_example(OVERHEAD["example_jobs"])
+    print(f"  overhead: the same, paced by a {OVERHEAD['paced_rate']}/s quota", flush=True)
+    res["example_paced"] = run_example(OVERHEAD["paced_jobs"], OVERHEAD["paced_rate"])
     print(f"  overhead: idle RSS after {OVERHEAD['idle_seconds']} s", flush=True)
     res["idle"] = idle_rss(OVERHEAD["idle_seconds"])
     scn = {"sim": OVERHEAD["sim"], "jobs": OVERHEAD["moto_jobs"], "replicas": 1, "rate": OVERHEAD["rate"],
-           "burst": OVERHEAD["burst"], "allowed": 100.0}
+           "burst": OVERHEAD["burst"], "allowed": OVERHEAD["moto_timeout_rate"]}
     res["moto"] = {}
     for impl in impls:
         print(f"  overhead: {OVERHEAD['moto_jobs']} jobs against moto, no quota ({impl})", flush=True)
