@@ -36,8 +36,10 @@ impl Default for RetryPolicy {
             retries_per_delivery: 3,
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
-            capacity_base: Duration::from_secs(10),
-            capacity_max: Duration::from_secs(900),
+            // Small and growing: capacity frees continuously as chats end, and a job should be
+            // back soon after the gate may probe again, not sit out minutes of free capacity.
+            capacity_base: Duration::from_secs(2),
+            capacity_max: Duration::from_secs(120),
             transient_base: Duration::from_secs(5),
             transient_max: Duration::from_secs(300),
         }
@@ -220,13 +222,14 @@ mod tests {
             } => after,
             other => panic!("expected a capacity requeue, got {other:?}"),
         };
-        assert_eq!(wait(1, 0.0), Duration::from_secs(5));
-        assert_eq!(wait(1, 0.999), Duration::from_secs(9));
-        assert_eq!(wait(2, 0.0), Duration::from_secs(10));
-        assert_eq!(wait(3, 0.0), Duration::from_secs(20));
+        assert_eq!(wait(1, 0.0), Duration::from_secs(1));
+        assert_eq!(wait(1, 0.999), Duration::from_secs(1));
+        assert_eq!(wait(2, 0.0), Duration::from_secs(2));
+        assert_eq!(wait(3, 0.0), Duration::from_secs(4));
+        assert_eq!(wait(4, 0.999), Duration::from_secs(15));
         // Capped at capacity_max, however many receives.
-        assert_eq!(wait(60, 0.999), Duration::from_secs(899));
-        assert!(wait(60, 0.0) >= Duration::from_secs(450));
+        assert_eq!(wait(60, 0.999), Duration::from_secs(119));
+        assert!(wait(60, 0.0) >= Duration::from_secs(60));
     }
 
     #[test]

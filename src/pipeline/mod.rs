@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::outcome::JobResult;
 use crate::queue::{MessageQueue, OutgoingMessage};
 use crate::rate::fleet::{FleetLimiter, FleetLink, FleetMetrics, FleetOptions, FleetState};
-use crate::rate::{AdaptiveLimiter, CapacityGate, GateSettings, RateFeedback};
+use crate::rate::{AdaptiveLimiter, CapacityGate, ControllerSettings, GateSettings, RateFeedback};
 use crate::retry::RetryPolicy;
 use inflight::InFlight;
 pub use settle::Queues;
@@ -241,7 +241,8 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             settings.associate.per_second,
             settings.associate.burst,
         ));
-        let capacity_limiter = Arc::new(AdaptiveLimiter::new(
+        let capacity_limiter = Arc::new(AdaptiveLimiter::with_settings(
+            ControllerSettings::for_capacity(),
             settings.start_chat.per_second,
             settings.start_chat.burst,
         ));

@@ -293,13 +293,6 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
     };
     loop {
         attempt += 1;
-        // While the capacity gate is closed, a start-chat job goes back without queueing for a token.
-        if op == Operation::StartChatContact
-            && let Some(retry_after) = ctx.gate.reopens_in().filter(|d| !d.is_zero())
-        {
-            return give_back_for_capacity(retry_after);
-        }
-
         // Wait for the tokens; when receiving stops meanwhile, the job goes back untouched.
         let waited = tokio::select! {
             waited = ctx.acquire(op) => waited,

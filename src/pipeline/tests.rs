@@ -207,8 +207,9 @@ async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries()
         &[job("c")],
     );
     until(|| h.connect.calls() == 1).await;
-    // Given back with a delay: for a while nothing is called and nothing is published.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Given back with a delay (the first capacity wait is at least 1 s): meanwhile nothing is
+    // called and nothing is published.
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
         h.connect.calls(),
         1,

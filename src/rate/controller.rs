@@ -96,6 +96,28 @@ impl Default for ControllerSettings {
     }
 }
 
+impl ControllerSettings {
+    /// Tuning for the active-chats capacity pacer (fed `LimitExceededException` as its throttle).
+    /// Chat capacity frees as chats end, on the timescale of chat lifetimes (seconds in tests,
+    /// minutes in production), so once the pacer has found the rate at which chats end it should
+    /// stay there: slow recovery and slow probing, and cycles long enough to measure that rate.
+    pub fn for_capacity() -> Self {
+        ControllerSettings {
+            decrease_factor: 0.85,
+            // Never cut by more than a third at once: a burst of refusals right after start-up
+            // says little about how fast chats end.
+            min_decrease_factor: 0.7,
+            recovery_time: Duration::from_secs(10),
+            probe_gain: 0.002,
+            max_hold: Duration::from_secs(5),
+            // The plateau is the rate at which the limit was hit: our own accepted rate would
+            // fulfil itself, as nothing else limits the starts between two refusals.
+            use_share_estimate: false,
+            ..ControllerSettings::default()
+        }
+    }
+}
+
 /// The episode that started with the last cut.
 #[derive(Clone, Copy, Debug)]
 struct Episode {

@@ -53,8 +53,10 @@ pub struct GateSettings {
 impl Default for GateSettings {
     fn default() -> Self {
         GateSettings {
-            initial_cooldown: Duration::from_secs(2),
-            multiplier: 2.0,
+            // Short: the capacity pacer already slows starts to the rate chats end; the gate only has to
+            // stop the calls queued behind the one that found the limit. It doubles while the limit holds.
+            initial_cooldown: Duration::from_millis(500),
+            multiplier: 1.5,
             max_cooldown: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(30),
         }
@@ -255,6 +257,15 @@ impl Default for CapacityGate {
 mod tests {
     use super::*;
 
+    /// The tests' numbers assume a 2 s first cooldown.
+    fn two_second_gate() -> GateSettings {
+        GateSettings {
+            initial_cooldown: Duration::from_secs(2),
+            multiplier: 2.0,
+            ..GateSettings::default()
+        }
+    }
+
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
     }
@@ -266,7 +277,7 @@ mod tests {
     #[test]
     fn open_until_limit_exceeded() {
         let t0 = Instant::now();
-        let mut g = GateState::new(GateSettings::default());
+        let mut g = GateState::new(two_second_gate());
         assert_eq!(g.admit(t0), Admission::Open);
         assert_eq!(g.state_code(), 0);
         assert_eq!(g.reopens_in(t0), None);
@@ -279,7 +290,7 @@ mod tests {
 
     #[test]
     fn one_probe_after_the_cooldown_then_growing_cooldown_capped() {
-        let mut g = GateState::new(GateSettings::default());
+        let mut g = GateState::new(two_second_gate());
         let mut now = Instant::now();
         g.on_limit_exceeded(now);
         let mut expected = secs(2);
@@ -298,7 +309,7 @@ mod tests {
 
     #[test]
     fn success_opens_and_resets_the_cooldown() {
-        let mut g = GateState::new(GateSettings::default());
+        let mut g = GateState::new(two_second_gate());
         let t0 = Instant::now();
         g.on_limit_exceeded(t0);
         assert_eq!(g.admit(t0 + secs(2)), Admission::Probe);
@@ -313,7 +324,7 @@ mod tests {
 
     #[test]
     fn in_flight_answers_while_closed() {
-        let mut g = GateState::new(GateSettings::default());
+        let mut g = GateState::new(two_second_gate());
         let t0 = Instant::now();
         g.on_limit_exceeded(t0);
         // More LimitExceeded from calls already in flight: stays closed, cooldown does not grow.
@@ -326,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_lost_probe_is_forgotten() {
-        let mut g = GateState::new(GateSettings::default());
+        let mut g = GateState::new(two_second_gate());
         let t0 = Instant::now();
         g.on_limit_exceeded(t0);
         assert_eq!(g.admit(t0 + secs(2)), Admission::Probe);
@@ -338,7 +349,7 @@ mod tests {
 
     #[test]
     fn inconclusive_probe_allows_another_without_growth() {
-        let mut g = GateState::new(GateSettings::default());
+        let mut g = GateState::new(two_second_gate());
         let t0 = Instant::now();
         g.on_limit_exceeded(t0);
         assert_eq!(g.admit(t0 + secs(2)), Admission::Probe);
@@ -354,7 +365,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn wrapper_uses_tokio_time() {
-        let gate = CapacityGate::default();
+        let gate = CapacityGate::new(two_second_gate());
         assert_eq!(gate.admit(), Admission::Open);
         gate.on_limit_exceeded();
         assert!(gate.is_closed());
