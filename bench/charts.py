@@ -69,19 +69,21 @@ def render(scn_name, scn, runs):
     peak = max([v for _, m in runs for k in ("accepted", "refused", "background_accepted", "background_refused")
                 for v in m["timeline"][k]] + [v for v, _ in scn["chart_lines"]] + [1])
     y_max = _nice_max(peak * 1.1)
-    h = PANEL_H * len(runs) + 40
+    h = PANEL_H * len(runs) + 56
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" '
            f'font-family="sans-serif">',
            f'<rect width="{W}" height="{h}" fill="white"/>']
     for i, (label, m) in enumerate(runs):
         out += _panel(i * PANEL_H, f"{scn_name}: {label}", m, x_max, y_max, scn)
-    ly = h - 16
-    legend = [("#1f77b4", "line", "accepted calls/s (workers)"), ("#d62728", "bar", "429s/s (workers)"),
+    ly = h - 34
+    legend = [("#1f77b4", "line", "accepted/s (workers)"), ("#d62728", "bar", "429s/s (workers)"),
               ("#2ca02c", "dash", "rate left to the workers")]
     if any(any(m["timeline"]["background_accepted"]) for _, m in runs):
         legend += [("#888", "line", "other caller accepted/s"), ("#ff7f0e", "bar", "other caller refused/s")]
     x = LEFT
     for color, kind, text in legend:
+        if x + 30 + 6 * len(text) > W - RIGHT:  # wrap to a second row
+            x, ly = LEFT, ly + 16
         if kind == "bar":
             out.append(f'<rect x="{x}" y="{ly - 9}" width="10" height="10" fill="{color}"/>')
         else:
@@ -89,7 +91,7 @@ def render(scn_name, scn, runs):
             out.append(f'<line x1="{x}" y1="{ly - 4}" x2="{x + 18}" y2="{ly - 4}" stroke="{color}" '
                        f'stroke-width="2"{dash}/>')
         out.append(f'<text x="{x + 22}" y="{ly}" font-size="11">{escape(text)}</text>')
-        x += 30 + 6.2 * len(text)
+        x += 30 + 6 * len(text)
     out.append(f'<text x="{W - RIGHT}" y="{h - 2}" font-size="10" text-anchor="end">seconds since the workers '
                f'started (connect-sim timeline)</text>')
     out.append("</svg>")

@@ -164,11 +164,11 @@ def contention(stored):
         for impl, m in by_impl.items():
             if m.get("compilers_seen") or max(m.get("load_before", 0), m.get("load_after", 0)) > 2.5:
                 notes.append(f"{name}/{impl} (load {m.get('load_before')}→{m.get('load_after')}"
-                             f"{', compilers running: ' + ' '.join(m['compilers_seen']) if m.get('compilers_seen') else ''})")
+                             f"{'; ' + ' '.join(m['compilers_seen']) if m.get('compilers_seen') else ''})")
     o = stored.get("overhead")
     if o and (o.get("compilers_seen") or max(o.get("load_before", 0), o.get("load_after", 0)) > 2.5):
         notes.append(f"overhead (load {o.get('load_before')}→{o.get('load_after')}"
-                     f"{', compilers running: ' + ' '.join(o['compilers_seen']) if o.get('compilers_seen') else ''})")
+                     f"{'; ' + ' '.join(o['compilers_seen']) if o.get('compilers_seen') else ''})")
     return notes
 
 
@@ -187,8 +187,9 @@ def section(stored):
         "",
     ]
     busy = contention(stored)
-    out += [("CPU contention: other processes were busy during " + "; ".join(busy) + ". Timings of those runs are "
-             "less trustworthy.") if busy else "CPU contention: none seen (no compiler running, load ≤ 2.5).", ""]
+    out += [("CPU contention (1-minute load average before→after; other people's compiler processes seen): "
+             + ", ".join(busy) + ". Rates and ratios come from connect-sim's clock and hardly depend on it; "
+             "CPU seconds and latencies of those runs are less trustworthy.") if busy else "CPU contention: none seen (no compiler running, load ≤ 2.5).", ""]
     out += ["Each scenario ran once per worker, each time on a fresh moto and connect-sim, backlog enqueued first. "
             "Scenarios:", ""]
     for name in ORDER:
