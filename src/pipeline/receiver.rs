@@ -20,6 +20,22 @@ use crate::queue::{MAX_BATCH, MessageQueue, QueueErrorKind};
 
 const LONG_POLL: Duration = Duration::from_secs(20);
 const GATE_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// How much work a worker holds, in seconds at its limiters' current rates.
+const LOOKAHEAD_SECS: f64 = 5.0;
+const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
+
+/// Jobs worth holding: what the limiters can start in [`LOOKAHEAD_SECS`] (start chats at the
+/// slower of the rate and capacity pacers, plus associations), at least one. With a fleet sharing
+/// one quota, a replica whose share is small holds few jobs, so the backlog does not pile up in
+/// slow replicas at the end of a burst.
+fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> usize {
+    let start = ctx
+        .start_limiter
+        .allowed_rate()
+        .min(ctx.capacity_limiter.allowed_rate());
+    let rate = start + ctx.associate_limiter.allowed_rate();
+    ((rate * LOOKAHEAD_SECS).ceil() as usize).max(1)
+}
 
 /// Receives until `ctx.stop_receiving`; spawns one task per message.
 pub async fn run<Q: MessageQueue, C: ConnectApi>(
@@ -32,9 +48,30 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         let Some(first) = wait_for_slot(&ctx, &slots).await else {
             return;
         };
+        // Hold only a few seconds of work: jobs beyond what the limiters can start soon stay in
+        // SQS, where another replica with headroom can take them.
+        let busy = ctx
+            .settings
+            .max_in_flight
+            .saturating_sub(slots.available_permits());
+        let allowance = work_allowance(&ctx);
+        if busy > allowance {
+            drop(first);
+            if ctx
+                .until_stopped(tokio::time::sleep(ALLOWANCE_PAUSE))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            // Busy is healthy: keep readiness fresh, as when every slot is taken.
+            ctx.health.receive_succeeded().await;
+            ctx.metrics.last_receive_success.set(unix_now());
+            continue;
+        }
         let mut permits = vec![first];
 
-        let mut max = MAX_BATCH;
+        let mut max = MAX_BATCH.min(allowance + 1 - busy);
         if ctx.gate.is_closed() {
             let pause = ctx
                 .gate

@@ -354,3 +354,33 @@ async fn waiting_for_capacity_never_exhausts_the_receive_budget() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_worker_holds_only_a_few_seconds_of_work() {
+    // 0.4 + 0.2 calls/s: about three jobs' worth of five seconds.
+    let s = settings(|r| {
+        r.start_chat_rate = Some("0.4".into());
+        r.start_chat_burst = Some("1".into());
+        r.associate_rate = Some("0.2".into());
+        r.associate_burst = Some("1".into());
+    });
+    let bodies: Vec<String> = (0..20).map(|i| job(&format!("slow{i}"))).collect();
+    let h = start(s, ScriptedConnect::new(vec![]), &bodies);
+    // Over the first 10 s (about four jobs done), never more than ~3 held.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let d = h.queue.depth(JOBS).await.unwrap();
+        assert!(
+            d.in_flight <= 4,
+            "holds {} jobs at 0.6 calls/s",
+            d.in_flight
+        );
+    }
+    let d = h.queue.depth(JOBS).await.unwrap();
+    assert!(
+        d.visible >= 10,
+        "the rest waits in SQS for other replicas: {d:?}"
+    );
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
