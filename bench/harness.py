@@ -88,6 +88,23 @@ class Sim:
         self.log.close()
 
 
+class Redis:
+    """A private redis-server on a free port (REDIS_SERVER, else on PATH; scripts/redis.sh installs it)."""
+
+    def __init__(self, log_dir):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.log = open(log_dir / "redis.log", "wb")
+        binary = os.environ.get("REDIS_SERVER", "redis-server")
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=self.log, stderr=subprocess.STDOUT)
+        time.sleep(0.3)
+
+    def close(self):
+        stop(self.proc)
+        self.log.close()
+
+
 def stop(proc, grace=10):
     if proc.poll() is None:
         proc.terminate()

@@ -78,12 +78,14 @@ def run_one(name, scn, impl):
     log_dir = OUT / "logs" / f"{name}-{impl}"
     log_dir.mkdir(parents=True, exist_ok=True)
     n = scn["jobs"]
-    moto = sim = None
+    moto = sim = redis = None
     procs = []
     try:
         load_before, busy_before = machine.load(), machine.compilers()
         moto = harness.Moto(log_dir)
         sim = harness.Sim(scn["sim"], log_dir)
+        if scn.get("redis"):
+            redis = harness.Redis(log_dir)
         q = harness.Queues(moto)
         t_enq = time.time()
         q.enqueue([job_body(i) for i in range(n)])
@@ -93,6 +95,8 @@ def run_one(name, scn, impl):
         envs = []
         for r in range(scn["replicas"]):
             env = worker_env(scn, moto, sim, q)
+            if redis:
+                env["REDIS_URL"] = redis.url
             envs.append(env)
             procs.append(harness.Proc(worker_cmd(impl), env, log_dir / f"worker-{r}.log"))
         last = [time.time()]
@@ -128,6 +132,8 @@ def run_one(name, scn, impl):
             p.close()
         if sim:
             sim.close()
+        if redis:
+            redis.close()
         if moto:
             moto.close()
 
@@ -206,7 +212,7 @@ def main(argv):
         if name == "overhead":
             stored["overhead"] = run_overhead(impls)
         else:
-            for impl in impls:
+            for impl in [i for i in impls if i in SCENARIOS[name].get("impls", impls)]:
                 m = run_one(name, SCENARIOS[name], impl)
                 stored["scenarios"].setdefault(name, {})[impl] = m
                 print(f"  [{name}/{impl}] {report.one_line(m)}", flush=True)

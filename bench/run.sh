@@ -10,6 +10,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/python-env.sh
+REDIS_SERVER="$(scripts/redis.sh)"
+export REDIS_SERVER
 cargo build --release --quiet -p resume-chat-worker -p connect-sim
 cargo build --release --quiet -p resume-chat-worker --example overhead
 exec "$root/.venv/bin/python" "$root/bench/run.py" "$@"

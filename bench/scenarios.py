@@ -77,7 +77,13 @@ OVERHEAD = {
                 ("idle_rss_mib", "<=", 30.0, "idle RSS (MiB)")],
 }
 
-ORDER = ["steady", "noisy", "capacity", "faults", "fleet3", "fleet6", "overhead"]
+# The fleets again with the optional fleet-wide limiter (REDIS_URL): a GCRA in Redis shared by the
+# replicas, on top of each one's adaptive limiter. Ours only: the baseline has no such mode.
+for _n in ("fleet3", "fleet6"):
+    SCENARIOS[_n + "-redis"] = dict(SCENARIOS[_n], redis=True, impls=["ours"],
+                                    title=SCENARIOS[_n]["title"] + ", with REDIS_URL (shared GCRA)")
+
+ORDER = ["steady", "noisy", "capacity", "faults", "fleet3", "fleet6", "fleet3-redis", "fleet6-redis", "overhead"]
 
 
 def meets(value, op, target):
