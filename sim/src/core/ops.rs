@@ -23,10 +23,36 @@ use crate::stats::Op;
 use crate::validate::{Associate, StartChat};
 
 /// What fault injection decided for a call that passed the quotas.
+#[derive(Clone, Copy)]
 enum Fault {
     None,
     Fail { after_create: bool },
     Drop { after_create: bool },
+}
+
+impl Fault {
+    /// The answer when the fault strikes before anything is created.
+    fn before_create(self) -> Option<Outcome> {
+        match self {
+            Fault::Fail {
+                after_create: false,
+            } => Some(Outcome::Err(internal())),
+            Fault::Drop {
+                after_create: false,
+            } => Some(Outcome::Drop),
+            _ => None,
+        }
+    }
+
+    /// The answer once the chat or association exists (and its ClientToken is remembered): the
+    /// success, or a fault that hides it, as real partial failures do.
+    fn after_create(self, body: Arc<str>) -> Outcome {
+        match self {
+            Fault::None => Outcome::Ok(body),
+            Fault::Fail { .. } => Outcome::Err(internal()),
+            Fault::Drop { .. } => Outcome::Drop,
+        }
+    }
 }
 
 impl Core {
@@ -91,17 +117,8 @@ impl Core {
             return (Outcome::Err(e), false);
         }
         let fault = self.draw_fault(inner);
-        if let Fault::Fail {
-            after_create: false,
-        } = fault
-        {
-            return (Outcome::Err(internal()), false);
-        }
-        if let Fault::Drop {
-            after_create: false,
-        } = fault
-        {
-            return (Outcome::Drop, false);
+        if let Some(failed) = fault.before_create() {
+            return (failed, false);
         }
 
         let body: Arc<str> = self.create_chat(inner, req, now).to_string().into();
@@ -113,11 +130,7 @@ impl Core {
             &body,
             now,
         );
-        match fault {
-            Fault::None => (Outcome::Ok(body), false),
-            Fault::Fail { .. } => (Outcome::Err(internal()), false),
-            Fault::Drop { .. } => (Outcome::Drop, false),
-        }
+        (fault.after_create(body), false)
     }
 
     fn decide_associate(
@@ -144,17 +157,8 @@ impl Core {
             return (Outcome::Err(e), false);
         }
         let fault = self.draw_fault(inner);
-        if let Fault::Fail {
-            after_create: false,
-        } = fault
-        {
-            return (Outcome::Err(internal()), false);
-        }
-        if let Fault::Drop {
-            after_create: false,
-        } = fault
-        {
-            return (Outcome::Drop, false);
+        if let Some(failed) = fault.before_create() {
+            return (failed, false);
         }
         let body: Arc<str> = json!({ "ContinuedFromContactId": req.source_contact_id })
             .to_string()
@@ -167,11 +171,7 @@ impl Core {
             &body,
             now,
         );
-        match fault {
-            Fault::None => (Outcome::Ok(body), false),
-            Fault::Fail { .. } => (Outcome::Err(internal()), false),
-            Fault::Drop { .. } => (Outcome::Drop, false),
-        }
+        (fault.after_create(body), false)
     }
 
     fn check_instance(&self, instance_id: &str) -> Result<(), ApiError> {
