@@ -251,6 +251,7 @@ async fn prometheus_scrapes_the_worker_and_serves_its_series_and_rules() {
         .collect();
     jobs.extend((0..ASSOCIATE_JOBS).map(|i| associate_job(&format!("prom-assoc-{i}"))));
     let (first, second) = jobs.split_at(2);
+    let mut sent_so_far = 0.0;
     for wave in [first, second] {
         queues.send_jobs(wave).await;
         let results = queues.results(wave.len(), WAIT).await;
@@ -259,7 +260,19 @@ async fn prometheus_scrapes_the_worker_and_serves_its_series_and_rules() {
             results.iter().all(|r| r.status() == "succeeded"),
             "{results:#?}"
         );
-        let done = worker.metric("resume_chat_jobs_completed_total");
+        // A job is counted as completed after its delete, which follows the published result:
+        // wait for the worker's own counter before comparing Prometheus with it.
+        sent_so_far += wave.len() as f64;
+        let done = sent_so_far;
+        until(WAIT, || {
+            match worker.metric("resume_chat_jobs_completed_total") {
+                v if v == done => Ok(()),
+                v => Err(format!(
+                    "the worker has {v} completed jobs, expected {done}"
+                )),
+            }
+        })
+        .await;
         until(WAIT, || {
             match prometheus.total("resume_chat_jobs_completed_total") {
                 v if v == done => Ok(()),
