@@ -20,21 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use connect_sim::SimConfig;
 
 const START_JOBS: usize = 5;
 const ASSOCIATE_JOBS: usize = 1;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn generous_sim() -> SimConfig {
-    SimConfig {
-        start_chat_rate: 100.0,
-        start_chat_burst: 100,
-        associate_rate: 100.0,
-        associate_burst: 100,
-        ..SimConfig::default()
-    }
-}
 
 /// The Prometheus binary, or a failure that says how to get it.
 fn prometheus_binary() -> PathBuf {

@@ -11,16 +11,6 @@ use connect_sim::SimConfig;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn generous_sim() -> SimConfig {
-    SimConfig {
-        start_chat_rate: 100.0,
-        start_chat_burst: 100,
-        associate_rate: 100.0,
-        associate_burst: 100,
-        ..SimConfig::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_actions_succeed_with_one_result_each_and_the_jobs_are_deleted() {
     let moto = Moto::start();

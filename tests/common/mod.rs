@@ -275,6 +275,17 @@ impl TestResult {
     }
 }
 
+/// A simulator whose rate quotas never get in the way (100/s), for tests about something else.
+pub fn generous_sim() -> connect_sim::SimConfig {
+    connect_sim::SimConfig {
+        start_chat_rate: 100.0,
+        start_chat_burst: 100,
+        associate_rate: 100.0,
+        associate_burst: 100,
+        ..connect_sim::SimConfig::default()
+    }
+}
+
 /// connect-sim in this process, on port 0.
 pub async fn start_sim(config: connect_sim::SimConfig) -> connect_sim::SimHandle {
     connect_sim::start(config, "127.0.0.1:0".parse().expect("addr"))
