@@ -144,7 +144,7 @@ impl Metrics {
         for op in crate::connect::Operation::ALL {
             m.connect_calls.with_label_values(&[op.as_str(), "OK"]);
         }
-        for reason in ["capacity", "transient", "shutdown"] {
+        for reason in ["capacity", "transient", "shutdown", "handoff"] {
             m.jobs_requeued.with_label_values(&[reason]);
         }
         for result in ["ok", "failed"] {

@@ -69,6 +69,9 @@ pub enum RequeueReason {
     Transient,
     /// The worker is shutting down before the job's call started.
     Shutdown,
+    /// This replica's rate fell so low that the job would wait long here (see
+    /// `pipeline::handoff`): another replica, or this one later, takes it.
+    Handoff,
 }
 
 impl RequeueReason {
@@ -77,6 +80,7 @@ impl RequeueReason {
             RequeueReason::Capacity => "capacity",
             RequeueReason::Transient => "transient",
             RequeueReason::Shutdown => "shutdown",
+            RequeueReason::Handoff => "handoff",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! - [`process`]: works one job and decides its ending;
 //! - [`inflight`]: the registry of received messages and the visibility heartbeat;
 //! - [`settle`]: publishes results and deletes jobs in batches;
-//! - [`depth`]: polls queue depths for the metrics.
+//! - [`depth`]: polls queue depths for the metrics;
+//! - [`handoff`]: gives back waiting jobs this replica cannot start soon.
 //!
 //! Shutdown ([`Worker::run`]): on the stop signal the receiver stops at once (the long poll is
 //! dropped), jobs not yet calling Connect are released with visibility 0, calls on the wire get
@@ -12,6 +13,7 @@
 //! run returns. Nothing is deleted without its result published first.
 
 pub mod depth;
+pub mod handoff;
 pub mod inflight;
 pub mod process;
 pub mod receiver;
@@ -56,6 +58,9 @@ pub struct Context<Q, C> {
     pub gate: Arc<CapacityGate>,
     pub retry: RetryPolicy,
     pub inflight: Arc<InFlight>,
+    /// Jobs waiting for StartChatContact / CreatePersistentContactAssociation tokens.
+    pub waiting_start: Arc<handoff::Waiting>,
+    pub waiting_associate: Arc<handoff::Waiting>,
     /// Cancelled on SIGTERM/SIGINT: stop receiving, release waiting jobs.
     pub stop_receiving: CancellationToken,
     /// Cancelled when the grace period is over: abandon calls on the wire.
@@ -68,6 +73,14 @@ impl<Q, C> Context<Q, C> {
         match op {
             Operation::StartChatContact => &self.start_limiter,
             Operation::CreatePersistentContactAssociation => &self.associate_limiter,
+        }
+    }
+
+    /// The list of jobs waiting for `op`'s tokens.
+    pub fn waiting(&self, op: Operation) -> &Arc<handoff::Waiting> {
+        match op {
+            Operation::StartChatContact => &self.waiting_start,
+            Operation::CreatePersistentContactAssociation => &self.waiting_associate,
         }
     }
 
@@ -280,6 +293,8 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             gate: Arc::new(CapacityGate::new(GateSettings::default())),
             retry: RetryPolicy::default(),
             inflight: Arc::new(InFlight::new()),
+            waiting_start: Arc::default(),
+            waiting_associate: Arc::default(),
             stop_receiving: stop,
             abandon: CancellationToken::new(),
             settle_tx,
@@ -320,6 +335,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             background_stop.clone(),
         ));
 
+        let handoff = tokio::spawn(handoff::run(ctx.clone(), background_stop.clone()));
         if let Some(fleet) = &ctx.fleet {
             // Reach Redis now so the state gauge and the log tell at start-up, not at the first job.
             let link = fleet.link.clone();
@@ -357,6 +373,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         let _ = settler.await;
         let _ = heartbeat.await;
         let _ = depth.await;
+        let _ = handoff.await;
         summary
     }
 }

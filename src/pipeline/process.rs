@@ -293,11 +293,20 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
     };
     loop {
         attempt += 1;
-        // Wait for the tokens; when receiving stops meanwhile, the job goes back untouched.
+        // Wait for the tokens; when receiving stops meanwhile, or this replica cannot start the
+        // job soon (handoff), the job goes back untouched.
+        let ticket = ctx
+            .waiting(op)
+            .enter(msg.receive_count < super::handoff::MAX_RECEIVES);
         let waited = tokio::select! {
             waited = ctx.acquire(op) => waited,
             _ = ctx.stop_receiving.cancelled() => return release,
+            _ = ticket.handed_off() => return Ending::GiveBack {
+                after: Duration::ZERO,
+                reason: RequeueReason::Handoff,
+            },
         };
+        drop(ticket);
         ctx.metrics
             .rate_wait
             .with_label_values(&[op.as_str()])

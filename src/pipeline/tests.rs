@@ -384,3 +384,41 @@ async fn a_slow_worker_holds_only_a_few_seconds_of_work() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn jobs_a_replica_cannot_start_soon_are_handed_back() {
+    // 10 calls/s: the receiver takes about 5 s of work (50 jobs). Then 30 throttles in a row
+    // push the allowed rate to a fraction of that: most of what it holds would wait for
+    // minutes, so it goes back to SQS for replicas with headroom.
+    let s = settings(|r| r.max_in_flight = Some("64".into()));
+    let throttles: Vec<Reply> = (0..30)
+        .map(|_| Err((ErrorClass::Throttled, "TooManyRequestsException")))
+        .collect();
+    let bodies: Vec<String> = (0..80).map(|i| job(&format!("h{i}"))).collect();
+    let h = start(s, ScriptedConnect::new(throttles), &bodies);
+    let handed_off = || {
+        h.metrics
+            .jobs_requeued
+            .with_label_values(&["handoff"])
+            .get()
+    };
+    until(|| handed_off() > 0).await;
+    // Handed back means visible at once, not hidden behind a visibility delay.
+    let d = h.queue.depth(JOBS).await.unwrap();
+    assert!(d.visible > 0, "{d:?}");
+    // Nothing is lost or doubled: every job still ends with exactly one successful result.
+    until(|| h.queue.len(RESULTS) == 80).await;
+    let mut ids: Vec<String> = results(&h.queue)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "succeeded", "{r}");
+            r["jobId"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 80);
+    assert!(h.queue.bodies(DLQ).is_empty());
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

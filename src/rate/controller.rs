@@ -73,6 +73,9 @@ pub struct ControllerSettings {
     pub recovery_calls: f64,
     /// Sends over a cycle, as a fraction of the allowed rate, that make it a busy cycle.
     pub busy_fraction: f64,
+    /// The recovery clock never runs slower than that of a controller at this fraction of the
+    /// ceiling (see [`time_scale`]).
+    pub slow_clock_fraction: f64,
 }
 
 impl Default for ControllerSettings {
@@ -92,6 +95,7 @@ impl Default for ControllerSettings {
             busy_fraction: 0.75,
             recovery_calls: 40.0,
             use_share_estimate: true,
+            slow_clock_fraction: 0.2,
         }
     }
 }
@@ -295,7 +299,13 @@ impl RateController {
         self.w_max = clamp(self.w_max, self.floor, self.ceiling);
         self.cut_rate = clamp(current * factor, self.floor, self.ceiling);
         self.w_max = self.w_max.max(self.cut_rate);
-        self.scale = time_scale(&self.settings, self.w_max);
+        // A replica pushed far below its ceiling (its share of a fleet, after a start-up storm)
+        // keeps the clock of a controller at `slow_clock_fraction` of the ceiling: on its own
+        // clock it would recover so slowly that it stays starved while another replica hogs.
+        let clock_rate = self
+            .w_max
+            .max(self.ceiling * self.settings.slow_clock_fraction);
+        self.scale = time_scale(&self.settings, clock_rate);
         self.epoch = now;
         self.cycle_start = now;
         self.episode = Some(Episode {

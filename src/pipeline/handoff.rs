@@ -1,0 +1,222 @@
+//! Handing waiting jobs back to SQS when this replica cannot start them soon.
+//!
+//! # Protocol
+//!
+//! The receiver holds about five seconds of work at the limiters' rates of the moment. If the
+//! rate then drops (a fleet's start-up storm pushed this replica to a small share, a neighbour
+//! appeared), the jobs it already holds would wait here far longer than on a replica with
+//! headroom, invisible to everyone else. So:
+//!
+//! - Every job waiting for a rate token of an operation is registered in that operation's
+//!   [`Waiting`] list, in arrival order (the limiter serves waiters first come, first served).
+//! - Every [`EVERY`], [`run`] asks [`excess`] how many of them the limiters cannot start within
+//!   [`HORIZON`] at their current rate, and signals the newest that many: they are at the back of
+//!   the limiter's queue. A signalled job stops waiting and is given back with visibility 0
+//!   (`resume_chat_jobs_requeued_total{reason="handoff"}`); another replica, or this one once it
+//!   has room, receives it.
+//! - Only jobs received fewer than [`MAX_RECEIVES`] times are handed off, so a job bounced
+//!   between busy replicas keeps most of its `MAX_RECEIVE_COUNT` budget for real failures.
+//!
+//! The horizon is twice the receiver's lookahead: a replica whose rate merely wobbles keeps its
+//! jobs; one whose rate fell to less than half does not sit on them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::connect::Operation;
+
+/// How far ahead a replica keeps the jobs it waits on.
+pub const HORIZON: Duration = Duration::from_secs(10);
+/// How often the waiting lists are checked.
+pub const EVERY: Duration = Duration::from_millis(250);
+/// Jobs received this many times or more are never handed off.
+pub const MAX_RECEIVES: u32 = 3;
+
+/// How many of `waiting` jobs to hand off: those beyond what `rate` calls/s start within
+/// `horizon` (always keeping at least one).
+pub fn excess(waiting: usize, rate: f64, horizon: Duration) -> usize {
+    let keep = if rate.is_finite() && rate > 0.0 {
+        (rate * horizon.as_secs_f64()).ceil().min(usize::MAX as f64) as usize
+    } else {
+        0
+    };
+    waiting.saturating_sub(keep.max(1))
+}
+
+struct Entry {
+    id: u64,
+    eligible: bool,
+    signal: CancellationToken,
+}
+
+/// The jobs waiting for one operation's tokens, oldest first.
+#[derive(Default)]
+pub struct Waiting {
+    entries: Mutex<VecDeque<Entry>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A job's place in a [`Waiting`] list; leaves the list when dropped.
+pub struct Ticket {
+    list: Arc<Waiting>,
+    id: u64,
+    signal: CancellationToken,
+}
+
+impl Ticket {
+    /// Resolves when the job should be handed off (never, for an ineligible job).
+    pub async fn handed_off(&self) {
+        self.signal.cancelled().await
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut entries = self.list.lock();
+        if let Some(i) = entries.iter().position(|e| e.id == self.id) {
+            entries.remove(i);
+        }
+    }
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a job that starts waiting; `eligible` = it may be handed off.
+    pub fn enter(self: &Arc<Self>, eligible: bool) -> Ticket {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let signal = CancellationToken::new();
+        self.lock().push_back(Entry {
+            id,
+            eligible,
+            signal: signal.clone(),
+        });
+        Ticket {
+            list: self.clone(),
+            id,
+            signal,
+        }
+    }
+
+    /// Jobs waiting now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no job waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Signals up to `n` eligible jobs, newest first, and takes them off the list; returns how
+    /// many were signalled. Ineligible jobs are skipped (they stay and keep their place).
+    pub fn hand_off_newest(&self, n: usize) -> usize {
+        let mut entries = self.lock();
+        let mut done = 0;
+        let mut i = entries.len();
+        while done < n && i > 0 {
+            i -= 1;
+            if entries[i].eligible {
+                if let Some(e) = entries.remove(i) {
+                    e.signal.cancel();
+                    done += 1;
+                }
+            }
+        }
+        done
+    }
+}
+
+/// The rate at which this replica can start `op` calls now.
+fn start_rate<Q, C>(ctx: &Context<Q, C>, op: Operation) -> f64 {
+    match op {
+        Operation::StartChatContact => ctx
+            .start_limiter
+            .allowed_rate()
+            .min(ctx.capacity_limiter.allowed_rate()),
+        Operation::CreatePersistentContactAssociation => ctx.associate_limiter.allowed_rate(),
+    }
+}
+
+/// Checks the waiting lists every [`EVERY`] until `stop`.
+pub async fn run<Q, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for op in Operation::ALL {
+            let waiting = ctx.waiting(op);
+            let n = excess(waiting.len(), start_rate(&ctx, op), HORIZON);
+            if n > 0 {
+                let signalled = waiting.hand_off_newest(n);
+                if signalled > 0 {
+                    tracing::info!(
+                        operation = op.as_str(),
+                        signalled,
+                        rate = start_rate(&ctx, op),
+                        "handing jobs this replica cannot start soon back to the queue"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excess_keeps_what_the_rate_starts_within_the_horizon() {
+        let h = Duration::from_secs(10);
+        assert_eq!(excess(50, 10.0, h), 0);
+        assert_eq!(excess(50, 2.0, h), 30);
+        assert_eq!(excess(50, 0.5, h), 45);
+        // At least one job is always kept, whatever the rate.
+        assert_eq!(excess(3, 0.0, h), 2);
+        assert_eq!(excess(3, f64::NAN, h), 2);
+        assert_eq!(excess(0, 0.0, h), 0);
+        assert_eq!(excess(1, 0.01, h), 0);
+    }
+
+    #[tokio::test]
+    async fn newest_eligible_jobs_are_signalled_and_tickets_leave_on_drop() {
+        let list = Arc::new(Waiting::default());
+        let a = list.enter(true);
+        let b = list.enter(false);
+        let c = list.enter(true);
+        let d = list.enter(false);
+        assert_eq!(list.len(), 4);
+        // Two wanted: d and b are ineligible, so c then a.
+        assert_eq!(list.hand_off_newest(2), 2);
+        tokio::time::timeout(Duration::from_secs(1), c.handed_off())
+            .await
+            .expect("c signalled");
+        tokio::time::timeout(Duration::from_secs(1), a.handed_off())
+            .await
+            .expect("a signalled");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), b.handed_off())
+                .await
+                .is_err()
+        );
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.hand_off_newest(5), 0);
+        drop(b);
+        drop(d);
+        assert!(list.is_empty());
+        drop((a, c));
+        assert!(list.is_empty());
+    }
+}
