@@ -11,6 +11,12 @@ Definitions (BENCHMARKS.md repeats them):
   worker call (both ends are partial seconds: start-up, and the backlog running out), divided by
   the rate the quota leaves to the workers (quota, or quota - other caller's rate; for capacity,
   max_active_chats / chat_seconds chats per second).
+- capacity (a scenario with `chat_seconds`): goodput is the share of the chat capacity in use, the
+  mean number of active chats over the same busy period ÷ max_active_chats. Active chats per second
+  are rebuilt from the per-second accepted counts (every chat lives exactly chat_seconds; a chat
+  accepted during second s counts half in s and in s + chat_seconds, fully in between: starts are
+  spread over their second). The starts per second ÷ (max_active_chats ÷ chat_seconds) are kept as
+  `start_rate_fraction`.
 - job latency: a result's `completedAt` minus the moment the workers were started (the backlog
   was enqueued before): for a backlog this is when each job got done, p50 ~ half the run.
 - lost: jobs with no result that are not left in the jobs queue or the DLQ either.
@@ -48,6 +54,24 @@ def busy_window(accepted):
     return busy[0], busy[-1]
 
 
+def active_chats(accepted, chat_seconds):
+    """Mean active chats in each second, from the accepted starts per second (see the module doc)."""
+    n = int(chat_seconds)
+    out = []
+    for k in range(len(accepted)):
+        at = lambda i: accepted[i] if 0 <= i < len(accepted) else 0
+        out.append(0.5 * at(k) + sum(at(k - j) for j in range(1, n)) + 0.5 * at(k - n))
+    return out
+
+
+def chat_capacity_used(accepted, window, chat_seconds, max_active):
+    """Mean active chats ÷ max_active over the busy window's whole seconds."""
+    first, last = window
+    active = active_chats(accepted, chat_seconds)
+    seconds = active[first + 1:last] if last - first >= 2 else active[first:last + 1]
+    return sum(seconds) / len(seconds) / max_active if seconds else None
+
+
 def analyse(scn, n_jobs, t0, stats, results, leftover_jobs, leftover_dlq, cpu_seconds, peak_rss_mib, finished_at):
     ops = stats["operations"]["StartChatContact"]
     calls = sum(ops.values())
@@ -66,6 +90,9 @@ def analyse(scn, n_jobs, t0, stats, results, leftover_jobs, leftover_dlq, cpu_se
             window_s = last - first + 1
             goodput_rate = sum(accepted[first:last + 1]) / window_s
     allowed = scn["allowed"]
+    capacity_used = None
+    if window and scn.get("chat_seconds"):
+        capacity_used = chat_capacity_used(accepted, window, scn["chat_seconds"], scn["max_active_chats"])
     job_ids = {f"bench-{n}" for n in range(n_jobs)}
     mine = {k: v for k, v in results.items() if k in job_ids}
     latencies = []
@@ -105,7 +132,10 @@ def analyse(scn, n_jobs, t0, stats, results, leftover_jobs, leftover_dlq, cpu_se
         "goodput_rate": goodput_rate,
         "goodput_window_s": window_s,
         "allowed_rate": allowed,
-        "goodput": goodput_rate / allowed if goodput_rate is not None else None,
+        "start_rate_fraction": goodput_rate / allowed if goodput_rate is not None else None,
+        "capacity_used": capacity_used,
+        "goodput": capacity_used if capacity_used is not None else (
+            goodput_rate / allowed if goodput_rate is not None else None),
         "p50_s": percentile(latencies, 0.50),
         "p99_s": percentile(latencies, 0.99),
         # When the last job got done (its result's completedAt), from the workers' start.

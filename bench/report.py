@@ -55,6 +55,13 @@ def _fmt_target(key, op, t):
     return f"{op.replace('>=', '≥').replace('<=', '≤').replace('==', '=')} {shown}"
 
 
+def goodput_cell(m):
+    if m.get("capacity_used") is not None:
+        return (f"{frac(m['goodput'])} (chats in use; starts {num(m['goodput_rate'], 2)}/s of "
+                f"{m['allowed_rate']:g}/s = {frac(m.get('start_rate_fraction'))})")
+    return f"{frac(m['goodput'])} ({num(m['goodput_rate'], 2)}/s of {m['allowed_rate']:g}/s)"
+
+
 def results_table(scn_results):
     rows = ["| scenario | worker | goodput | 429 ratio | LimitExceeded ratio | other caller refused | p50 / p99 job "
             "latency | lost | duplicate chats | results: succeeded / failed | run time | worker CPU per job† |",
@@ -70,7 +77,7 @@ def results_table(scn_results):
             failed_codes = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in m["outcomes"].items() if k != "succeeded")
             missing = f", **{m['missing_results']} without result**" if m["missing_results"] else ""
             rows.append(
-                f"| {name} | {label} | {frac(m['goodput'])} ({num(m['goodput_rate'], 2)}/s of {m['allowed_rate']:g}/s) "
+                f"| {name} | {label} | {goodput_cell(m)} "
                 f"| {pct(m['throttled_ratio'])} ({m['throttled']}/{m['calls']}) "
                 f"| {pct(m['limit_exceeded_ratio'])} ({m['limit_exceeded']}) "
                 f"| {pct(m['background_refused_ratio'])} "
@@ -220,12 +227,18 @@ def section(stored):
             "ratio**: `limit_exceeded` (no active-chat capacity) ÷ calls. **Other caller refused**: "
             "`background.refused` ÷ `background.attempted`.",
             "- **goodput**: accepted (200) worker calls per second over the busy period, ÷ the rate the quota "
-            "leaves to the workers (10/s; 10 − 3 = 7/s for noisy; for capacity 20 chats ÷ 5 s = 4 chats/s). The "
+            "leaves to the workers (10/s; 10 − 3 = 7/s for noisy). The "
             "busy period is the whole seconds of connect-sim's timeline strictly between the first and the last "
             "second with an accepted worker call: the first second is partial (start-up) and the last one is "
             "partial (the backlog ran out). The quota's burst is not counted as allowed, so a worker that spends "
-            "the burst can exceed 1.0 slightly (capacity: the empty instance takes 20 chats at once, so up to "
-            "(20 + 4 t) ÷ 4 t). For faults the 500s consume quota but are not counted as goodput.",
+            "the burst can exceed 1.0 slightly. For faults the 500s consume quota but are not counted as goodput.",
+            "- **capacity goodput**: the share of the chat capacity in use, the issue's \"fraction of the chat "
+            "capacity\": mean active chats over the same busy period ÷ 20. Active chats per second are rebuilt "
+            "from connect-sim's accepted starts per second (each chat lives exactly 5 s; a chat started in second "
+            "s counts half in s and in s + 5, fully in between). A worker that keeps all 20 chats busy while jobs "
+            "wait scores 1.0 whether it starts them in waves or evenly. The cell also shows starts per second ÷ "
+            "4/s (20 chats ÷ 5 s), the definition used before 2026-11-22 06:30 UTC; with a 40 s backlog it "
+            "cannot reach 0.95 (the empty instance takes 20 chats at once, then nothing for 5 s).",
             "- **job latency**: a job's result `completedAt` − the moment the workers were started; the whole "
             "backlog was enqueued before, so this is when each job got done (p50 ≈ half the run for a backlog "
             "served in order), not a per-job service time.",

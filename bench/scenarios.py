@@ -33,6 +33,7 @@ SCENARIOS = {
         "sim": ["--max-active-chats", "20", "--chat-seconds", "5", "--start-chat-rate", "20",
                 "--start-chat-burst", "20"],
         "jobs": 160, "replicas": 1, "rate": "20", "burst": "20", "allowed": 20 / 5,
+        "chat_seconds": 5, "max_active_chats": 20,
         "chart_lines": [(4, "chat capacity 4/s")],
         "targets": [("goodput", ">=", 0.95, "goodput (of the chat capacity)"),
                     ("limit_exceeded_ratio", "<=", 0.05, "LimitExceeded ratio")],

@@ -19,6 +19,16 @@
 //!
 //! The horizon is twice the receiver's lookahead: a replica whose rate merely wobbles keeps its
 //! jobs; one whose rate fell to less than half does not sit on them.
+//!
+//! # End of a backlog
+//!
+//! When the jobs queue has no visible messages left, the other replicas are long-polling for work
+//! they do not get, while a replica held back to a small share of the quota may still sit on
+//! several seconds of jobs (at 0.5 calls/s, five jobs are ten seconds). So a replica running
+//! below [`SHORT_SHARE`] of its ceiling, with more waiting than it starts in [`SHORT_HORIZON`],
+//! asks SQS for the queue's depth (at most every [`DEPTH_EVERY`]); if nothing is visible, it hands
+//! off the jobs beyond [`SHORT_HORIZON`]. A replica at (most of) its ceiling never does: alone, it
+//! would only receive its own jobs again.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,8 +36,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use tokio::time::Instant;
+
 use super::Context;
 use crate::connect::Operation;
+use crate::queue::MessageQueue;
 
 /// How far ahead a replica keeps the jobs it waits on.
 pub const HORIZON: Duration = Duration::from_secs(10);
@@ -35,6 +48,12 @@ pub const HORIZON: Duration = Duration::from_secs(10);
 pub const EVERY: Duration = Duration::from_millis(250);
 /// Jobs received this many times or more are never handed off.
 pub const MAX_RECEIVES: u32 = 3;
+/// At the end of a backlog, the work a replica below [`SHORT_SHARE`] of its ceiling keeps.
+pub const SHORT_HORIZON: Duration = Duration::from_secs(2);
+/// Below this share of its ceiling a replica hands off at the end of a backlog.
+pub const SHORT_SHARE: f64 = 0.5;
+/// Shortest time between two queue-depth checks.
+pub const DEPTH_EVERY: Duration = Duration::from_secs(2);
 
 /// How many of `waiting` jobs to hand off: those beyond what `rate` calls/s start within
 /// `horizon` (always keeping at least one).
@@ -146,10 +165,16 @@ fn start_rate<Q, C>(ctx: &Context<Q, C>, op: Operation) -> f64 {
     }
 }
 
+/// The ceiling of `op`'s rate.
+fn ceiling<Q, C>(ctx: &Context<Q, C>, op: Operation) -> f64 {
+    ctx.limiter(op).ceiling()
+}
+
 /// Checks the waiting lists every [`EVERY`] until `stop`.
-pub async fn run<Q, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
+pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_depth_check: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -157,14 +182,28 @@ pub async fn run<Q, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
         }
         for op in Operation::ALL {
             let waiting = ctx.waiting(op);
-            let n = excess(waiting.len(), start_rate(&ctx, op), HORIZON);
+            let rate = start_rate(&ctx, op);
+            let mut n = excess(waiting.len(), rate, HORIZON);
+            let short = excess(waiting.len(), rate, SHORT_HORIZON);
+            let held_back = rate < SHORT_SHARE * ceiling(&ctx, op);
+            let may_check = last_depth_check.is_none_or(|t| t.elapsed() >= DEPTH_EVERY);
+            if short > n && held_back && may_check {
+                last_depth_check = Some(Instant::now());
+                let drained = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    d = ctx.queue.depth(&ctx.queues.jobs) => matches!(d, Ok(d) if d.visible == 0),
+                };
+                if drained {
+                    n = excess(waiting.len(), rate, SHORT_HORIZON);
+                }
+            }
             if n > 0 {
                 let signalled = waiting.hand_off_newest(n);
                 if signalled > 0 {
                     tracing::info!(
                         operation = op.as_str(),
                         signalled,
-                        rate = start_rate(&ctx, op),
+                        rate,
                         "handing jobs this replica cannot start soon back to the queue"
                     );
                 }

@@ -422,3 +422,25 @@ async fn jobs_a_replica_cannot_start_soon_are_handed_back() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn at_the_end_of_a_backlog_a_held_back_replica_hands_off_what_it_cannot_start_soon() {
+    // Four jobs, all received at once (nothing stays visible). Throttles push the rate far below
+    // the ceiling: the ten-second horizon keeps all four, but with the queue drained the jobs
+    // beyond two seconds of work go back for replicas that are idle.
+    let throttles: Vec<Reply> = (0..12)
+        .map(|_| Err((ErrorClass::Throttled, "TooManyRequestsException")))
+        .collect();
+    let bodies: Vec<String> = (0..4).map(|i| job(&format!("e{i}"))).collect();
+    let h = start(settings(|_| {}), ScriptedConnect::new(throttles), &bodies);
+    until(|| h.queue.len(RESULTS) == 4).await;
+    let handed_off = h
+        .metrics
+        .jobs_requeued
+        .with_label_values(&["handoff"])
+        .get();
+    assert!(handed_off > 0);
+    assert!(results(&h.queue).iter().all(|r| r["status"] == "succeeded"));
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

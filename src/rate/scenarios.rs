@@ -328,7 +328,10 @@ async fn run(s: &Scenario) -> Measured {
             .map(|t| start + Duration::from_secs_f64(*t))
             .collect(),
         limit_exceeded_fraction: s.limit_exceeded_fraction,
-        rng: Rng(std::env::var("RATE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(s.seed)),
+        rng: Rng(std::env::var("RATE_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(s.seed)),
         latency_ms: s.latency_ms,
         pending: s.jobs,
         in_flight: 0,
