@@ -143,15 +143,41 @@ impl Waiting {
         let mut i = entries.len();
         while done < n && i > 0 {
             i -= 1;
-            if entries[i].eligible {
-                if let Some(e) = entries.remove(i) {
-                    e.signal.cancel();
-                    done += 1;
-                }
+            if entries[i].eligible
+                && let Some(e) = entries.remove(i)
+            {
+                e.signal.cancel();
+                done += 1;
             }
         }
         done
     }
+}
+
+/// What the handoff task learned about the jobs queue, for the receiver.
+#[derive(Default)]
+pub struct BacklogState {
+    /// When a depth check last found no visible message.
+    drained_at: Mutex<Option<Instant>>,
+}
+
+impl BacklogState {
+    fn set(&self, drained: bool) {
+        let mut at = self.drained_at.lock().unwrap_or_else(|e| e.into_inner());
+        *at = drained.then(Instant::now);
+    }
+
+    /// Whether the last depth check, within the last two check intervals, found the queue drained.
+    pub fn end_of_backlog(&self) -> bool {
+        let at = self.drained_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.is_some_and(|t| t.elapsed() < DEPTH_EVERY * 2)
+    }
+}
+
+/// Whether this replica's StartChatContact rate is below [`SHORT_SHARE`] of its ceiling.
+pub fn held_back<Q, C>(ctx: &Context<Q, C>) -> bool {
+    let op = Operation::StartChatContact;
+    start_rate(ctx, op) < SHORT_SHARE * ceiling(ctx, op)
 }
 
 /// The rate at which this replica can start `op` calls now.
@@ -193,6 +219,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
                     _ = stop.cancelled() => return,
                     d = ctx.queue.depth(&ctx.queues.jobs) => matches!(d, Ok(d) if d.visible == 0),
                 };
+                ctx.handoff.set(drained);
                 if drained {
                     n = excess(waiting.len(), rate, SHORT_HORIZON);
                 }

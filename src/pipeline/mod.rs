@@ -61,6 +61,8 @@ pub struct Context<Q, C> {
     /// Jobs waiting for StartChatContact / CreatePersistentContactAssociation tokens.
     pub waiting_start: Arc<handoff::Waiting>,
     pub waiting_associate: Arc<handoff::Waiting>,
+    /// Whether the jobs queue was last seen drained (handoff's depth checks).
+    pub handoff: handoff::BacklogState,
     /// Cancelled on SIGTERM/SIGINT: stop receiving, release waiting jobs.
     pub stop_receiving: CancellationToken,
     /// Cancelled when the grace period is over: abandon calls on the wire.
@@ -295,6 +297,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             inflight: Arc::new(InFlight::new()),
             waiting_start: Arc::default(),
             waiting_associate: Arc::default(),
+            handoff: handoff::BacklogState::default(),
             stop_receiving: stop,
             abandon: CancellationToken::new(),
             settle_tx,

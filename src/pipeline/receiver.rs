@@ -28,13 +28,22 @@ const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
 /// slower of the rate and capacity pacers, plus associations), at least one. With a fleet sharing
 /// one quota, a replica whose share is small holds few jobs, so the backlog does not pile up in
 /// slow replicas at the end of a burst.
-fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> usize {
+///
+/// At the end of a backlog a held-back replica holds only what it keeps under handoff's short
+/// horizon (see [`super::handoff`]), and no extra message: otherwise the jobs other held-back
+/// replicas hand off would bounce between them instead of reaching the replicas with headroom.
+/// Returns (allowance, extra messages one receive may add on top of it).
+fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
     let start = ctx
         .start_limiter
         .allowed_rate()
         .min(ctx.capacity_limiter.allowed_rate());
     let rate = start + ctx.associate_limiter.allowed_rate();
-    ((rate * LOOKAHEAD_SECS).ceil() as usize).max(1)
+    if ctx.handoff.end_of_backlog() && super::handoff::held_back(ctx) {
+        let short = super::handoff::SHORT_HORIZON.as_secs_f64();
+        return (((rate * short).ceil() as usize).max(1), 0);
+    }
+    (((rate * LOOKAHEAD_SECS).ceil() as usize).max(1), 1)
 }
 
 /// Receives until `ctx.stop_receiving`; spawns one task per message.
@@ -54,8 +63,8 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
             .settings
             .max_in_flight
             .saturating_sub(slots.available_permits());
-        let allowance = work_allowance(&ctx);
-        if busy > allowance {
+        let (allowance, extra) = work_allowance(&ctx);
+        if busy + 1 > allowance + extra {
             drop(first);
             if ctx
                 .until_stopped(tokio::time::sleep(ALLOWANCE_PAUSE))
@@ -71,7 +80,7 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         }
         let mut permits = vec![first];
 
-        let mut max = MAX_BATCH.min(allowance + 1 - busy);
+        let mut max = MAX_BATCH.min(allowance + extra - busy);
         if ctx.gate.is_closed() {
             let pause = ctx
                 .gate
