@@ -5,7 +5,8 @@
 //! - [`inflight`]: the registry of received messages and the visibility heartbeat;
 //! - [`settle`]: publishes results and deletes jobs in batches;
 //! - [`depth`]: polls queue depths for the metrics;
-//! - [`handoff`]: gives back waiting jobs this replica cannot start soon.
+//! - [`handoff`]: gives back waiting jobs this replica cannot start soon;
+//! - [`mix`]: the recent mix of operations, to size the work the receiver holds.
 //!
 //! Shutdown ([`Worker::run`]): on the stop signal the receiver stops at once (the long poll is
 //! dropped), jobs not yet calling Connect are released with visibility 0, calls on the wire get
@@ -15,6 +16,7 @@
 pub mod depth;
 pub mod handoff;
 pub mod inflight;
+pub mod mix;
 pub mod process;
 pub mod receiver;
 pub mod settle;
@@ -63,6 +65,7 @@ pub struct Context<Q, C> {
     pub waiting_associate: Arc<handoff::Waiting>,
     /// Whether the jobs queue was last seen drained (handoff's depth checks).
     pub handoff: handoff::BacklogState,
+    pub mix: mix::JobMix,
     /// Cancelled on SIGTERM/SIGINT: stop receiving, release waiting jobs.
     pub stop_receiving: CancellationToken,
     /// Cancelled when the grace period is over: abandon calls on the wire.
@@ -298,6 +301,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             waiting_start: Arc::default(),
             waiting_associate: Arc::default(),
             handoff: handoff::BacklogState::default(),
+            mix: mix::JobMix::default(),
             stop_receiving: stop,
             abandon: CancellationToken::new(),
             settle_tx,

@@ -275,6 +275,7 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         Action::StartPersistentChat => Operation::StartChatContact,
         Action::AssociatePersistentContact => Operation::CreatePersistentContactAssociation,
     };
+    ctx.mix.record(op);
     let token = job.client_token();
     let mut schedule = ctx.retry.schedule();
     let release = Ending::GiveBack {

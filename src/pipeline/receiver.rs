@@ -25,7 +25,8 @@ const LOOKAHEAD_SECS: f64 = 5.0;
 const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
 
 /// Jobs worth holding: what the limiters can start in [`LOOKAHEAD_SECS`] (start chats at the
-/// slower of the rate and capacity pacers, plus associations), at least one. With a fleet sharing
+/// slower of the rate and capacity pacers, associations at theirs, weighted by the recent mix of
+/// jobs, see [`super::mix`]), at least one. With a fleet sharing
 /// one quota, a replica whose share is small holds few jobs, so the backlog does not pile up in
 /// slow replicas at the end of a burst.
 ///
@@ -38,7 +39,11 @@ fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
         .start_limiter
         .allowed_rate()
         .min(ctx.capacity_limiter.allowed_rate());
-    let rate = start + ctx.associate_limiter.allowed_rate();
+    let rate = super::mix::jobs_per_second(
+        ctx.mix.start_share(),
+        start,
+        ctx.associate_limiter.allowed_rate(),
+    );
     if ctx.handoff.end_of_backlog() && super::handoff::held_back(ctx) {
         let short = super::handoff::SHORT_HORIZON.as_secs_f64();
         return (((rate * short).ceil() as usize).max(1), 0);
