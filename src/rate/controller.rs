@@ -11,7 +11,7 @@
 //! - **Multiplicative cut, once per congestion episode.** A `Throttled` outcome cuts
 //!   `r ← r × f` where `f = clamp(p, min_decrease_factor, decrease_factor)` and `p` is the
 //!   (Laplace-smoothed) share of calls accepted since the previous cut: a lone 429 after a long
-//!   run of successes cuts by `decrease_factor` (0.8); a storm of 429s (many replicas starting
+//!   run of successes cuts by `decrease_factor` (0.7); a storm of 429s (many replicas starting
 //!   together) cuts down to `min_decrease_factor` (0.5) at once instead of taking many rounds.
 //!   After a cut, further 429s are ignored until the calls that were already sent at the old
 //!   rate have been answered (the limiter reports sends with [`RateController::on_send`];
@@ -81,7 +81,7 @@ pub struct ControllerSettings {
 impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
-            decrease_factor: 0.8,
+            decrease_factor: 0.7,
             min_decrease_factor: 0.3,
             recovery_time: Duration::from_secs(3),
             probe_gain: 0.004,
@@ -356,9 +356,11 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Settings with round numbers: no time stretch, no share estimate, prior 1, cuts ≥ 0.5.
+    /// Settings with round numbers: no time stretch, no share estimate, prior 1, cuts of 0.8
+    /// down to 0.5.
     fn plain() -> ControllerSettings {
         ControllerSettings {
+            decrease_factor: 0.8,
             recovery_calls: 0.0,
             use_share_estimate: false,
             prior: 1.0,

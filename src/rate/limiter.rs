@@ -296,7 +296,8 @@ mod tests {
         }
         assert_eq!(limiter.allowed_rate(), 10.0);
         limiter.feedback(RateFeedback::Throttled);
-        assert!((limiter.allowed_rate() - 8.0).abs() < 1e-9);
+        // A lone 429 after a run of successes: the default cut, 10 × 0.7.
+        assert!((limiter.allowed_rate() - 7.0).abs() < 1e-9);
         limiter.acquire().await;
         let waited = limiter.acquire().await;
         assert!(waited > Duration::from_millis(100), "{waited:?}");
