@@ -174,26 +174,9 @@ impl BacklogState {
     }
 }
 
-/// Whether this replica's StartChatContact rate is below [`SHORT_SHARE`] of its ceiling.
-pub fn held_back<Q, C>(ctx: &Context<Q, C>) -> bool {
-    let op = Operation::StartChatContact;
-    start_rate(ctx, op) < SHORT_SHARE * ceiling(ctx, op)
-}
-
-/// The rate at which this replica can start `op` calls now.
-fn start_rate<Q, C>(ctx: &Context<Q, C>, op: Operation) -> f64 {
-    match op {
-        Operation::StartChatContact => ctx
-            .start_limiter
-            .allowed_rate()
-            .min(ctx.capacity_limiter.allowed_rate()),
-        Operation::CreatePersistentContactAssociation => ctx.associate_limiter.allowed_rate(),
-    }
-}
-
-/// The ceiling of `op`'s rate.
-fn ceiling<Q, C>(ctx: &Context<Q, C>, op: Operation) -> f64 {
-    ctx.limiter(op).ceiling()
+/// Whether this replica's `op` rate is below [`SHORT_SHARE`] of its ceiling.
+pub fn held_back<Q, C>(ctx: &Context<Q, C>, op: Operation) -> bool {
+    ctx.start_rate(op) < SHORT_SHARE * ctx.limiter(op).ceiling()
 }
 
 /// Checks the waiting lists every [`EVERY`] until `stop`.
@@ -208,10 +191,10 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         }
         for op in Operation::ALL {
             let waiting = ctx.waiting(op);
-            let rate = start_rate(&ctx, op);
+            let rate = ctx.start_rate(op);
             let mut n = excess(waiting.len(), rate, HORIZON);
             let short = excess(waiting.len(), rate, SHORT_HORIZON);
-            let held_back = rate < SHORT_SHARE * ceiling(&ctx, op);
+            let held_back = held_back(&ctx, op);
             let may_check = last_depth_check.is_none_or(|t| t.elapsed() >= DEPTH_EVERY);
             if short > n && held_back && may_check {
                 last_depth_check = Some(Instant::now());

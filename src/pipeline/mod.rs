@@ -81,6 +81,16 @@ impl<Q, C> Context<Q, C> {
         }
     }
 
+    /// The rate at which this replica can start `op` calls now: for StartChatContact the slower
+    /// of the rate limiter and the capacity pacer.
+    pub fn start_rate(&self, op: Operation) -> f64 {
+        let rate = self.limiter(op).allowed_rate();
+        match op {
+            Operation::StartChatContact => rate.min(self.capacity_limiter.allowed_rate()),
+            Operation::CreatePersistentContactAssociation => rate,
+        }
+    }
+
     /// The list of jobs waiting for `op`'s tokens.
     pub fn waiting(&self, op: Operation) -> &Arc<handoff::Waiting> {
         match op {

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tracing::{error, warn};
 
 use super::Context;
-use crate::connect::ConnectApi;
+use crate::connect::{ConnectApi, Operation};
 use crate::queue::{MAX_BATCH, MessageQueue, QueueErrorKind};
 
 const LONG_POLL: Duration = Duration::from_secs(20);
@@ -35,16 +35,12 @@ const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
 /// replicas hand off would bounce between them instead of reaching the replicas with headroom.
 /// Returns (allowance, extra messages one receive may add on top of it).
 fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
-    let start = ctx
-        .start_limiter
-        .allowed_rate()
-        .min(ctx.capacity_limiter.allowed_rate());
     let rate = super::mix::jobs_per_second(
         ctx.mix.start_share(),
-        start,
-        ctx.associate_limiter.allowed_rate(),
+        ctx.start_rate(Operation::StartChatContact),
+        ctx.start_rate(Operation::CreatePersistentContactAssociation),
     );
-    if ctx.handoff.end_of_backlog() && super::handoff::held_back(ctx) {
+    if ctx.handoff.end_of_backlog() && super::handoff::held_back(ctx, Operation::StartChatContact) {
         let short = super::handoff::SHORT_HORIZON.as_secs_f64();
         return (((rate * short).ceil() as usize).max(1), 0);
     }
