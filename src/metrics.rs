@@ -24,6 +24,8 @@ pub struct Metrics {
     pub rate_ceiling: GaugeVec,
     pub capacity_gate_state: IntGauge,
     pub capacity_allowed_rate: Gauge,
+    pub capacity_chat_lifetime: Gauge,
+    pub capacity_predicted_starts: IntCounterVec,
     pub fleet_limiter_state: IntGauge,
     pub fleet_limiter_errors: IntCounter,
     pub visibility_extensions: IntCounterVec,
@@ -89,6 +91,16 @@ impl Metrics {
                 "StartChatContact calls per second the capacity pacer allows (learned from LimitExceededException).",
             )
             .unwrap_or_else(|_| unreachable!()),
+            capacity_chat_lifetime: Gauge::new(
+                "resume_chat_capacity_chat_lifetime_seconds",
+                "Chat lifetime learned by the capacity gate's release clock (0 until a probe found a release).",
+            )
+            .unwrap_or_else(|_| unreachable!()),
+            capacity_predicted_starts: IntCounterVec::new(
+                Opts::new("resume_chat_capacity_predicted_starts_total", "StartChatContact calls sent on a predicted chat release while the capacity gate was closed, by result (started, limit_exceeded, other)."),
+                &["result"],
+            )
+            .unwrap_or_else(|_| unreachable!()),
             capacity_gate_state: IntGauge::new("resume_chat_capacity_gate_state", "Active-chat capacity gate: 0 open, 1 closed, 2 probing.").unwrap_or_else(|_| unreachable!()),
             fleet_limiter_state: IntGauge::new("resume_chat_fleet_limiter_state", "Fleet-wide limiter in Redis: 0 disabled (no REDIS_URL), 1 shared via Redis, 2 fallback to local control (Redis unreachable or not reached yet).").unwrap_or_else(|_| unreachable!()),
             fleet_limiter_errors: IntCounter::new("resume_chat_fleet_limiter_errors_total", "Failed Redis calls of the fleet-wide limiter (each one means local control only for that call).").unwrap_or_else(|_| unreachable!()),
@@ -126,6 +138,8 @@ impl Metrics {
             Box::new(m.rate_ceiling.clone()),
             Box::new(m.capacity_gate_state.clone()),
             Box::new(m.capacity_allowed_rate.clone()),
+            Box::new(m.capacity_chat_lifetime.clone()),
+            Box::new(m.capacity_predicted_starts.clone()),
             Box::new(m.fleet_limiter_state.clone()),
             Box::new(m.fleet_limiter_errors.clone()),
             Box::new(m.visibility_extensions.clone()),
@@ -149,6 +163,9 @@ impl Metrics {
         }
         for result in ["ok", "failed"] {
             m.visibility_extensions.with_label_values(&[result]);
+        }
+        for result in ["started", "limit_exceeded", "other"] {
+            m.capacity_predicted_starts.with_label_values(&[result]);
         }
         m
     }

@@ -41,6 +41,10 @@ use inflight::InFlight;
 pub use settle::Queues;
 use settle::{SettleRequest, Settler};
 
+/// How far ahead the release clock's predicted releases count toward the start-chat rate while
+/// the capacity gate is closed (the receiver's lookahead).
+pub const RELEASE_HORIZON: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What every part of the pipeline shares.
 pub struct Context<Q, C> {
     pub settings: Settings,
@@ -82,11 +86,19 @@ impl<Q, C> Context<Q, C> {
     }
 
     /// The rate at which this replica can start `op` calls now: for StartChatContact the slower
-    /// of the rate limiter and the capacity pacer.
+    /// of the rate limiter and the capacity pacer, and while the capacity gate is closed, the
+    /// rate at which the release clock expects our chats to end over the next
+    /// [`RELEASE_HORIZON`] (so the receiver holds only the jobs those releases will take).
     pub fn start_rate(&self, op: Operation) -> f64 {
         let rate = self.limiter(op).allowed_rate();
         match op {
-            Operation::StartChatContact => rate.min(self.capacity_limiter.allowed_rate()),
+            Operation::StartChatContact => {
+                let paced = rate.min(self.capacity_limiter.allowed_rate());
+                match self.gate.predicted_releases(RELEASE_HORIZON) {
+                    Some(n) => paced.min(n as f64 / RELEASE_HORIZON.as_secs_f64()),
+                    None => paced,
+                }
+            }
             Operation::CreatePersistentContactAssociation => rate,
         }
     }
@@ -100,15 +112,16 @@ impl<Q, C> Context<Q, C> {
     }
 
     /// Waits for the operation's tokens and returns the total wait: for StartChatContact first the
-    /// capacity pacer, then the local rate limiter, then (with `REDIS_URL`) the fleet-wide slot.
+    /// capacity pacer (unless `pace_capacity` is false: a start timed by the gate's release clock
+    /// goes when a chat of ours ends, not at the pacer's rate), then the local rate limiter, then (with `REDIS_URL`) the fleet-wide slot.
     /// The local limiter goes before the fleet one because it still adapts to throttles from
     /// callers outside the fleet. Cancel-safe: a token already taken when the wait is cancelled
     /// gets its one `Neutral` feedback here. After it returns, the caller owes every limiter of
     /// `op` exactly one feedback ([`Context::feedback`]).
-    pub async fn acquire(&self, op: Operation) -> Duration {
+    pub async fn acquire(&self, op: Operation, pace_capacity: bool) -> Duration {
         let mut waited = Duration::ZERO;
         let mut capacity = NeutralOnDrop(None);
-        if op == Operation::StartChatContact {
+        if op == Operation::StartChatContact && pace_capacity {
             waited += self.capacity_limiter.acquire().await;
             capacity.0 = Some(&self.capacity_limiter);
         }
@@ -125,13 +138,15 @@ impl<Q, C> Context<Q, C> {
 
     /// The one feedback per acquire: the rate limiter hears about throttles, the capacity pacer
     /// about `LimitExceededException`; `None` means the call succeeded.
-    pub fn feedback(&self, op: Operation, failure: Option<ErrorClass>) {
+    /// `paced_capacity`: whether the tokens were taken with the capacity pacer (see
+    /// [`Context::acquire`]); only then is it owed a feedback.
+    pub fn feedback(&self, op: Operation, failure: Option<ErrorClass>, paced_capacity: bool) {
         self.limiter(op).feedback(match failure {
             None => RateFeedback::Accepted,
             Some(ErrorClass::Throttled) => RateFeedback::Throttled,
             Some(_) => RateFeedback::Neutral,
         });
-        if op == Operation::StartChatContact {
+        if op == Operation::StartChatContact && paced_capacity {
             self.capacity_limiter.feedback(match failure {
                 None => RateFeedback::Accepted,
                 Some(ErrorClass::LimitExceeded) => RateFeedback::Throttled,
@@ -141,8 +156,8 @@ impl<Q, C> Context<Q, C> {
     }
 
     /// Feedback for an acquire that was not followed by a call.
-    pub fn no_call(&self, op: Operation) {
-        self.feedback(op, Some(ErrorClass::Rejected));
+    pub fn no_call(&self, op: Operation, paced_capacity: bool) {
+        self.feedback(op, Some(ErrorClass::Rejected), paced_capacity);
     }
 
     /// Runs `fut` unless receiving stops first (`None`).

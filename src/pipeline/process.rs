@@ -20,7 +20,7 @@ use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
 use crate::job::{Action, Job, parse_job};
 use crate::outcome::{JobResult, codes};
 use crate::queue::{MessageQueue, ORIGINAL_SENT_ATTRIBUTE, OutgoingMessage, ReceivedMessage};
-use crate::rate::Admission;
+use crate::rate::{Admission, CapacityOutcome, GateCall};
 use crate::retry::{self, Decision, RequeueReason};
 
 /// How a job's time in this worker ends.
@@ -283,6 +283,11 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         reason: RequeueReason::Shutdown,
     };
     let mut attempt: u32 = 0;
+    // What is left of this job's time to wait in this worker for the capacity gate.
+    let mut hold_budget = HOLD_FOR_GATE;
+    // The gate's probe or a predicted release, claimed while held (see `hold_for_gate`): this
+    // job's next call goes on it.
+    let mut held: Option<GateCall> = None;
     let give_back_for_capacity = |retry_after: Duration| Ending::GiveBack {
         after: retry::capacity_wait(
             &ctx.retry,
@@ -293,19 +298,37 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         reason: RequeueReason::Capacity,
     };
     loop {
-        attempt += 1;
+        // While the gate is closed, wait for it before queueing for tokens: a job that claims
+        // the probe or a predicted release must not queue behind jobs that cannot call.
+        if op == Operation::StartChatContact && held.is_none() && ctx.gate.is_closed() {
+            match hold_for_gate(ctx, &mut hold_budget).await {
+                GateWait::Open => {}
+                GateWait::Claimed(call) => held = Some(call),
+                GateWait::GiveBack(retry_after) => return give_back_for_capacity(retry_after),
+                GateWait::Stopped => return release,
+            }
+        }
+        // The probe and a start on a predicted release go when the gate says, not at the
+        // capacity pacer's rate (nor queued behind jobs that wait for it).
+        let paced = held.is_none();
         // Wait for the tokens; when receiving stops meanwhile, or this replica cannot start the
         // job soon (handoff), the job goes back untouched.
         let ticket = ctx
             .waiting(op)
             .enter(msg.receive_count < super::handoff::MAX_RECEIVES);
         let waited = tokio::select! {
-            waited = ctx.acquire(op) => waited,
-            _ = ctx.stop_receiving.cancelled() => return release,
-            _ = ticket.handed_off() => return Ending::GiveBack {
-                after: Duration::ZERO,
-                reason: RequeueReason::Handoff,
-            },
+            waited = ctx.acquire(op, paced) => waited,
+            _ = ctx.stop_receiving.cancelled() => {
+                if let Some(call) = held { ctx.gate.report(call, CapacityOutcome::Inconclusive); }
+                return release;
+            }
+            _ = ticket.handed_off() => {
+                if let Some(call) = held { ctx.gate.report(call, CapacityOutcome::Inconclusive); }
+                return Ending::GiveBack {
+                    after: Duration::ZERO,
+                    reason: RequeueReason::Handoff,
+                };
+            }
         };
         drop(ticket);
         ctx.metrics
@@ -315,25 +338,41 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
 
         // The gate is asked right before the call, not before the wait: jobs that queued for a
         // token while capacity ran out must not all call into the limit (only one probe goes).
-        let probe = if op == Operation::StartChatContact {
-            match ctx.gate.admit() {
-                Admission::Open => false,
-                Admission::Probe => true,
-                Admission::Closed { retry_after } => {
-                    ctx.no_call(op);
-                    return give_back_for_capacity(retry_after);
+        let gate_call = if op == Operation::StartChatContact {
+            if let Some(call) = held.take() {
+                Some(call)
+            } else {
+                match ctx.gate.admit() {
+                    Admission::Open => Some(GateCall::Regular),
+                    Admission::Probe => Some(GateCall::Probe),
+                    Admission::Clocked { started } => Some(GateCall::Clocked { started }),
+                    Admission::Closed { .. } => {
+                        ctx.no_call(op, paced);
+                        match hold_for_gate(ctx, &mut hold_budget).await {
+                            GateWait::Open => continue,
+                            GateWait::Claimed(call) => {
+                                held = Some(call);
+                                continue;
+                            }
+                            GateWait::GiveBack(retry_after) => {
+                                return give_back_for_capacity(retry_after);
+                            }
+                            GateWait::Stopped => return release,
+                        }
+                    }
                 }
             }
         } else {
-            false
+            None
         };
         if job.is_expired(now()) {
-            ctx.no_call(op);
-            if probe {
-                ctx.gate.on_probe_inconclusive();
+            ctx.no_call(op, paced);
+            if let Some(call) = gate_call {
+                ctx.gate.report(call, CapacityOutcome::Inconclusive);
             }
             return expired(job, msg);
         }
+        attempt += 1;
         if attempt == 1 {
             observe_age(ctx, msg, "started");
         }
@@ -342,8 +381,8 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
         let outcome = tokio::select! {
             r = call(ctx, op, job, &token) => r,
             _ = ctx.abandon.cancelled() => {
-                ctx.no_call(op);
-                if probe { ctx.gate.on_probe_inconclusive(); }
+                ctx.no_call(op, paced);
+                if let Some(call) = gate_call { ctx.gate.report(call, CapacityOutcome::Inconclusive); }
                 warn!(attempt, "grace period over during a call; releasing the job (its ClientToken makes a retry safe)");
                 return release;
             }
@@ -360,11 +399,11 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
             .connect_call_duration
             .with_label_values(&[op.as_str()])
             .observe(call_started.elapsed().as_secs_f64());
-        feed_back(ctx, op, probe, &outcome);
+        feed_back(ctx, op, gate_call, paced, &outcome);
 
         let err = match outcome {
             Ok(CallOk::Started(chat)) => {
-                info!(attempt, contact_id = %chat.contact_id, "chat resumed");
+                info!(attempt, contact_id = %chat.contact_id, admission = gate_call.map(|c| c.as_str()), "chat resumed");
                 return Ending::Settle {
                     result: JobResult::started_chat(
                         job,
@@ -402,12 +441,26 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
             ctx.gate.reopens_in(),
             rand::random(),
         );
-        warn!(attempt, code = %err.code, class = ?err.class, decision = ?decision, "Connect call failed");
+        warn!(attempt, code = %err.code, class = ?err.class, decision = ?decision, admission = gate_call.map(|c| c.as_str()), "Connect call failed");
         match decision {
             Decision::RetryAfter(delay) => {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = ctx.stop_receiving.cancelled() => return release,
+                }
+            }
+            Decision::Requeue {
+                reason: RequeueReason::Capacity,
+                ..
+            } if op == Operation::StartChatContact => {
+                // The limit was hit: wait here if the gate may reopen soon, else in SQS.
+                match hold_for_gate(ctx, &mut hold_budget).await {
+                    GateWait::Open => {}
+                    GateWait::Claimed(call) => held = Some(call),
+                    GateWait::GiveBack(retry_after) => {
+                        return give_back_for_capacity(retry_after);
+                    }
+                    GateWait::Stopped => return release,
                 }
             }
             Decision::Requeue { after, reason } => return Ending::GiveBack { after, reason },
@@ -426,6 +479,56 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
                 };
             }
         }
+    }
+}
+
+/// Longest a start-chat job waits in this worker for a predicted release of chat capacity, over
+/// all its waits, before it goes back to SQS. The receiver only takes the jobs that the releases
+/// due within [`super::RELEASE_HORIZON`] will use, so a held job normally starts within that
+/// horizon plus the spread of the releases; the budget is the backstop.
+const HOLD_FOR_GATE: Duration = Duration::from_secs(10);
+
+/// How a wait for the capacity gate ended.
+enum GateWait {
+    /// The gate opened: get tokens and ask it again.
+    Open,
+    /// This job claimed the gate's probe or a predicted release: its next call goes on it.
+    Claimed(GateCall),
+    /// The gate reopens too late for this job's budget: wait in SQS for this long.
+    GiveBack(Duration),
+    /// Receiving stopped (shutdown): release the job.
+    Stopped,
+}
+
+/// Holds a start-chat job while the capacity gate is closed, if the gate's release clock predicts
+/// releases of our chats and the next one (or the next probe) is due within the job's remaining
+/// `budget`; otherwise the job goes back to SQS. A held job wakes when a call reports to the gate
+/// (a probe or a predicted start succeeded or failed), when one of our chats is predicted to end,
+/// or when the cooldown ends and it may claim the probe. No rate token is
+/// taken while held, so jobs waiting here do not use up the pacers' slots.
+async fn hold_for_gate<Q, C>(ctx: &Context<Q, C>, budget: &mut Duration) -> GateWait {
+    loop {
+        let mut changes = ctx.gate.changes();
+        let retry_after = match ctx.gate.admit() {
+            Admission::Open => return GateWait::Open,
+            Admission::Probe => return GateWait::Claimed(GateCall::Probe),
+            Admission::Clocked { started } => {
+                return GateWait::Claimed(GateCall::Clocked { started });
+            }
+            Admission::Closed { retry_after } => retry_after,
+        };
+        // Only a predicted release is worth waiting for here; otherwise no one knows when
+        // capacity comes back, and the job waits in SQS.
+        if retry_after > *budget || !ctx.gate.predicts_releases() {
+            return GateWait::GiveBack(retry_after);
+        }
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(retry_after) => {}
+            _ = ctx.stop_receiving.cancelled() => return GateWait::Stopped,
+        }
+        *budget = budget.saturating_sub(started.elapsed());
     }
 }
 
@@ -459,21 +562,39 @@ async fn call<Q, C: ConnectApi>(
 fn feed_back<Q, C>(
     ctx: &Context<Q, C>,
     op: Operation,
-    probe: bool,
+    gate_call: Option<GateCall>,
+    paced: bool,
     outcome: &Result<CallOk, ConnectError>,
 ) {
     let class = outcome.as_ref().err().map(|e| e.class);
-    ctx.feedback(op, class);
+    ctx.feedback(op, class, paced);
     ctx.metrics
         .allowed_rate
         .with_label_values(&[op.as_str()])
         .set(ctx.limiter(op).allowed_rate());
     if op == Operation::StartChatContact {
-        match class {
-            None => ctx.gate.on_success(),
-            Some(ErrorClass::LimitExceeded) => ctx.gate.on_limit_exceeded(),
-            Some(_) if probe => ctx.gate.on_probe_inconclusive(),
-            Some(_) => {}
+        let capacity = match class {
+            None => CapacityOutcome::Started,
+            Some(ErrorClass::LimitExceeded) => CapacityOutcome::LimitExceeded,
+            Some(_) => CapacityOutcome::Inconclusive,
+        };
+        let call = gate_call.unwrap_or(GateCall::Regular);
+        ctx.gate.report(call, capacity);
+        if let GateCall::Clocked { .. } = call {
+            let result = match capacity {
+                CapacityOutcome::Started => "started",
+                CapacityOutcome::LimitExceeded => "limit_exceeded",
+                CapacityOutcome::Inconclusive => "other",
+            };
+            ctx.metrics
+                .capacity_predicted_starts
+                .with_label_values(&[result])
+                .inc();
+        }
+        if let Some(lifetime) = ctx.gate.learned_lifetime() {
+            ctx.metrics
+                .capacity_chat_lifetime
+                .set(lifetime.as_secs_f64());
         }
         ctx.metrics.capacity_gate_state.set(ctx.gate.state_code());
         ctx.metrics

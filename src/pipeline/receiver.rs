@@ -82,7 +82,7 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         let mut permits = vec![first];
 
         let mut max = MAX_BATCH.min(allowance + extra - busy);
-        if ctx.gate.is_closed() {
+        if ctx.gate.is_shut() {
             let pause = ctx
                 .gate
                 .reopens_in()

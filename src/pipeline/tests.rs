@@ -20,12 +20,16 @@ const DLQ: &str = "http://memory/dlq";
 
 type Reply = Result<(), (ErrorClass, &'static str)>;
 
-/// Answers calls from a script (then succeeds); records every call's client token.
+/// Answers calls from a script (then succeeds); records every call's client token. With
+/// `capacity` set, a start chat also needs a free chat slot (chats end `lifetime` after they
+/// start, in tokio time) and fails with `LimitExceededException` otherwise.
 #[derive(Default)]
 struct ScriptedConnect {
     script: Mutex<VecDeque<Reply>>,
     calls: Mutex<Vec<String>>,
     hang: bool,
+    capacity: Option<(usize, Duration)>,
+    chats_end: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl ScriptedConnect {
@@ -63,6 +67,19 @@ impl ScriptedConnect {
 impl ConnectApi for ScriptedConnect {
     async fn start_chat(&self, job: &Job, token: &str) -> Result<StartedChat, ConnectError> {
         self.answer(token).await?;
+        if let Some((max, lifetime)) = self.capacity {
+            let now = tokio::time::Instant::now();
+            let mut chats = self.chats_end.lock().unwrap();
+            chats.retain(|&end| end > now);
+            if chats.len() >= max {
+                return Err(ConnectError {
+                    class: ErrorClass::LimitExceeded,
+                    code: "LimitExceededException".into(),
+                    message: "no chat capacity".into(),
+                });
+            }
+            chats.push(now + lifetime);
+        }
         Ok(StartedChat {
             contact_id: format!("contact-{}", job.job_id),
             participant_id: "p".into(),
@@ -228,6 +245,48 @@ async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries()
     let r = &results(&h.queue)[0];
     assert_eq!(r["status"], "succeeded");
     assert_eq!(r["receiveCount"], 2);
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_a_release_was_found_jobs_start_as_our_chats_end() {
+    // Two chats of 20 s and twelve jobs: the first two fill the capacity, blind probes find the
+    // first release after 20 s, and from then on the release clock times the starts.
+    let connect = ScriptedConnect {
+        capacity: Some((2, Duration::from_secs(20))),
+        ..Default::default()
+    };
+    let jobs: Vec<String> = (0..12).map(|i| job(&format!("p{i}"))).collect();
+    let h = start(settings(|_| {}), connect, &jobs);
+    until(|| h.queue.len(RESULTS) == 12).await;
+    assert!(
+        results(&h.queue).iter().all(|r| r["status"] == "succeeded"),
+        "{:?}",
+        results(&h.queue)
+    );
+    let predicted = |result: &str| {
+        h.metrics
+            .capacity_predicted_starts
+            .with_label_values(&[result])
+            .get()
+    };
+    // Ten starts after the first two; all but the few found by probes or an open gate went on a
+    // predicted release, and those succeeded.
+    assert!(predicted("started") >= 6, "{}", predicted("started"));
+    assert_eq!(predicted("limit_exceeded"), 0);
+    // The learned lifetime is at least the real one: the probe that found the first release came
+    // at the gate's growing cooldown, a few seconds after it.
+    let lifetime = h.metrics.capacity_chat_lifetime.get();
+    assert!((20.0..30.0).contains(&lifetime), "{lifetime}");
+    // Refused calls: the blind probes of the first closure and the calls in flight when the
+    // limit was hit, not one per job.
+    let refused = h
+        .metrics
+        .connect_calls
+        .with_label_values(&["StartChatContact", "LimitExceededException"])
+        .get();
+    assert!(refused <= 12, "{refused}");
     h.stop.cancel();
     h.run.await.unwrap();
 }

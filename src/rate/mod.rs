@@ -23,13 +23,15 @@ mod controller;
 pub mod fleet;
 mod gate;
 mod limiter;
+mod release;
 #[cfg(test)]
 mod scenarios;
 
 pub use clock::{TokioClock, TokioInstant};
 pub use controller::{ControllerSettings, RateController};
-pub use gate::{Admission, CapacityGate, GateSettings, GateState};
+pub use gate::{Admission, CapacityGate, CapacityOutcome, GateCall, GateSettings, GateState};
 pub use limiter::AdaptiveLimiter;
+pub use release::ReleaseClock;
 
 /// What one Connect call told us about the rate quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
