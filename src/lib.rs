@@ -14,7 +14,8 @@
 //!
 //! Decisions (plain functions of their inputs, tested under paused time):
 //! - [`retry`]: what to do after a failed Connect call: retry soon, give back to SQS, or fail.
-//! - [`rate`]: the adaptive per-operation rate limiter and the active-chat capacity gate.
+//! - [`rate`]: the adaptive per-operation rate limiter, the active-chat capacity gate and its
+//!   release clock.
 //!
 //! The pipeline (carries the decisions out):
 //! - [`pipeline`]: receiver, per-job processing, visibility heartbeat, settling results.

@@ -10,7 +10,8 @@
 //! - "no chat capacity" (`LimitExceededException` from StartChatContact): the instance has its
 //!   maximum of concurrent active chats. Going slower does not help, only waiting for chats to
 //!   end does: [`CapacityGate`] closes, lets one probe through after a growing cooldown, and
-//!   never touches the rate.
+//!   never touches the rate. Its [`ReleaseClock`] learns how long our chats live and lets a
+//!   start through as each of ours is predicted to end.
 //!
 //! Callers map every Connect outcome to a [`RateFeedback`] and report it to the operation's
 //! limiter: `Throttled` only for the two "too fast" exceptions, `Accepted` for a success, and
