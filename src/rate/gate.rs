@@ -37,7 +37,7 @@
 //! refilled as it frees instead of at the next probe. The caller reports the outcome with the
 //! call's [`GateCall`]: a clocked start that succeeds leaves the gate closed (it only took the
 //! ended chat's place); one that hits the limit puts the chat back and lengthens the lifetime.
-//! While the clock knows a lifetime `L`, blind probes wait at least `min(2 L, max_cooldown)`:
+//! While the clock knows a lifetime `L`, blind probes wait at least `min(3 L, max_cooldown)`:
 //! the clock finds our own releases, the probes are for capacity that frees unpredicted.
 //!
 //! [`GateState`] is the pure core (explicit `now`); [`CapacityGate`] wraps it in a mutex and
@@ -186,12 +186,13 @@ impl GateState {
     }
 
     /// The wait before the next blind probe: the cooldown, but while the clock knows the
-    /// lifetime at least twice it (capped at `max_cooldown`).
+    /// lifetime at least three times it (capped at `max_cooldown`): each blind probe that finds
+    /// the limit costs a refused call, and the clock already finds our own releases.
     fn blind_wait(&self) -> Duration {
         match self.clock.lifetime() {
             Some(l) => self
                 .cooldown
-                .max(l.saturating_mul(2).min(self.settings.max_cooldown)),
+                .max(l.saturating_mul(3).min(self.settings.max_cooldown)),
             None => self.cooldown,
         }
     }
@@ -629,18 +630,15 @@ mod tests {
         );
         assert_eq!(g.learned_lifetime(), Some(ms(5_202)));
         assert_eq!(g.state_code(), 1);
-        // Blind probes still come, but no sooner than twice the lifetime after the limit.
-        assert!(matches!(
-            g.admit(t0 + ms(16_300)),
-            Admission::Clocked { .. } | Admission::Closed { .. }
-        ));
-        let mut now = t0 + ms(16_300);
+        // Blind probes still come, but no sooner than three times the lifetime after the limit
+        // (6.2 s + 15.3 s), however many predicted starts went meanwhile.
+        let mut now = t0 + ms(21_400);
         while let Admission::Clocked { started } = g.admit(now) {
             g.report(now, GateCall::Clocked { started }, CapacityOutcome::Started);
             now += ms(1);
         }
-        assert!(matches!(g.admit(t0 + ms(16_350)), Admission::Closed { .. }));
-        assert_eq!(g.admit(t0 + ms(16_400)), Admission::Probe);
+        assert!(matches!(g.admit(t0 + ms(21_450)), Admission::Closed { .. }));
+        assert_eq!(g.admit(t0 + ms(21_500)), Admission::Probe);
     }
 
     #[test]
