@@ -2,9 +2,9 @@
 //! (at most 10), so no message sits invisible waiting for a slot; long polls for 20 s; and races
 //! every poll against shutdown, so SIGTERM aborts the poll at once.
 //!
-//! While the capacity gate is closed it receives at most one message per pause (until the gate
-//! may probe, at most 5 s): start-chat jobs would only be handed back, each receive costing them a
-//! receive count. Errors back off exponentially with full jitter (never spin); a missing queue or
+//! While the capacity gate is closed and predicts no chat's end, it receives at most one message
+//! per pause (until the gate may probe or hears an outcome, at most 5 s): start-chat jobs would
+//! only be handed back, each receive costing them a receive count. Errors back off exponentially with full jitter (never spin); a missing queue or
 //! denied access is logged clearly, turns `/readyz` to 503, and is retried slowly instead of
 //! exiting into a crash loop.
 
@@ -82,16 +82,26 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         let mut permits = vec![first];
 
         let mut max = MAX_BATCH.min(allowance + extra - busy);
+        let mut gate_changes = ctx.gate.changes();
         if ctx.gate.is_shut() {
             let pause = ctx
                 .gate
                 .reopens_in()
                 .unwrap_or(GATE_PAUSE_MAX)
                 .min(GATE_PAUSE_MAX);
-            if ctx.until_stopped(tokio::time::sleep(pause)).await.is_none() {
+            // A probe that finds capacity ends the pause at once: the refill needs jobs in hand.
+            let pause = async {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = gate_changes.changed() => {}
+                }
+            };
+            if ctx.until_stopped(pause).await.is_none() {
                 return;
             }
-            max = 1;
+            if ctx.gate.is_closed() {
+                max = 1;
+            }
         }
         while permits.len() < max {
             match slots.clone().try_acquire_owned() {
