@@ -299,7 +299,8 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
     };
     loop {
         // While the gate is closed, wait for it before queueing for tokens: a job that claims
-        // the probe or a predicted release must not queue behind jobs that cannot call.
+        // the probe or a predicted release must not queue behind jobs that cannot call. (This
+        // is also where a job refused by the gate, or by the limit itself, comes back to.)
         if op == Operation::StartChatContact && held.is_none() && ctx.gate.is_closed() {
             match hold_for_gate(ctx, &mut hold_budget).await {
                 GateWait::Open => {}
@@ -348,17 +349,7 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
                     Admission::Clocked { started } => Some(GateCall::Clocked { started }),
                     Admission::Closed { .. } => {
                         ctx.no_call(op, paced);
-                        match hold_for_gate(ctx, &mut hold_budget).await {
-                            GateWait::Open => continue,
-                            GateWait::Claimed(call) => {
-                                held = Some(call);
-                                continue;
-                            }
-                            GateWait::GiveBack(retry_after) => {
-                                return give_back_for_capacity(retry_after);
-                            }
-                            GateWait::Stopped => return release,
-                        }
+                        continue;
                     }
                 }
             }
@@ -449,20 +440,12 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
                     _ = ctx.stop_receiving.cancelled() => return release,
                 }
             }
+            // The limit was hit and the gate closed: the top of the loop waits for a predicted
+            // release or gives the job back to SQS.
             Decision::Requeue {
                 reason: RequeueReason::Capacity,
                 ..
-            } if op == Operation::StartChatContact => {
-                // The limit was hit: wait here if the gate may reopen soon, else in SQS.
-                match hold_for_gate(ctx, &mut hold_budget).await {
-                    GateWait::Open => {}
-                    GateWait::Claimed(call) => held = Some(call),
-                    GateWait::GiveBack(retry_after) => {
-                        return give_back_for_capacity(retry_after);
-                    }
-                    GateWait::Stopped => return release,
-                }
-            }
+            } if op == Operation::StartChatContact && ctx.gate.is_closed() => {}
             Decision::Requeue { after, reason } => return Ending::GiveBack { after, reason },
             Decision::Fail { code, message } => {
                 return Ending::Settle {
