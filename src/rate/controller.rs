@@ -18,6 +18,12 @@
 //!   responses come back roughly in send order) and at least `min_hold` has passed, or
 //!   `max_hold` has passed (a send whose answer never comes must not stretch the episode).
 //!   Without `on_send` reports the episode is simply `min_hold` long.
+//! - **The first cut is our share.** When the configured burst is known (it is the account's,
+//!   like the ceiling), the first 429 ever means the bucket, full when we started, is empty:
+//!   what it gave out since our first call (burst + ceiling × elapsed) went to us and the other
+//!   callers in proportion to how fast each called. The first cut goes to our part of it
+//!   (if that is deeper than the usual cut), plateau included, so replicas that start together
+//!   land near equal shares after one 429 each instead of several rounds.
 //! - **CUBIC-like recovery.** The rate where the 429 happened is remembered as `w_max`. After a
 //!   cut the rate climbs back along a concave cubic, fast at first and flattening to a plateau at
 //!   `w_max` after `recovery_time`; beyond it a slow quadratic probe creeps above `w_max` toward
@@ -76,6 +82,9 @@ pub struct ControllerSettings {
     /// The recovery clock never runs slower than that of a controller at this fraction of the
     /// ceiling (see [`time_scale`]).
     pub slow_clock_fraction: f64,
+    /// Size the first cut by our share of what the quota's bucket gave out since our first call
+    /// (see [`RateController::set_server_burst`]).
+    pub first_cut_from_consumption: bool,
 }
 
 impl Default for ControllerSettings {
@@ -96,6 +105,7 @@ impl Default for ControllerSettings {
             recovery_calls: 40.0,
             use_share_estimate: true,
             slow_clock_fraction: 0.2,
+            first_cut_from_consumption: true,
         }
     }
 }
@@ -117,6 +127,7 @@ impl ControllerSettings {
             // The plateau is the rate at which the limit was hit: our own accepted rate would
             // fulfil itself, as nothing else limits the starts between two refusals.
             use_share_estimate: false,
+            first_cut_from_consumption: false,
             ..ControllerSettings::default()
         }
     }
@@ -154,6 +165,9 @@ pub struct RateController {
     throttled_since_cut: u64,
     sends_since_cut: u64,
     cuts: u64,
+    /// The server bucket's burst, if known (the configured burst is the account's).
+    server_burst: Option<f64>,
+    first_send: Option<Instant>,
 }
 
 impl RateController {
@@ -180,8 +194,16 @@ impl RateController {
             throttled_since_cut: 0,
             sends_since_cut: 0,
             cuts: 0,
+            server_burst: None,
+            first_send: None,
             settings,
         }
+    }
+
+    /// The burst of the quota's bucket (the configured burst: like the ceiling, it is the
+    /// account's). With it the first cut is sized by our share of what the bucket gave out.
+    pub fn set_server_burst(&mut self, burst: f64) {
+        self.server_burst = (burst.is_finite() && burst > 0.0).then_some(burst);
     }
 
     /// The configured ceiling (calls/s).
@@ -201,7 +223,8 @@ impl RateController {
 
     /// A call was sent at `now` (lets the controller tell answers to calls sent before a cut
     /// from answers to calls sent after it).
-    pub fn on_send(&mut self, _now: Instant) {
+    pub fn on_send(&mut self, now: Instant) {
+        self.first_send.get_or_insert(now);
         self.sends = self.sends.saturating_add(1);
         self.sends_since_cut = self.sends_since_cut.saturating_add(1);
     }
@@ -298,6 +321,16 @@ impl RateController {
         };
         self.w_max = clamp(self.w_max, self.floor, self.ceiling);
         self.cut_rate = clamp(current * factor, self.floor, self.ceiling);
+        if let Some(share) = self.first_share(now) {
+            // The first 429 ever: the bucket, full when we started, is empty. What it gave out
+            // since (its burst plus its refill) went to us and to the others in proportion to
+            // how fast each called, so our part of it is our share, and replicas that started
+            // together land near equal shares at once instead of after several rounds of 429s.
+            if share < self.cut_rate {
+                self.cut_rate = clamp(share, self.floor, self.ceiling);
+                self.w_max = self.cut_rate;
+            }
+        }
         self.w_max = self.w_max.max(self.cut_rate);
         // A replica pushed far below its ceiling (its share of a fleet, after a start-up storm)
         // keeps the clock of a controller at `slow_clock_fraction` of the ceiling: on its own
@@ -317,6 +350,27 @@ impl RateController {
         self.throttled_since_cut = 0;
         self.sends_since_cut = 0;
         self.cuts = self.cuts.saturating_add(1);
+    }
+}
+
+impl RateController {
+    /// Our share of the quota judged from the first 429: `ceiling × ours / (burst + ceiling × T)`,
+    /// `T` the time since our first call. `None` unless this is the first cut and the burst is
+    /// known.
+    fn first_share(&self, now: Instant) -> Option<f64> {
+        if self.cuts > 0 || !self.settings.first_cut_from_consumption {
+            return None;
+        }
+        let burst = self.server_burst?;
+        let t = now
+            .saturating_duration_since(self.first_send?)
+            .as_secs_f64();
+        let ours = (self
+            .sends_since_cut
+            .saturating_sub(self.throttled_since_cut) as f64)
+            .max(self.accepted_since_cut as f64);
+        let given_out = burst + self.ceiling * t;
+        (given_out > 0.0).then(|| self.ceiling * ours / given_out)
     }
 }
 
@@ -411,6 +465,44 @@ mod tests {
         idle.on_send(t1);
         idle.on_feedback(t1, RateFeedback::Throttled);
         assert!((idle.rate(t1 + Duration::from_secs(3)) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_first_cut_is_our_share_of_what_the_bucket_gave_out() {
+        let t0 = Instant::now();
+        let run = |burst: Option<f64>| {
+            let mut c = RateController::new(plain(), 10.0, t0);
+            if let Some(b) = burst {
+                c.set_server_burst(b);
+            }
+            // Five calls at the ceiling go through, the sixth (at 0.5 s) is throttled: the bucket
+            // (burst 10, full at our first call) gave out 10 + 10 × 0.5 = 15 tokens and we got 5.
+            for k in 0..5u32 {
+                let at = t0 + ms(100) * k;
+                c.on_send(at);
+                c.on_feedback(at, RateFeedback::Accepted);
+            }
+            let at = t0 + ms(500);
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Throttled);
+            c
+        };
+        let c = run(Some(10.0));
+        let share = 10.0 * 5.0 / 15.0;
+        assert!((c.rate(t0 + ms(500)) - share).abs() < 1e-9);
+        // The plateau is that share too (then the slow probe above it).
+        assert!((c.rate(t0 + ms(3_500)) - share).abs() < 1e-9);
+        // Without the burst, the usual cut (0.8 here).
+        let plain_cut = run(None);
+        assert!((plain_cut.rate(t0 + ms(500)) - 8.0).abs() < 1e-9);
+        // Only the first cut: a later 429 cuts by the accepted share as before.
+        let mut c = run(Some(10.0));
+        let later = t0 + Duration::from_secs(20);
+        accept_n(&mut c, later, 50);
+        let before = c.rate(later);
+        c.on_send(later);
+        c.on_feedback(later, RateFeedback::Throttled);
+        assert!((c.rate(later) - before * 0.8).abs() < 1e-9);
     }
 
     #[test]

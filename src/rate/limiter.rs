@@ -164,7 +164,11 @@ impl AdaptiveLimiter {
             ceiling,
             governor: RateLimiter::direct_with_clock(quota, TokioClock),
             pacing: Mutex::new(Pacing {
-                controller: RateController::new(settings, ceiling, Instant::now()),
+                controller: {
+                    let mut c = RateController::new(settings, ceiling, Instant::now());
+                    c.set_server_burst(f64::from(burst.get()));
+                    c
+                },
                 last_slot: None,
                 jitter: 0.0,
                 rng: next_seed(),
