@@ -158,13 +158,12 @@ impl GateState {
     /// Reports the outcome of a call admitted as `call`. See the module documentation.
     pub fn report(&mut self, now: Instant, call: GateCall, outcome: CapacityOutcome) {
         match (call, outcome) {
-            (GateCall::Clocked { started }, CapacityOutcome::Started) => {
+            (GateCall::Clocked { .. }, CapacityOutcome::Started) => {
                 // The new chat took the ended one's place; the gate stays as it is.
-                let _ = started;
                 self.clock.on_started(now);
             }
-            (GateCall::Clocked { started }, CapacityOutcome::LimitExceeded) => {
-                self.clock.early(started);
+            (GateCall::Clocked { .. }, CapacityOutcome::LimitExceeded) => {
+                self.clock.early();
                 if self.phase == Phase::Open {
                     self.on_limit_exceeded(now);
                 }

@@ -124,8 +124,8 @@ impl ReleaseClock {
     }
 
     /// Takes the next presumed release if it is due at `now`; returns the start time of the
-    /// chat presumed ended (give it to [`ReleaseClock::early`] or [`ReleaseClock::restore`] if
-    /// the start sent on it did not take its place).
+    /// chat presumed ended (if the start sent on it fails, report [`ReleaseClock::early`], or
+    /// give the time to [`ReleaseClock::restore`] when the failure says nothing about capacity).
     pub fn take_due(&mut self, now: Instant) -> Option<Instant> {
         if self.next_due()? <= now {
             self.active.pop_front()
@@ -134,12 +134,12 @@ impl ReleaseClock {
         }
     }
 
-    /// The start sent on the release of the chat started at `started` hit the limit: either
+    /// The start sent on a release taken with [`ReleaseClock::take_due`] hit the limit: either
     /// that chat was not ours to count (it ended unseen long ago, and its place was already
-    /// taken) or the lifetime is a bit longer than we thought. The chat is forgotten, so a
+    /// taken) or the lifetime is a bit longer than we thought. The chat stays forgotten, so a
     /// miscounted one costs one refused call, not one per growth step, and the lifetime grows a
     /// little.
-    pub fn early(&mut self, _started: Instant) {
+    pub fn early(&mut self) {
         if let Some(l) = self.lifetime {
             let grown = l.mul_f64(EARLY_GROWTH).max(l + MIN_EARLY_STEP);
             self.lifetime = Some(grown);
@@ -207,7 +207,7 @@ mod tests {
         c.found_release(t0 + ms(5_000));
         let started = c.take_due(t0 + ms(5_050)).unwrap();
         assert_eq!(started, t0 + ms(50));
-        c.early(started);
+        c.early();
         assert_eq!(c.lifetime(), Some(ms(5_100)));
         // The next one is due on the grown lifetime.
         assert_eq!(c.next_due(), Some(t0 + ms(100) + ms(5_100)));
