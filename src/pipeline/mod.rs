@@ -113,7 +113,8 @@ impl<Q, C> Context<Q, C> {
 
     /// Waits for the operation's tokens and returns the total wait: for StartChatContact first the
     /// capacity pacer (unless `pace_capacity` is false: a start timed by the gate's release clock
-    /// goes when a chat of ours ends, not at the pacer's rate), then the local rate limiter, then (with `REDIS_URL`) the fleet-wide slot.
+    /// goes when a chat of ours ends, not at the pacer's rate), then the local rate limiter, then
+    /// (with `REDIS_URL`) the fleet-wide slot.
     /// The local limiter goes before the fleet one because it still adapts to throttles from
     /// callers outside the fleet. Cancel-safe: a token already taken when the wait is cancelled
     /// gets its one `Neutral` feedback here. After it returns, the caller owes every limiter of
