@@ -19,6 +19,8 @@ Definitions (BENCHMARKS.md repeats them):
   `start_rate_fraction`.
 - job latency: a result's `completedAt` minus the moment the workers were started (the backlog
   was enqueued before): for a backlog this is when each job got done, p50 ~ half the run.
+- 429 ratio after start-up (fleets, for information): refused ÷ (accepted + refused) worker calls
+  in connect-sim's timeline from 10 s after the first worker call on.
 - lost: jobs with no result that are not left in the jobs queue or the DLQ either.
 - duplicate chats: connect-sim's `duplicate_source_chats` (every job has its own source contact).
 """
@@ -52,6 +54,21 @@ def busy_window(accepted):
     if not busy:
         return None
     return busy[0], busy[-1]
+
+
+STARTUP_S = 10
+
+
+def throttled_after_startup(accepted, refused):
+    """Refused ÷ (accepted + refused) worker calls from STARTUP_S seconds after the first worker call
+    on (None if nothing was called then): a fleet's steady state without its start-up storm, in which
+    every replica needs at least one 429 of its own to learn that it shares the quota."""
+    active = [i for i, (a, r) in enumerate(zip(accepted, refused)) if a + r > 0]
+    if not active:
+        return None
+    start = active[0] + STARTUP_S
+    acc, ref = sum(accepted[start:]), sum(refused[start:])
+    return ref / (acc + ref) if acc + ref else None
 
 
 def active_chats(accepted, chat_seconds):
@@ -90,6 +107,7 @@ def analyse(scn, n_jobs, t0, stats, results, leftover_jobs, leftover_dlq, cpu_se
             window_s = last - first + 1
             goodput_rate = sum(accepted[first:last + 1]) / window_s
     allowed = scn["allowed"]
+    after_startup = throttled_after_startup(accepted, refused)
     capacity_used = None
     if window and scn.get("chat_seconds"):
         capacity_used = chat_capacity_used(accepted, window, scn["chat_seconds"], scn["max_active_chats"])
@@ -125,6 +143,7 @@ def analyse(scn, n_jobs, t0, stats, results, leftover_jobs, leftover_dlq, cpu_se
         "server_error": ops.get("server_error", 0),
         "idempotent_replays": ops.get("idempotent_replays", 0),
         "throttled_ratio": ops.get("throttled", 0) / calls if calls else 0.0,
+        "throttled_ratio_after_startup": after_startup,
         "limit_exceeded_ratio": ops.get("limit_exceeded", 0) / calls if calls else 0.0,
         "background_attempted": bg.get("attempted", 0),
         "background_refused": bg.get("refused", 0),

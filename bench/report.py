@@ -100,6 +100,13 @@ def targets_table(stored):
                 v = m.get(key) if m else None
                 cells.append("–" if m is None else _fmt_metric(key, v) + _mark(meets(v, op, t)))
             rows.append(f"| {name} | {label} {_fmt_target(key, op, t)} | {cells[0]} | {cells[1]} |")
+        if SCENARIOS[name]["replicas"] > 1:
+            cells = []
+            for impl, _ in IMPLS:
+                m = scn_results[name].get(impl)
+                cells.append("–" if m is None else pct(m.get("throttled_ratio_after_startup")))
+            rows.append(f"| {name} | (information) 429 ratio from 10 s after the first call on | {cells[0]} "
+                        f"| {cells[1]} |")
     o = stored.get("overhead")
     if o:
         cpu = o["example"]["cpu_ms_per_job"]

@@ -30,9 +30,11 @@
 //!   the ceiling (the neighbour may have left). Concavity matters: Connect's bucket (capacity =
 //!   burst) integrates our excess, so the time spent just under `w_max` refills it and the slow
 //!   probe drains it again; a cycle averages to the available rate with one 429 per cycle.
-//!   If a 429 comes before the previous `w_max` was reached, the share shrank (another replica or
-//!   caller joined) and `w_max` is set a bit lower than the cut point ("fast convergence"), which
-//!   lets replicas converge to equal shares.
+//!   If a 429 comes too soon after the previous cut to measure a share (the rate still climbing
+//!   back, or sitting on the flat plateau a first cut leaves), that cut was not deep enough
+//!   (another replica or caller joined): `w_max` is set a bit lower than the rate of the 429
+//!   ("fast convergence", here not only below the old `w_max`), which lets replicas converge to
+//!   equal shares.
 //! - **`Accepted` and `Neutral`** never lower the rate. `Neutral` covers everything that says
 //!   nothing about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx,
 //!   5xx, transport errors.
@@ -316,7 +318,11 @@ impl RateController {
             });
         self.w_max = match share {
             Some(share) => current.min(share),
-            None if current < self.w_max * 0.99 => current * self.settings.fast_convergence_factor,
+            // A 429 soon after the previous cut (too soon to measure a share) says that cut did
+            // not go deep enough, whether the rate was still climbing back or already at the
+            // plateau (a first cut to our share is flat): the plateau goes below the rate of
+            // the 429 instead of back to it.
+            None if self.cuts > 0 => current * self.settings.fast_convergence_factor,
             None => current,
         };
         self.w_max = clamp(self.w_max, self.floor, self.ceiling);
@@ -503,6 +509,30 @@ mod tests {
         c.on_send(later);
         c.on_feedback(later, RateFeedback::Throttled);
         assert!((c.rate(later) - before * 0.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_429_soon_after_the_first_cut_lowers_the_plateau() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        // As above: the first cut goes to our share, flat (the plateau is that share).
+        for k in 0..5u32 {
+            let at = t0 + ms(100) * k;
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Accepted);
+        }
+        c.on_send(t0 + ms(500));
+        c.on_feedback(t0 + ms(500), RateFeedback::Throttled);
+        let share = c.rate(t0 + ms(500));
+        // A replica that started later keeps the bucket empty: a 429 0.3 s later, at that share
+        // (too soon to measure a new one). Going back to the share would only find the next 429.
+        let t1 = t0 + ms(800);
+        c.on_send(t1);
+        c.on_feedback(t1, RateFeedback::Throttled);
+        assert_eq!(c.cuts(), 2);
+        let plateau = c.rate(t1 + Duration::from_secs(3));
+        assert!((plateau - share * 0.9).abs() < 1e-9, "{plateau} vs {share}");
     }
 
     #[test]

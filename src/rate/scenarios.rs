@@ -150,12 +150,16 @@ struct World {
     // Records (arrival times at the server).
     worker_accepted: Vec<Vec<f64>>,
     worker_throttled: Vec<f64>,
+    /// Throttled worker calls per replica (arrival times), for the trace.
+    replica_throttled: Vec<Vec<f64>>,
     worker_neutral: Vec<f64>,
     other_sent: Vec<f64>,
     other_refused: Vec<f64>,
     min_allowed_fraction: Vec<(f64, f64)>,
     /// (time, sum of the replicas' allowed rates), for the trace.
     total_allowed: Vec<(f64, f64)>,
+    /// (time, each replica's allowed rate), for the trace.
+    replica_allowed: Vec<(f64, Vec<f64>)>,
 }
 
 impl World {
@@ -187,10 +191,12 @@ impl World {
         if self.stray.front().is_some_and(|s| *s <= now) {
             self.stray.pop_front();
             self.worker_throttled.push(t);
+            self.replica_throttled[replica].push(t);
             return Answer::Throttled;
         }
         if !self.take_token(now) {
             self.worker_throttled.push(t);
+            self.replica_throttled[replica].push(t);
             return Answer::Throttled;
         }
         if self.limit_exceeded_fraction > 0.0 && self.rng.next_f64() < self.limit_exceeded_fraction
@@ -295,6 +301,8 @@ async fn sampler(world: Shared, limiters: Vec<Arc<AdaptiveLimiter>>, end: Instan
             let t = w.secs(Instant::now());
             w.min_allowed_fraction.push((t, min));
             w.total_allowed.push((t, total));
+            let each = limiters.iter().map(|l| l.allowed_rate()).collect();
+            w.replica_allowed.push((t, each));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -338,11 +346,13 @@ async fn run(s: &Scenario) -> Measured {
         last_success: None,
         worker_accepted: vec![Vec::new(); s.replicas.count],
         worker_throttled: Vec::new(),
+        replica_throttled: vec![Vec::new(); s.replicas.count],
         worker_neutral: Vec::new(),
         other_sent: Vec::new(),
         other_refused: Vec::new(),
         min_allowed_fraction: Vec::new(),
         total_allowed: Vec::new(),
+        replica_allowed: Vec::new(),
     }));
     let end = start + Duration::from_secs_f64(s.duration_s);
     let mut tasks = Vec::new();
@@ -423,10 +433,29 @@ fn trace(w: &World, duration_s: f64) {
             .iter()
             .find(|(s, _)| *s >= t)
             .map_or(0.0, |(_, a)| *a);
+        // Per replica: accepted/throttled this second, and the allowed rate at its start.
+        let each = w
+            .replica_allowed
+            .iter()
+            .find(|(s, _)| *s >= t)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default();
+        let replicas: Vec<String> = each
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                format!(
+                    "{}/{}@{a:.1}",
+                    count_in(&w.worker_accepted[i], t, t + 1.0),
+                    count_in(&w.replica_throttled[i], t, t + 1.0)
+                )
+            })
+            .collect();
         println!(
-            "t={t:>4.0} accepted={acc:>3} throttled={:>2} other_refused={:>2} allowed={allowed:.2}",
+            "t={t:>4.0} accepted={acc:>3} throttled={:>2} other_refused={:>2} allowed={allowed:.2} {}",
             count_in(&w.worker_throttled, t, t + 1.0),
             count_in(&w.other_refused, t, t + 1.0),
+            replicas.join(" "),
         );
         t += 1.0;
     }
@@ -589,6 +618,8 @@ scenarios!(
     fleet_3,
     fleet_6,
     fleet_6_staggered,
+    fleet_6_bench_like,
+    fleet_3_bench_like,
     fleet_3_after_startup,
     fleet_6_after_startup,
     fractional_ceiling,
