@@ -614,6 +614,7 @@ scenarios!(
     steady,
     stray_429,
     noisy_neighbour,
+    noisy_neighbour_local,
     neighbour_comes_and_goes,
     fleet_3,
     fleet_6,
