@@ -30,6 +30,9 @@
 //!   the ceiling (the neighbour may have left). Concavity matters: Connect's bucket (capacity =
 //!   burst) integrates our excess, so the time spent just under `w_max` refills it and the slow
 //!   probe drains it again; a cycle averages to the available rate with one 429 per cycle.
+//!   The probe runs `√(ceiling / w_max)` times slower than that (`probe_crowd_exponent`): the
+//!   ceiling is the account's quota, so a plateau at a fraction of it means others share it, and
+//!   K replicas each probing at a lone worker's speed would make K times its 429s.
 //!   If a 429 comes too soon after the previous cut to measure a share (the rate still climbing
 //!   back, or sitting on the flat plateau a first cut leaves), that cut was not deep enough
 //!   (another replica or caller joined): `w_max` is set a bit lower than the rate of the 429
@@ -87,6 +90,9 @@ pub struct ControllerSettings {
     /// Size the first cut by our share of what the quota's bucket gave out since our first call
     /// (see [`RateController::set_server_burst`]).
     pub first_cut_from_consumption: bool,
+    /// The probe above `w_max` runs `(ceiling / w_max) ^ probe_crowd_exponent` times slower: a
+    /// replica at a fraction of the quota shares it with others that probe too.
+    pub probe_crowd_exponent: f64,
 }
 
 impl Default for ControllerSettings {
@@ -108,6 +114,7 @@ impl Default for ControllerSettings {
             use_share_estimate: true,
             slow_clock_fraction: 0.2,
             first_cut_from_consumption: true,
+            probe_crowd_exponent: 0.5,
         }
     }
 }
@@ -130,6 +137,9 @@ impl ControllerSettings {
             // fulfil itself, as nothing else limits the starts between two refusals.
             use_share_estimate: false,
             first_cut_from_consumption: false,
+            // Its ceiling is not shared with anyone: a plateau below it is the rate at which chats
+            // end, not a crowd.
+            probe_crowd_exponent: 0.0,
             ..ControllerSettings::default()
         }
     }
@@ -258,10 +268,19 @@ impl RateController {
             let x = 1.0 - s / k;
             self.w_max - (self.w_max - self.cut_rate) * x * x * x
         } else {
-            let p = s - k;
+            let p = (s - k) / self.crowd_slowdown();
             self.w_max * (1.0 + self.settings.probe_gain * p * p)
         };
         clamp(r, self.floor, self.ceiling)
+    }
+
+    /// How much slower than a lone worker's the probe above `w_max` runs: `(ceiling / w_max) ^
+    /// probe_crowd_exponent`. The ceiling is the account's quota, so a plateau at a fraction of it
+    /// means we share it with others, and the replicas of a fleet each probing at a lone
+    /// worker's speed would add up to K times its 429s.
+    fn crowd_slowdown(&self) -> f64 {
+        let crowd = (self.ceiling / self.w_max.max(self.floor)).max(1.0);
+        crowd.powf(self.settings.probe_crowd_exponent)
     }
 
     /// Whether a 429 at `now` belongs to the episode of the last cut (and is ignored).
@@ -417,7 +436,7 @@ mod tests {
     }
 
     /// Settings with round numbers: no time stretch, no share estimate, prior 1, cuts of 0.8
-    /// down to 0.5.
+    /// down to 0.5, the probe as fast at any plateau.
     fn plain() -> ControllerSettings {
         ControllerSettings {
             decrease_factor: 0.8,
@@ -425,6 +444,7 @@ mod tests {
             use_share_estimate: false,
             prior: 1.0,
             min_decrease_factor: 0.5,
+            probe_crowd_exponent: 0.0,
             ..ControllerSettings::default()
         }
     }
@@ -533,6 +553,36 @@ mod tests {
         assert_eq!(c.cuts(), 2);
         let plateau = c.rate(t1 + Duration::from_secs(3));
         assert!((plateau - share * 0.9).abs() < 1e-9, "{plateau} vs {share}");
+    }
+
+    #[test]
+    fn a_plateau_at_a_fraction_of_the_ceiling_probes_slower() {
+        let t0 = Instant::now();
+        let run = |exponent: f64| {
+            let settings = ControllerSettings {
+                probe_crowd_exponent: exponent,
+                ..plain()
+            };
+            let mut c = RateController::new(settings, 10.0, t0);
+            c.set_server_burst(10.0);
+            // The first cut goes to our share, 10/3: the plateau is a third of the ceiling.
+            for k in 0..5u32 {
+                let at = t0 + ms(100) * k;
+                c.on_send(at);
+                c.on_feedback(at, RateFeedback::Accepted);
+            }
+            c.on_send(t0 + ms(500));
+            c.on_feedback(t0 + ms(500), RateFeedback::Throttled);
+            c
+        };
+        let (lone, crowded) = (run(0.0), run(0.5));
+        let share = 10.0 / 3.0;
+        // 10 s past the plateau (recovery 3 s), the probe has climbed a third as far: its time
+        // runs √3 times slower and the climb is quadratic in it.
+        let at = t0 + ms(500) + Duration::from_secs(13);
+        let (l, c) = (lone.rate(at) - share, crowded.rate(at) - share);
+        assert!(l > 0.1, "{l}");
+        assert!((c - l / 3.0).abs() < 1e-9, "{c} vs {l}");
     }
 
     #[test]
