@@ -156,8 +156,6 @@ struct World {
     other_sent: Vec<f64>,
     other_refused: Vec<f64>,
     min_allowed_fraction: Vec<(f64, f64)>,
-    /// (time, sum of the replicas' allowed rates), for the trace.
-    total_allowed: Vec<(f64, f64)>,
     /// (time, each replica's allowed rate), for the trace.
     replica_allowed: Vec<(f64, Vec<f64>)>,
 }
@@ -295,12 +293,10 @@ async fn sampler(world: Shared, limiters: Vec<Arc<AdaptiveLimiter>>, end: Instan
             .iter()
             .map(|l| l.allowed_rate() / l.ceiling())
             .fold(f64::INFINITY, f64::min);
-        let total: f64 = limiters.iter().map(|l| l.allowed_rate()).sum();
         {
             let mut w = lock(&world);
             let t = w.secs(Instant::now());
             w.min_allowed_fraction.push((t, min));
-            w.total_allowed.push((t, total));
             let each = limiters.iter().map(|l| l.allowed_rate()).collect();
             w.replica_allowed.push((t, each));
         }
@@ -351,7 +347,6 @@ async fn run(s: &Scenario) -> Measured {
         other_sent: Vec::new(),
         other_refused: Vec::new(),
         min_allowed_fraction: Vec::new(),
-        total_allowed: Vec::new(),
         replica_allowed: Vec::new(),
     }));
     let end = start + Duration::from_secs_f64(s.duration_s);
@@ -428,11 +423,6 @@ fn trace(w: &World, duration_s: f64) {
             .iter()
             .map(|r| count_in(r, t, t + 1.0))
             .sum();
-        let allowed = w
-            .total_allowed
-            .iter()
-            .find(|(s, _)| *s >= t)
-            .map_or(0.0, |(_, a)| *a);
         // Per replica: accepted/throttled this second, and the allowed rate at its start.
         let each = w
             .replica_allowed
@@ -440,6 +430,7 @@ fn trace(w: &World, duration_s: f64) {
             .find(|(s, _)| *s >= t)
             .map(|(_, a)| a.clone())
             .unwrap_or_default();
+        let allowed: f64 = each.iter().sum();
         let replicas: Vec<String> = each
             .iter()
             .enumerate()
