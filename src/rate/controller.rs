@@ -535,15 +535,8 @@ mod tests {
     fn a_429_soon_after_the_first_cut_lowers_the_plateau() {
         let t0 = Instant::now();
         let mut c = RateController::new(plain(), 10.0, t0);
-        c.set_server_burst(10.0);
         // As above: the first cut goes to our share, flat (the plateau is that share).
-        for k in 0..5u32 {
-            let at = t0 + ms(100) * k;
-            c.on_send(at);
-            c.on_feedback(at, RateFeedback::Accepted);
-        }
-        c.on_send(t0 + ms(500));
-        c.on_feedback(t0 + ms(500), RateFeedback::Throttled);
+        first_cut_to_a_third(&mut c, t0);
         let share = c.rate(t0 + ms(500));
         // A replica that started later keeps the bucket empty: a 429 0.3 s later, at that share
         // (too soon to measure a new one). Going back to the share would only find the next 429.
@@ -564,15 +557,8 @@ mod tests {
                 ..plain()
             };
             let mut c = RateController::new(settings, 10.0, t0);
-            c.set_server_burst(10.0);
             // The first cut goes to our share, 10/3: the plateau is a third of the ceiling.
-            for k in 0..5u32 {
-                let at = t0 + ms(100) * k;
-                c.on_send(at);
-                c.on_feedback(at, RateFeedback::Accepted);
-            }
-            c.on_send(t0 + ms(500));
-            c.on_feedback(t0 + ms(500), RateFeedback::Throttled);
+            first_cut_to_a_third(&mut c, t0);
             c
         };
         let (lone, crowded) = (run(0.0), run(0.5));
@@ -599,6 +585,20 @@ mod tests {
         // 30 calls at 1/s: the climb back takes 30 s instead of 3 s.
         assert!(c.rate(t0 + Duration::from_secs(3)) < 0.9);
         assert!((c.rate(t0 + Duration::from_secs(30)) - 1.0).abs() < 1e-9);
+    }
+
+    /// With the server's burst (10) known: five calls at 10/s from `t0` go through and the sixth,
+    /// at 0.5 s, is throttled, so the first cut goes to our share of the 15 tokens the bucket gave
+    /// out: 10 × 5 / 15, a third of a ceiling of 10.
+    fn first_cut_to_a_third(c: &mut RateController, t0: Instant) {
+        c.set_server_burst(10.0);
+        for k in 0..5u32 {
+            let at = t0 + ms(100) * k;
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Accepted);
+        }
+        c.on_send(t0 + ms(500));
+        c.on_feedback(t0 + ms(500), RateFeedback::Throttled);
     }
 
     /// Report `n` accepted calls, each sent and answered at `at`.
