@@ -53,7 +53,8 @@ pub struct RawSettings {
     /// keep it below the queue's redrive maxReceiveCount [default: 10].
     #[arg(long, env = "MAX_RECEIVE_COUNT")]
     pub max_receive_count: Option<String>,
-    /// Seconds each in-flight job is kept invisible, extended by the heartbeat [default: 60].
+    /// Seconds each in-flight job is kept invisible, extended by the heartbeat at half-time
+    /// [default: 15: short, so a killed replica's jobs are worked again within about 15 s].
     #[arg(long, env = "VISIBILITY_TIMEOUT_SECONDS")]
     pub visibility_timeout_seconds: Option<String>,
     /// /readyz fails when no receive succeeded for this many seconds [default: 90].
@@ -351,7 +352,7 @@ impl RawSettings {
         let visibility_timeout = seconds(
             &self.visibility_timeout_seconds,
             "VISIBILITY_TIMEOUT_SECONDS",
-            60,
+            15,
             5,
             43_200,
         )?;

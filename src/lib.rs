@@ -13,12 +13,14 @@
 //! - [`queue`]: the [`queue::JobQueue`] trait, its `aws-sdk-sqs` adapter and an in-memory queue.
 //!
 //! Decisions (plain functions of their inputs, tested under paused time):
-//! - [`retry`]: what to do after a failed Connect call: retry soon, give back to SQS, or fail.
-//! - [`rate`]: the adaptive per-operation rate limiter, the active-chat capacity gate and its
-//!   release clock.
+//! - [`decide`]: what a job does next, one pure function of its state, the event, `now` and a
+//!   jitter sample (capacity waits, calls, retries, give-backs, publish retries).
+//! - [`rate`]: the adaptive per-operation rate limiter, the per-instance chat-capacity machines,
+//!   and the optional fleet-wide limiter in Redis.
 //!
 //! The pipeline (carries the decisions out):
-//! - [`pipeline`]: receiver, per-job processing, visibility heartbeat, settling results.
+//! - [`pipeline`]: receiver, per-job processing (carries out the decisions), call permits,
+//!   visibility heartbeat, settling results.
 //! - [`metrics`], [`http`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` server.
 //! - [`telemetry`]: JSON or text logs through `tracing`.
 //! - [`cli`]: the operator commands (`run`, `enqueue`, `dlq replay`, `validate`).
@@ -26,6 +28,7 @@
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod decide;
 pub mod http;
 pub mod job;
 pub mod metrics;
@@ -33,5 +36,4 @@ pub mod outcome;
 pub mod pipeline;
 pub mod queue;
 pub mod rate;
-pub mod retry;
 pub mod telemetry;

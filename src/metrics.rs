@@ -22,10 +22,8 @@ pub struct Metrics {
     pub rate_wait: HistogramVec,
     pub allowed_rate: GaugeVec,
     pub rate_ceiling: GaugeVec,
-    pub capacity_gate_state: IntGauge,
-    pub capacity_allowed_rate: Gauge,
-    pub capacity_chat_lifetime: Gauge,
-    pub capacity_predicted_starts: IntCounterVec,
+    pub capacity_limited: IntGaugeVec,
+    pub capacity_start_rate: GaugeVec,
     pub fleet_limiter_state: IntGauge,
     pub fleet_limiter_errors: IntCounter,
     pub visibility_extensions: IntCounterVec,
@@ -86,22 +84,14 @@ impl Metrics {
                 Opts::new("resume_chat_rate_ceiling", "Configured calls per second (the limiter's ceiling)."),
                 &["operation"],
             ).unwrap_or_else(|_| unreachable!()),
-            capacity_allowed_rate: Gauge::new(
-                "resume_chat_capacity_allowed_rate",
-                "StartChatContact calls per second the capacity pacer allows (learned from LimitExceededException).",
-            )
-            .unwrap_or_else(|_| unreachable!()),
-            capacity_chat_lifetime: Gauge::new(
-                "resume_chat_capacity_chat_lifetime_seconds",
-                "Chat lifetime learned by the capacity gate's release clock (0 until a probe found a release).",
-            )
-            .unwrap_or_else(|_| unreachable!()),
-            capacity_predicted_starts: IntCounterVec::new(
-                Opts::new("resume_chat_capacity_predicted_starts_total", "StartChatContact calls sent on a predicted chat release while the capacity gate was closed, by result (started, limit_exceeded, other)."),
-                &["result"],
-            )
-            .unwrap_or_else(|_| unreachable!()),
-            capacity_gate_state: IntGauge::new("resume_chat_capacity_gate_state", "Active-chat capacity gate: 0 open, 1 closed, 2 probing.").unwrap_or_else(|_| unreachable!()),
+            capacity_limited: IntGaugeVec::new(
+                Opts::new("resume_chat_capacity_limited", "1 while the Connect instance has been found out of chat capacity (LimitExceededException) and starts on it are paced, else 0."),
+                &["instance"],
+            ).unwrap_or_else(|_| unreachable!()),
+            capacity_start_rate: GaugeVec::new(
+                Opts::new("resume_chat_capacity_start_rate", "StartChatContact calls per second the instance's capacity machine allows while it is limited (0 when open)."),
+                &["instance"],
+            ).unwrap_or_else(|_| unreachable!()),
             fleet_limiter_state: IntGauge::new("resume_chat_fleet_limiter_state", "Fleet-wide limiter in Redis: 0 disabled (no REDIS_URL), 1 shared via Redis, 2 fallback to local control (Redis unreachable or not reached yet).").unwrap_or_else(|_| unreachable!()),
             fleet_limiter_errors: IntCounter::new("resume_chat_fleet_limiter_errors_total", "Failed Redis calls of the fleet-wide limiter (each one means local control only for that call).").unwrap_or_else(|_| unreachable!()),
             visibility_extensions: IntCounterVec::new(
@@ -136,10 +126,8 @@ impl Metrics {
             Box::new(m.rate_wait.clone()),
             Box::new(m.allowed_rate.clone()),
             Box::new(m.rate_ceiling.clone()),
-            Box::new(m.capacity_gate_state.clone()),
-            Box::new(m.capacity_allowed_rate.clone()),
-            Box::new(m.capacity_chat_lifetime.clone()),
-            Box::new(m.capacity_predicted_starts.clone()),
+            Box::new(m.capacity_limited.clone()),
+            Box::new(m.capacity_start_rate.clone()),
             Box::new(m.fleet_limiter_state.clone()),
             Box::new(m.fleet_limiter_errors.clone()),
             Box::new(m.visibility_extensions.clone()),
@@ -158,14 +146,18 @@ impl Metrics {
         for op in crate::connect::Operation::ALL {
             m.connect_calls.with_label_values(&[op.as_str(), "OK"]);
         }
-        for reason in ["capacity", "transient", "shutdown", "handoff"] {
+        for reason in [
+            "capacity",
+            "transient",
+            "credentials",
+            "unpublished",
+            "shutdown",
+            "handoff",
+        ] {
             m.jobs_requeued.with_label_values(&[reason]);
         }
         for result in ["ok", "failed"] {
             m.visibility_extensions.with_label_values(&[result]);
-        }
-        for result in ["started", "limit_exceeded", "other"] {
-            m.capacity_predicted_starts.with_label_values(&[result]);
         }
         m
     }

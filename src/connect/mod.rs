@@ -74,6 +74,9 @@ pub enum ErrorClass {
     LimitExceeded,
     /// 5xx, timeouts, dropped connections: may work on another try.
     Transient,
+    /// Connect refused the caller, not the job: expired or unrecognized credentials, a bad
+    /// signature (clock drift). The job goes back to SQS; readiness turns 503 until a call works.
+    Credentials,
     /// 4xx that will fail the same way every time: the job fails with this code.
     Rejected,
 }

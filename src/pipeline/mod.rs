@@ -17,6 +17,7 @@ pub mod depth;
 pub mod handoff;
 pub mod inflight;
 pub mod mix;
+pub mod permit;
 pub mod process;
 pub mod receiver;
 pub mod settle;
@@ -29,21 +30,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
-use crate::connect::{ConnectApi, ErrorClass, Operation};
+use crate::connect::{ConnectApi, Operation};
+use crate::decide::DecideSettings;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::outcome::JobResult;
 use crate::queue::{MessageQueue, OutgoingMessage};
+use crate::rate::AdaptiveLimiter;
+use crate::rate::capacity::CapacitySettings;
 use crate::rate::fleet::{FleetLimiter, FleetLink, FleetMetrics, FleetOptions, FleetState};
-use crate::rate::{AdaptiveLimiter, CapacityGate, ControllerSettings, GateSettings, RateFeedback};
-use crate::retry::RetryPolicy;
+use crate::rate::instances::CapacityBook;
 use inflight::InFlight;
+use permit::Permit;
 pub use settle::Queues;
 use settle::{SettleRequest, Settler};
-
-/// How far ahead the release clock's predicted releases count toward the start-chat rate while
-/// the capacity gate is closed (the receiver's lookahead).
-pub const RELEASE_HORIZON: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every part of the pipeline shares.
 pub struct Context<Q, C> {
@@ -55,14 +55,12 @@ pub struct Context<Q, C> {
     pub health: Arc<Health>,
     pub start_limiter: Arc<AdaptiveLimiter>,
     pub associate_limiter: Arc<AdaptiveLimiter>,
-    /// Paces StartChatContact to the rate at which chat capacity frees up: the same adaptive
-    /// controller, but fed `LimitExceededException` as its slow-down signal. Separate from
-    /// `start_limiter`, so running out of chats never lowers the TPS rate.
-    pub capacity_limiter: Arc<AdaptiveLimiter>,
     /// The fleet-wide limiters in Redis (`REDIS_URL`), one per operation, after the local ones.
     pub fleet: Option<FleetLimiters>,
-    pub gate: Arc<CapacityGate>,
-    pub retry: RetryPolicy,
+    /// Chat capacity, one machine per Connect instance.
+    pub capacity: Arc<CapacityBook>,
+    /// The constants of the per-job decision (`crate::decide`).
+    pub decide: DecideSettings,
     pub inflight: Arc<InFlight>,
     /// Jobs waiting for StartChatContact / CreatePersistentContactAssociation tokens.
     pub waiting_start: Arc<handoff::Waiting>,
@@ -78,28 +76,21 @@ pub struct Context<Q, C> {
 }
 
 impl<Q, C> Context<Q, C> {
-    pub fn limiter(&self, op: Operation) -> &AdaptiveLimiter {
+    pub fn limiter(&self, op: Operation) -> &Arc<AdaptiveLimiter> {
         match op {
             Operation::StartChatContact => &self.start_limiter,
             Operation::CreatePersistentContactAssociation => &self.associate_limiter,
         }
     }
 
-    /// The rate at which this replica can start `op` calls now: for StartChatContact the slower
-    /// of the rate limiter and the capacity pacer, and while the capacity gate is closed, the
-    /// rate at which the release clock expects our chats to end over the next
-    /// [`RELEASE_HORIZON`] (so the receiver holds only the jobs those releases will take).
+    /// The rate at which this replica can start `op` calls now: the rate limiter's, and for
+    /// StartChatContact, when every instance it works for is out of chat capacity, what their
+    /// capacity machines allow (so the receiver holds only the jobs they can start soon).
     pub fn start_rate(&self, op: Operation) -> f64 {
         let rate = self.limiter(op).allowed_rate();
-        match op {
-            Operation::StartChatContact => {
-                let paced = rate.min(self.capacity_limiter.allowed_rate());
-                match self.gate.predicted_releases(RELEASE_HORIZON) {
-                    Some(n) => paced.min(n as f64 / RELEASE_HORIZON.as_secs_f64()),
-                    None => paced,
-                }
-            }
-            Operation::CreatePersistentContactAssociation => rate,
+        match (op, self.capacity.start_rate_bound()) {
+            (Operation::StartChatContact, Some(bound)) => rate.min(bound),
+            _ => rate,
         }
     }
 
@@ -111,54 +102,22 @@ impl<Q, C> Context<Q, C> {
         }
     }
 
-    /// Waits for the operation's tokens and returns the total wait: for StartChatContact first the
-    /// capacity pacer (unless `pace_capacity` is false: a start timed by the gate's release clock
-    /// goes when a chat of ours ends, not at the pacer's rate), then the local rate limiter, then
-    /// (with `REDIS_URL`) the fleet-wide slot.
-    /// The local limiter goes before the fleet one because it still adapts to throttles from
-    /// callers outside the fleet. Cancel-safe: a token already taken when the wait is cancelled
-    /// gets its one `Neutral` feedback here. After it returns, the caller owes every limiter of
-    /// `op` exactly one feedback ([`Context::feedback`]).
-    pub async fn acquire(&self, op: Operation, pace_capacity: bool) -> Duration {
-        let mut waited = Duration::ZERO;
-        let mut capacity = NeutralOnDrop(None);
-        if op == Operation::StartChatContact && pace_capacity {
-            waited += self.capacity_limiter.acquire().await;
-            capacity.0 = Some(&self.capacity_limiter);
-        }
+    /// Waits for the operation's rate tokens into `permit` and returns the wait: first the local
+    /// adaptive limiter (it still adapts to throttles from callers outside the fleet), then with
+    /// `REDIS_URL` the fleet-wide slot. Cancel-safe: whatever was granted is in the permit,
+    /// which reports neutral when dropped.
+    pub async fn acquire(&self, op: Operation, permit: &mut Permit) -> Duration {
         let local = self.limiter(op);
-        waited += local.acquire().await;
-        let mut rate = NeutralOnDrop(Some(local));
+        let mut waited = local.acquire().await;
+        permit.granted(local.clone());
         if let Some(fleet) = &self.fleet {
             waited += fleet.get(op).acquire().await;
         }
-        capacity.0 = None;
-        rate.0 = None;
+        self.metrics
+            .allowed_rate
+            .with_label_values(&[op.as_str()])
+            .set(local.allowed_rate());
         waited
-    }
-
-    /// The one feedback per acquire: the rate limiter hears about throttles, the capacity pacer
-    /// about `LimitExceededException`; `None` means the call succeeded.
-    /// `paced_capacity`: whether the tokens were taken with the capacity pacer (see
-    /// [`Context::acquire`]); only then is it owed a feedback.
-    pub fn feedback(&self, op: Operation, failure: Option<ErrorClass>, paced_capacity: bool) {
-        self.limiter(op).feedback(match failure {
-            None => RateFeedback::Accepted,
-            Some(ErrorClass::Throttled) => RateFeedback::Throttled,
-            Some(_) => RateFeedback::Neutral,
-        });
-        if op == Operation::StartChatContact && paced_capacity {
-            self.capacity_limiter.feedback(match failure {
-                None => RateFeedback::Accepted,
-                Some(ErrorClass::LimitExceeded) => RateFeedback::Throttled,
-                Some(_) => RateFeedback::Neutral,
-            });
-        }
-    }
-
-    /// Feedback for an acquire that was not followed by a call.
-    pub fn no_call(&self, op: Operation, paced_capacity: bool) {
-        self.feedback(op, Some(ErrorClass::Rejected), paced_capacity);
     }
 
     /// Runs `fut` unless receiving stops first (`None`).
@@ -169,7 +128,9 @@ impl<Q, C> Context<Q, C> {
         }
     }
 
-    /// Hands a finished job to the settler and waits until it is settled; `true` when published.
+    /// Hands a finished job to the settler and waits until it is settled; `true` when published
+    /// and deleted. On `false` the job is still registered in flight (the heartbeat keeps it
+    /// hidden) and the caller decides what next.
     pub async fn settle(
         &self,
         result: JobResult,
@@ -239,17 +200,6 @@ impl FleetLimiters {
     }
 }
 
-/// Gives the local limiter its `Neutral` feedback when dropped armed.
-struct NeutralOnDrop<'a>(Option<&'a AdaptiveLimiter>);
-
-impl Drop for NeutralOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(l) = self.0.take() {
-            l.feedback(RateFeedback::Neutral);
-        }
-    }
-}
-
 /// What a run did, for the exit log line and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunSummary {
@@ -285,11 +235,6 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             settings.associate.per_second,
             settings.associate.burst,
         ));
-        let capacity_limiter = Arc::new(AdaptiveLimiter::with_settings(
-            ControllerSettings::for_capacity(),
-            settings.start_chat.per_second,
-            settings.start_chat.burst,
-        ));
         for (op, l) in [
             (Operation::StartChatContact, &start_limiter),
             (
@@ -310,6 +255,17 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         if fleet.is_none() {
             metrics.fleet_limiter_state.set(FleetState::Disabled as i64);
         }
+        let capacity = {
+            let limited = metrics.capacity_limited.clone();
+            let rate = metrics.capacity_start_rate.clone();
+            Arc::new(CapacityBook::new(CapacitySettings::default(), move |g| {
+                limited
+                    .with_label_values(&[&g.instance])
+                    .set(g.state_code);
+                rate.with_label_values(&[&g.instance])
+                    .set(g.start_rate.unwrap_or(0.0));
+            }))
+        };
         let (settle_tx, settle_rx) = mpsc::channel(settings.max_in_flight.max(16));
         let ctx = Arc::new(Context {
             queues,
@@ -319,10 +275,12 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             health,
             start_limiter,
             associate_limiter,
-            capacity_limiter,
             fleet,
-            gate: Arc::new(CapacityGate::new(GateSettings::default())),
-            retry: RetryPolicy::default(),
+            capacity,
+            decide: DecideSettings {
+                max_receive_count: settings.max_receive_count,
+                ..DecideSettings::default()
+            },
             inflight: Arc::new(InFlight::new()),
             waiting_start: Arc::default(),
             waiting_associate: Arc::default(),

@@ -1,159 +1,467 @@
-//! Working one job, from the received message to an [`Ending`]:
+//! Working one job: carries out the steps [`crate::decide::decide`] returns, and reports what
+//! happened as the next event. Nothing here decides what a job does next; each step is one
+//! function that performs it (ask the instance's capacity, hold, acquire the permit, call
+//! Connect, back off, publish, give back, recycle).
 //!
-//! 1. Received more than `MAX_RECEIVE_COUNT` times → `RetriesExhausted`, moved to the DLQ.
-//! 2. Parse and validate → `InvalidJob` naming the field. Past `notAfter` → `Expired`.
-//! 3. Per attempt: StartChatContact asks the capacity gate (closed → back to SQS until the gate
-//!    may probe); wait for a rate token; check `notAfter` again; call Connect with the job's
-//!    ClientToken; feed the outcome to the limiter and the gate.
-//! 4. A failure goes to [`retry::after_failure`], whose decision this file carries out.
-//!
-//! Shutdown: a job that is waiting (for a token or a backoff) when receiving stops is released at
-//! once (visibility 0); a call on the wire is finished, unless the grace period runs out first.
+//! Shutdown: a job that is waiting (for capacity, a permit, a backoff or a publish retry) when
+//! receiving stops is released at once (visibility 0); a call on the wire is finished, unless the
+//! grace period runs out first.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tracing::{Instrument, info, warn};
 
 use super::Context;
-use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
-use crate::job::{Action, Job, parse_job};
+use super::permit::Permit;
+use crate::connect::{ConnectApi, ConnectError, Operation};
+use crate::decide::{self, Answer, CapacityView, Event, JobState, Now, RequeueReason, Step, Verdict};
+use crate::job::{Action, InvalidJob, Job, parse_job};
 use crate::outcome::{JobResult, codes};
 use crate::queue::{MessageQueue, ORIGINAL_SENT_ATTRIBUTE, OutgoingMessage, ReceivedMessage};
-use crate::rate::{Admission, CapacityOutcome, GateCall};
-use crate::retry::{self, Decision, RequeueReason};
+use crate::rate::instances::HoldTicket;
 
-/// How a job's time in this worker ends.
-#[derive(Debug)]
-pub enum Ending {
-    /// Publish this result and delete the job (after moving it to the DLQ when `dead_letter`).
-    Settle {
-        result: JobResult,
-        dead_letter: bool,
-    },
-    /// Give the message back to SQS, visible again after `after`.
-    GiveBack {
-        after: Duration,
-        reason: RequeueReason,
-    },
-}
-
-/// Works one message and carries out its ending. Holds the in-flight slot until settled.
+/// Works one message until it is settled or given back. Holds the in-flight slot until then.
 pub async fn process<Q: MessageQueue, C: ConnectApi>(
-    ctx: std::sync::Arc<Context<Q, C>>,
+    ctx: Arc<Context<Q, C>>,
     msg: ReceivedMessage,
     inflight_id: u64,
 ) {
     let span = tracing::info_span!("job", message_id = %msg.message_id, job_id = tracing::field::Empty, receive_count = msg.receive_count);
     async move {
-        let started = tokio::time::Instant::now();
-        let ending = work(&ctx, &msg).await;
-        match ending {
-            Ending::Settle {
-                result,
-                dead_letter,
-            } => {
-                let outcome = result.status.as_str();
-                let code = result.error.as_ref().map(|e| e.code.clone());
-                let dead_letter = dead_letter.then(|| OutgoingMessage {
-                    body: msg.body.clone(),
-                    attributes: msg.attributes.clone(),
-                });
-                let settled = ctx
-                    .settle(result, &msg.receipt_handle, inflight_id, dead_letter)
-                    .await;
-                ctx.metrics
-                    .job_duration
-                    .observe(started.elapsed().as_secs_f64());
-                observe_age(&ctx, &msg, "completed");
-                info!(
-                    outcome,
-                    code = code.as_deref().unwrap_or(""),
-                    settled,
-                    "job finished"
-                );
-            }
-            Ending::GiveBack { after, reason } => {
-                if reason == RequeueReason::Capacity
-                    && msg.receive_count >= ctx.settings.max_receive_count
-                    && recycle(&ctx, &msg, inflight_id, after).await
-                {
-                    ctx.metrics
-                        .jobs_requeued
-                        .with_label_values(&[reason.as_str()])
-                        .inc();
-                    info!(
-                        delay_s = after.as_secs(),
-                        "job recycled as a new message to wait for chat capacity"
-                    );
-                    return;
-                }
-                let ok = ctx
-                    .inflight
-                    .give_back(ctx.queue.as_ref(), &ctx.queues.jobs, inflight_id, after)
-                    .await;
-                ctx.metrics
-                    .jobs_requeued
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-                if !ok {
-                    ctx.metrics
-                        .sqs_errors
-                        .with_label_values(&["ChangeMessageVisibilityBatch", "GiveBackFailed"])
-                        .inc();
-                }
-                info!(
-                    reason = reason.as_str(),
-                    delay_s = after.as_secs(),
-                    "job given back to the queue"
-                );
-            }
+        let parsed = parse_job(&msg.body, &ctx.settings.defaults);
+        if let Some(id) = parsed
+            .as_ref()
+            .map(|j| Some(j.job_id.as_str()))
+            .unwrap_or_else(|e| e.job_id.as_deref())
+        {
+            tracing::Span::current().record("job_id", id);
         }
+        let received = match &parsed {
+            Ok(job) => Ok((operation(job), job.not_after)),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut run = JobRun {
+            ctx: &ctx,
+            msg: &msg,
+            inflight_id,
+            parsed,
+            state: JobState::new(msg.receive_count),
+            started: tokio::time::Instant::now(),
+            permit: None,
+            hold: None,
+            changes: None,
+            response: None,
+        };
+        run.drive(Event::Received(received)).await;
     }
     .instrument(span)
     .await
 }
 
-/// Waiting for chat capacity must not burn a job's retry budget, yet every give-back raises SQS's
-/// receive count. So when the next receive would exceed `MAX_RECEIVE_COUNT`, the job is sent again
-/// as a new message (same body and attributes, delayed, its first send time kept in an attribute)
-/// and the old one deleted. If the delete fails, both copies carry the same jobId and ClientToken:
-/// the second call is a replay and opens no second chat. `false` when the copy could not be sent.
-async fn recycle<Q: MessageQueue, C: ConnectApi>(
-    ctx: &Context<Q, C>,
-    msg: &ReceivedMessage,
+fn operation(job: &Job) -> Operation {
+    match job.action {
+        Action::StartPersistentChat => Operation::StartChatContact,
+        Action::AssociatePersistentContact => Operation::CreatePersistentContactAssociation,
+    }
+}
+
+enum CallOk {
+    Started(crate::connect::StartedChat),
+    Associated(crate::connect::Associated),
+}
+
+/// One delivery of a job being worked.
+struct JobRun<'a, Q, C> {
+    ctx: &'a Context<Q, C>,
+    msg: &'a ReceivedMessage,
     inflight_id: u64,
-    after: Duration,
-) -> bool {
-    let mut attributes: Vec<(String, String)> = msg
-        .attributes
-        .iter()
-        .filter(|(k, _)| k != ORIGINAL_SENT_ATTRIBUTE)
-        .cloned()
-        .collect();
-    if let Some(sent) = original_sent_ms(msg) {
-        attributes.push((ORIGINAL_SENT_ATTRIBUTE.to_owned(), sent.to_string()));
+    parsed: Result<Job, InvalidJob>,
+    state: JobState,
+    started: tokio::time::Instant,
+    /// What the next call was granted so far (capacity lease, rate token).
+    permit: Option<Permit>,
+    /// Counted among the jobs held for the instance's capacity while set.
+    hold: Option<HoldTicket>,
+    /// The instance's capacity changes, subscribed before asking.
+    changes: Option<watch::Receiver<u64>>,
+    /// The successful Connect response, once there is one.
+    response: Option<CallOk>,
+}
+
+impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
+    fn job(&self) -> Option<&Job> {
+        self.parsed.as_ref().ok()
     }
-    let copy = OutgoingMessage {
-        body: msg.body.clone(),
-        attributes,
-    };
-    match ctx.queue.send_delayed(&ctx.queues.jobs, &copy, after).await {
-        Ok(failures) if failures.is_empty() => {}
-        _ => return false,
+
+    /// Decides, performs the step, reports what happened, until the job is done.
+    async fn drive(&mut self, first: Event) {
+        let mut event = first;
+        loop {
+            let step = decide::decide(
+                &self.ctx.decide,
+                &mut self.state,
+                event,
+                Now::read(),
+                rand::random(),
+            );
+            event = match step {
+                Step::AskCapacity => self.ask_capacity(),
+                Step::HoldForCapacity { until } => self.hold_for_capacity(until).await,
+                Step::Acquire => self.acquire().await,
+                Step::Call => self.call().await,
+                Step::Backoff { until } => self.backoff(until).await,
+                Step::Publish(verdict) => self.publish(verdict).await,
+                Step::Recycle { after } => self.recycle(after).await,
+                Step::GiveBack { after, reason } => return self.give_back(after, reason).await,
+                Step::Done => return,
+            };
+        }
     }
-    ctx.inflight.remove(inflight_id).await;
-    if let Err(e) = ctx
-        .queue
-        .delete_batch(&ctx.queues.jobs, std::slice::from_ref(&msg.receipt_handle))
-        .await
-    {
-        ctx.metrics
-            .sqs_errors
-            .with_label_values(&["DeleteMessageBatch", &e.code])
+
+    fn instance(&self) -> &str {
+        self.job().map_or("", |j| j.instance_id.as_str())
+    }
+
+    fn ask_capacity(&mut self) -> Event {
+        let book = &self.ctx.capacity;
+        let instance = self.instance().to_owned();
+        self.changes = Some(book.changes(&instance));
+        let asked = book.ask(&instance);
+        let ahead = asked.holding.saturating_sub(usize::from(self.hold.is_some()));
+        if asked.lease.is_some() {
+            self.hold = None;
+        }
+        self.permit = Some(Permit::new(asked.lease));
+        Event::Capacity(CapacityView {
+            admit: asked.admit,
+            ahead,
+            start_rate: asked.start_rate,
+        })
+    }
+
+    async fn hold_for_capacity(&mut self, until: tokio::time::Instant) -> Event {
+        if self.hold.is_none() {
+            let instance = self.instance().to_owned();
+            self.hold = Some(self.ctx.capacity.hold(&instance));
+        }
+        let changed = async {
+            match self.changes.as_mut() {
+                Some(rx) => {
+                    let _ = rx.changed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => Event::Woke,
+            _ = changed => Event::Woke,
+            _ = self.ctx.stop_receiving.cancelled() => Event::Stopped,
+        }
+    }
+
+    async fn acquire(&mut self) -> Event {
+        let Some(op) = self.state.op else {
+            return Event::Stopped;
+        };
+        let mut permit = self.permit.take().unwrap_or_default();
+        // Listed while waiting, so handoff can give back what this replica cannot start soon.
+        let ticket = self
+            .ctx
+            .waiting(op)
+            .enter(self.msg.receive_count < super::handoff::MAX_RECEIVES);
+        let waited = tokio::select! {
+            waited = self.ctx.acquire(op, &mut permit) => waited,
+            _ = self.ctx.stop_receiving.cancelled() => return Event::Stopped,
+            _ = ticket.handed_off() => return Event::HandedOff,
+        };
+        self.ctx
+            .metrics
+            .rate_wait
+            .with_label_values(&[op.as_str()])
+            .observe(waited.as_secs_f64());
+        self.permit = Some(permit);
+        Event::Permitted
+    }
+
+    async fn call(&mut self) -> Event {
+        let (Some(op), Ok(job)) = (self.state.op, self.parsed.as_ref()) else {
+            return Event::Stopped;
+        };
+        let permit = self.permit.take().unwrap_or_default();
+        if self.state.calls == 1 {
+            observe_age(self.ctx, self.msg, "started");
+        }
+        let token = job.client_token();
+        let call_started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            r = call(self.ctx, op, job, &token) => r,
+            _ = self.ctx.abandon.cancelled() => {
+                warn!(attempt = self.state.calls, "grace period over during a call; releasing the job (its ClientToken makes a retry safe)");
+                return Event::Stopped;
+            }
+        };
+        let code = match &outcome {
+            Ok(_) => "OK",
+            Err(e) => e.code.as_str(),
+        };
+        let metrics = &self.ctx.metrics;
+        metrics
+            .connect_calls
+            .with_label_values(&[op.as_str(), code])
             .inc();
+        metrics
+            .connect_call_duration
+            .with_label_values(&[op.as_str()])
+            .observe(call_started.elapsed().as_secs_f64());
+        permit.report(outcome.as_ref().err().map(|e| e.class));
+        match outcome {
+            Ok(ok) => {
+                match &ok {
+                    CallOk::Started(chat) => {
+                        info!(attempt = self.state.calls, contact_id = %chat.contact_id, "chat resumed")
+                    }
+                    CallOk::Associated(_) => {
+                        info!(attempt = self.state.calls, "persistent contact associated")
+                    }
+                }
+                self.response = Some(ok);
+                Event::Answered(Answer::Ok)
+            }
+            Err(e) => {
+                warn!(attempt = self.state.calls, code = %e.code, class = ?e.class, "Connect call failed");
+                Event::Answered(Answer::Err {
+                    class: e.class,
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+        }
     }
-    true
+
+    async fn backoff(&mut self, until: tokio::time::Instant) -> Event {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => Event::Woke,
+            _ = self.ctx.stop_receiving.cancelled() => Event::Stopped,
+        }
+    }
+
+    fn result(&self, verdict: &Verdict) -> JobResult {
+        let msg = self.msg;
+        let rc = msg.receive_count;
+        let now = OffsetDateTime::now_utc();
+        let (job_id, action) = match &self.parsed {
+            Ok(j) => (Some(j.job_id.clone()), Some(j.action)),
+            Err(e) => (e.job_id.clone(), e.action),
+        };
+        let failed = |code: &str, message: String| {
+            JobResult::failed(
+                job_id.clone(),
+                action,
+                &msg.message_id,
+                rc,
+                now,
+                code,
+                message,
+            )
+        };
+        match (verdict, self.job(), &self.response) {
+            (Verdict::Succeeded, Some(job), Some(CallOk::Started(chat))) => {
+                JobResult::started_chat(
+                    job,
+                    &msg.message_id,
+                    rc,
+                    now,
+                    chat.contact_id.clone(),
+                    chat.participant_id.clone(),
+                    chat.participant_token.clone(),
+                    chat.continued_from_contact_id.clone(),
+                )
+            }
+            (Verdict::Succeeded, Some(job), Some(CallOk::Associated(a))) => {
+                JobResult::associated(
+                    job,
+                    &msg.message_id,
+                    rc,
+                    now,
+                    a.continued_from_contact_id.clone(),
+                )
+            }
+            (Verdict::Succeeded, _, _) => failed(
+                codes::RETRIES_EXHAUSTED,
+                "internal error: a success without a response".to_owned(),
+            ),
+            (Verdict::Failed { code, message }, _, _) => failed(code, message.clone()),
+            (Verdict::Invalid { message }, _, _) => failed(codes::INVALID_JOB, message.clone()),
+            (Verdict::Expired, job, _) => failed(codes::EXPIRED, expired_message(job)),
+            (Verdict::RetriesExhausted, _, _) => {
+                let to = if self.ctx.queues.dead_letter.is_some() {
+                    "; moved to the dead-letter queue"
+                } else {
+                    ""
+                };
+                failed(
+                    codes::RETRIES_EXHAUSTED,
+                    format!(
+                        "the job was received {rc} times, more than MAX_RECEIVE_COUNT ({}), without finishing{to}",
+                        self.ctx.settings.max_receive_count
+                    ),
+                )
+            }
+        }
+    }
+
+    async fn publish(&mut self, verdict: Verdict) -> Event {
+        let result = self.result(&verdict);
+        let outcome = result.status.as_str();
+        let code = result.error.as_ref().map(|e| e.code.clone());
+        if self.state.publish_failures == 0 {
+            match &verdict {
+                Verdict::Invalid { message } => {
+                    warn!(code = codes::INVALID_JOB, error = %message, "invalid job")
+                }
+                Verdict::RetriesExhausted => {
+                    warn!(code = codes::RETRIES_EXHAUSTED, "giving up on the job")
+                }
+                _ => {}
+            }
+        }
+        let dead_letter = (verdict == Verdict::RetriesExhausted
+            && self.ctx.queues.dead_letter.is_some())
+        .then(|| OutgoingMessage {
+            body: self.msg.body.clone(),
+            attributes: self.msg.attributes.clone(),
+        });
+        let published = self
+            .ctx
+            .settle(
+                result,
+                &self.msg.receipt_handle,
+                self.inflight_id,
+                dead_letter,
+            )
+            .await;
+        if published {
+            self.ctx
+                .metrics
+                .job_duration
+                .observe(self.started.elapsed().as_secs_f64());
+            observe_age(self.ctx, self.msg, "completed");
+            info!(
+                outcome,
+                code = code.as_deref().unwrap_or(""),
+                publish_retries = self.state.publish_failures,
+                "job finished"
+            );
+        } else {
+            warn!(
+                outcome,
+                failures = self.state.publish_failures + 1,
+                "result not published; retrying while the job stays hidden"
+            );
+        }
+        Event::Published(published)
+    }
+
+    async fn give_back(&mut self, after: Duration, reason: RequeueReason) {
+        // Nothing more to call: the permit (if any) reports neutral, the hold ends.
+        self.permit = None;
+        self.hold = None;
+        let ctx = self.ctx;
+        let ok = ctx
+            .inflight
+            .give_back(ctx.queue.as_ref(), &ctx.queues.jobs, self.inflight_id, after)
+            .await;
+        ctx.metrics
+            .jobs_requeued
+            .with_label_values(&[reason.as_str()])
+            .inc();
+        if !ok {
+            ctx.metrics
+                .sqs_errors
+                .with_label_values(&["ChangeMessageVisibilityBatch", "GiveBackFailed"])
+                .inc();
+        }
+        info!(
+            reason = reason.as_str(),
+            delay_s = after.as_secs(),
+            "job given back to the queue"
+        );
+    }
+
+    /// Waiting for chat capacity must not burn a job's retry budget, yet every give-back raises
+    /// SQS's receive count. So when the next receive would exceed `MAX_RECEIVE_COUNT`, the job is
+    /// sent again as a new message (same body and attributes, delayed, its first send time kept
+    /// in an attribute) and the old one deleted. If the delete fails, both copies carry the same
+    /// jobId and ClientToken: the second call is a replay and opens no second chat.
+    async fn recycle(&mut self, after: Duration) -> Event {
+        self.permit = None;
+        self.hold = None;
+        let (ctx, msg) = (self.ctx, self.msg);
+        let mut attributes: Vec<(String, String)> = msg
+            .attributes
+            .iter()
+            .filter(|(k, _)| k != ORIGINAL_SENT_ATTRIBUTE)
+            .cloned()
+            .collect();
+        if let Some(sent) = original_sent_ms(msg) {
+            attributes.push((ORIGINAL_SENT_ATTRIBUTE.to_owned(), sent.to_string()));
+        }
+        let copy = OutgoingMessage {
+            body: msg.body.clone(),
+            attributes,
+        };
+        let failure = match ctx.queue.send_delayed(&ctx.queues.jobs, &copy, after).await {
+            Ok(failures) => failures.into_iter().next().map(|f| f.code),
+            Err(e) => Some(e.code),
+        };
+        if let Some(code) = failure {
+            ctx.metrics
+                .sqs_errors
+                .with_label_values(&["SendMessage", &code])
+                .inc();
+            warn!(
+                job_id = self.job().map_or("", |j| j.job_id.as_str()),
+                code = %code,
+                "recycling the job as a new message failed; giving it back instead (this receive counts against MAX_RECEIVE_COUNT)"
+            );
+            return Event::Recycled(false);
+        }
+        ctx.inflight.remove(self.inflight_id).await;
+        if let Err(e) = ctx
+            .queue
+            .delete_batch(&ctx.queues.jobs, std::slice::from_ref(&msg.receipt_handle))
+            .await
+        {
+            ctx.metrics
+                .sqs_errors
+                .with_label_values(&["DeleteMessageBatch", &e.code])
+                .inc();
+        }
+        ctx.metrics
+            .jobs_requeued
+            .with_label_values(&[RequeueReason::Capacity.as_str()])
+            .inc();
+        info!(
+            delay_s = after.as_secs(),
+            "job recycled as a new message to wait for chat capacity"
+        );
+        Event::Recycled(true)
+    }
+}
+
+fn expired_message(job: Option<&Job>) -> String {
+    match job.and_then(|j| j.not_after).and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    }) {
+        Some(t) => {
+            format!("the job was not started before its notAfter ({t}), so it was not started")
+        }
+        None => "the job expired before it was started".to_owned(),
+    }
 }
 
 /// When the job was first sent: a recycled job carries it in an attribute.
@@ -177,349 +485,6 @@ fn observe_age<Q, C>(ctx: &Context<Q, C>, msg: &ReceivedMessage, stage: &str) {
     }
 }
 
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-async fn work<Q: MessageQueue, C: ConnectApi>(
-    ctx: &Context<Q, C>,
-    msg: &ReceivedMessage,
-) -> Ending {
-    let rc = msg.receive_count;
-    let fail = |job_id: Option<String>, action: Option<Action>, code: &str, message: String| {
-        Ending::Settle {
-            result: JobResult::failed(job_id, action, &msg.message_id, rc, now(), code, message),
-            dead_letter: false,
-        }
-    };
-
-    let parsed = parse_job(&msg.body, &ctx.settings.defaults);
-    if let Some(id) = parsed
-        .as_ref()
-        .map(|j| Some(j.job_id.as_str()))
-        .unwrap_or_else(|e| e.job_id.as_deref())
-    {
-        tracing::Span::current().record("job_id", id);
-    }
-
-    if retry::receive_limit_reached(rc, ctx.settings.max_receive_count) {
-        let (job_id, action) = match &parsed {
-            Ok(j) => (Some(j.job_id.clone()), Some(j.action)),
-            Err(e) => (e.job_id.clone(), e.action),
-        };
-        let to = if ctx.queues.dead_letter.is_some() {
-            "; moved to the dead-letter queue"
-        } else {
-            ""
-        };
-        let message = format!(
-            "the job was received {rc} times, more than MAX_RECEIVE_COUNT ({}), without finishing{to}",
-            ctx.settings.max_receive_count
-        );
-        warn!(code = codes::RETRIES_EXHAUSTED, "giving up on the job");
-        let mut ending = fail(job_id, action, codes::RETRIES_EXHAUSTED, message);
-        if let Ending::Settle { dead_letter, .. } = &mut ending {
-            *dead_letter = ctx.queues.dead_letter.is_some();
-        }
-        return ending;
-    }
-
-    let job = match parsed {
-        Ok(job) => job,
-        Err(e) => {
-            warn!(code = codes::INVALID_JOB, error = %e, "invalid job");
-            return fail(
-                e.job_id.clone(),
-                e.action,
-                codes::INVALID_JOB,
-                e.to_string(),
-            );
-        }
-    };
-    if job.is_expired(now()) {
-        return expired(&job, msg);
-    }
-    call_with_retries(ctx, &job, msg).await
-}
-
-fn expired(job: &Job, msg: &ReceivedMessage) -> Ending {
-    let message = match job.not_after.and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .ok()
-    }) {
-        Some(t) => {
-            format!("the job was not started before its notAfter ({t}), so it was not started")
-        }
-        None => "the job expired before it was started".to_owned(),
-    };
-    Ending::Settle {
-        result: JobResult::failed(
-            Some(job.job_id.clone()),
-            Some(job.action),
-            &msg.message_id,
-            msg.receive_count,
-            now(),
-            codes::EXPIRED,
-            message,
-        ),
-        dead_letter: false,
-    }
-}
-
-async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
-    ctx: &Context<Q, C>,
-    job: &Job,
-    msg: &ReceivedMessage,
-) -> Ending {
-    let op = match job.action {
-        Action::StartPersistentChat => Operation::StartChatContact,
-        Action::AssociatePersistentContact => Operation::CreatePersistentContactAssociation,
-    };
-    ctx.mix.record(op);
-    let token = job.client_token();
-    let mut schedule = ctx.retry.schedule();
-    let release = Ending::GiveBack {
-        after: Duration::ZERO,
-        reason: RequeueReason::Shutdown,
-    };
-    let mut attempt: u32 = 0;
-    // What is left of this job's time to wait in this worker for the capacity gate.
-    let mut hold_budget = HOLD_FOR_GATE;
-    // The gate's probe or a predicted release, claimed while held (see `hold_for_gate`): this
-    // job's next call goes on it.
-    let mut held: Option<GateCall> = None;
-    let give_back_for_capacity = |retry_after: Duration| Ending::GiveBack {
-        after: retry::capacity_wait(
-            &ctx.retry,
-            msg.receive_count,
-            Some(retry_after),
-            rand::random(),
-        ),
-        reason: RequeueReason::Capacity,
-    };
-    loop {
-        // While the gate is closed, wait for it before queueing for tokens: a job that claims
-        // the probe or a predicted release must not queue behind jobs that cannot call. (This
-        // is also where a job refused by the gate, or by the limit itself, comes back to.)
-        if op == Operation::StartChatContact && held.is_none() && ctx.gate.is_closed() {
-            match hold_for_gate(ctx, &mut hold_budget).await {
-                GateWait::Open => {}
-                GateWait::Claimed(call) => held = Some(call),
-                GateWait::GiveBack(retry_after) => return give_back_for_capacity(retry_after),
-                GateWait::Stopped => return release,
-            }
-        }
-        // The probe and a start on a predicted release go when the gate says, not at the
-        // capacity pacer's rate (nor queued behind jobs that wait for it).
-        let paced = held.is_none();
-        // Wait for the tokens; when receiving stops meanwhile, or this replica cannot start the
-        // job soon (handoff), the job goes back untouched.
-        let ticket = ctx
-            .waiting(op)
-            .enter(msg.receive_count < super::handoff::MAX_RECEIVES);
-        let waited = tokio::select! {
-            waited = ctx.acquire(op, paced) => waited,
-            _ = ctx.stop_receiving.cancelled() => {
-                if let Some(call) = held { ctx.gate.report(call, CapacityOutcome::Inconclusive); }
-                return release;
-            }
-            _ = ticket.handed_off() => {
-                if let Some(call) = held { ctx.gate.report(call, CapacityOutcome::Inconclusive); }
-                return Ending::GiveBack {
-                    after: Duration::ZERO,
-                    reason: RequeueReason::Handoff,
-                };
-            }
-        };
-        drop(ticket);
-        ctx.metrics
-            .rate_wait
-            .with_label_values(&[op.as_str()])
-            .observe(waited.as_secs_f64());
-
-        // The gate is asked right before the call, not before the wait: jobs that queued for a
-        // token while capacity ran out must not all call into the limit (only one probe goes).
-        let gate_call = if op == Operation::StartChatContact {
-            if let Some(call) = held.take() {
-                Some(call)
-            } else {
-                match ctx.gate.admit() {
-                    Admission::Open => Some(GateCall::Regular),
-                    Admission::Probe => Some(GateCall::Probe),
-                    Admission::Clocked { started } => Some(GateCall::Clocked { started }),
-                    Admission::Closed { .. } => {
-                        ctx.no_call(op, paced);
-                        continue;
-                    }
-                }
-            }
-        } else {
-            None
-        };
-        if job.is_expired(now()) {
-            ctx.no_call(op, paced);
-            if let Some(call) = gate_call {
-                ctx.gate.report(call, CapacityOutcome::Inconclusive);
-            }
-            return expired(job, msg);
-        }
-        attempt += 1;
-        if attempt == 1 {
-            observe_age(ctx, msg, "started");
-        }
-
-        let call_started = tokio::time::Instant::now();
-        let outcome = tokio::select! {
-            r = call(ctx, op, job, &token) => r,
-            _ = ctx.abandon.cancelled() => {
-                ctx.no_call(op, paced);
-                if let Some(call) = gate_call { ctx.gate.report(call, CapacityOutcome::Inconclusive); }
-                warn!(attempt, "grace period over during a call; releasing the job (its ClientToken makes a retry safe)");
-                return release;
-            }
-        };
-        let code = match &outcome {
-            Ok(_) => "OK",
-            Err(e) => e.code.as_str(),
-        };
-        ctx.metrics
-            .connect_calls
-            .with_label_values(&[op.as_str(), code])
-            .inc();
-        ctx.metrics
-            .connect_call_duration
-            .with_label_values(&[op.as_str()])
-            .observe(call_started.elapsed().as_secs_f64());
-        feed_back(ctx, op, gate_call, paced, &outcome);
-
-        let err = match outcome {
-            Ok(CallOk::Started(chat)) => {
-                info!(attempt, contact_id = %chat.contact_id, admission = gate_call.map(|c| c.as_str()), "chat resumed");
-                return Ending::Settle {
-                    result: JobResult::started_chat(
-                        job,
-                        &msg.message_id,
-                        msg.receive_count,
-                        now(),
-                        chat.contact_id,
-                        chat.participant_id,
-                        chat.participant_token,
-                        chat.continued_from_contact_id,
-                    ),
-                    dead_letter: false,
-                };
-            }
-            Ok(CallOk::Associated(a)) => {
-                info!(attempt, "persistent contact associated");
-                return Ending::Settle {
-                    result: JobResult::associated(
-                        job,
-                        &msg.message_id,
-                        msg.receive_count,
-                        now(),
-                        a.continued_from_contact_id,
-                    ),
-                    dead_letter: false,
-                };
-            }
-            Err(e) => e,
-        };
-        let decision = retry::after_failure(
-            &ctx.retry,
-            &err,
-            schedule.next(),
-            msg.receive_count,
-            ctx.gate.reopens_in(),
-            rand::random(),
-        );
-        warn!(attempt, code = %err.code, class = ?err.class, decision = ?decision, admission = gate_call.map(|c| c.as_str()), "Connect call failed");
-        match decision {
-            Decision::RetryAfter(delay) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = ctx.stop_receiving.cancelled() => return release,
-                }
-            }
-            // The limit was hit and the gate closed: the top of the loop waits for a predicted
-            // release or gives the job back to SQS.
-            Decision::Requeue {
-                reason: RequeueReason::Capacity,
-                ..
-            } if op == Operation::StartChatContact && ctx.gate.is_closed() => {}
-            Decision::Requeue { after, reason } => return Ending::GiveBack { after, reason },
-            Decision::Fail { code, message } => {
-                return Ending::Settle {
-                    result: JobResult::failed(
-                        Some(job.job_id.clone()),
-                        Some(job.action),
-                        &msg.message_id,
-                        msg.receive_count,
-                        now(),
-                        &code,
-                        message,
-                    ),
-                    dead_letter: false,
-                };
-            }
-        }
-    }
-}
-
-/// Longest a start-chat job waits in this worker for a predicted release of chat capacity, over
-/// all its waits, before it goes back to SQS. The receiver only takes the jobs that the releases
-/// due within [`super::RELEASE_HORIZON`] will use, so a held job normally starts within that
-/// horizon plus the spread of the releases; the budget is the backstop.
-const HOLD_FOR_GATE: Duration = Duration::from_secs(10);
-
-/// How a wait for the capacity gate ended.
-enum GateWait {
-    /// The gate opened: get tokens and ask it again.
-    Open,
-    /// This job claimed the gate's probe or a predicted release: its next call goes on it.
-    Claimed(GateCall),
-    /// The gate reopens too late for this job's budget: wait in SQS for this long.
-    GiveBack(Duration),
-    /// Receiving stopped (shutdown): release the job.
-    Stopped,
-}
-
-/// Holds a start-chat job while the capacity gate is closed, if the gate's release clock predicts
-/// releases of our chats and the next one (or the next probe) is due within the job's remaining
-/// `budget`; otherwise the job goes back to SQS. A held job wakes when a call reports to the gate
-/// (a probe or a predicted start succeeded or failed), when one of our chats is predicted to end,
-/// or when the cooldown ends and it may claim the probe. No rate token is
-/// taken while held, so jobs waiting here do not use up the pacers' slots.
-async fn hold_for_gate<Q, C>(ctx: &Context<Q, C>, budget: &mut Duration) -> GateWait {
-    loop {
-        let mut changes = ctx.gate.changes();
-        let retry_after = match ctx.gate.admit() {
-            Admission::Open => return GateWait::Open,
-            Admission::Probe => return GateWait::Claimed(GateCall::Probe),
-            Admission::Clocked { started } => {
-                return GateWait::Claimed(GateCall::Clocked { started });
-            }
-            Admission::Closed { retry_after } => retry_after,
-        };
-        // Only a predicted release is worth waiting for here; otherwise no one knows when
-        // capacity comes back, and the job waits in SQS.
-        if retry_after > *budget || !ctx.gate.predicts_releases() {
-            return GateWait::GiveBack(retry_after);
-        }
-        let started = tokio::time::Instant::now();
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(retry_after) => {}
-            _ = ctx.stop_receiving.cancelled() => return GateWait::Stopped,
-        }
-        *budget = budget.saturating_sub(started.elapsed());
-    }
-}
-
-enum CallOk {
-    Started(crate::connect::StartedChat),
-    Associated(crate::connect::Associated),
-}
-
 async fn call<Q, C: ConnectApi>(
     ctx: &Context<Q, C>,
     op: Operation,
@@ -537,51 +502,5 @@ async fn call<Q, C: ConnectApi>(
             .associate(job, token)
             .await
             .map(CallOk::Associated),
-    }
-}
-
-/// Tells the limiter what the call said about the rate quota and the gate what it said about chat
-/// capacity. Only a throttle is a rate signal; only StartChatContact touches the gate.
-fn feed_back<Q, C>(
-    ctx: &Context<Q, C>,
-    op: Operation,
-    gate_call: Option<GateCall>,
-    paced: bool,
-    outcome: &Result<CallOk, ConnectError>,
-) {
-    let class = outcome.as_ref().err().map(|e| e.class);
-    ctx.feedback(op, class, paced);
-    ctx.metrics
-        .allowed_rate
-        .with_label_values(&[op.as_str()])
-        .set(ctx.limiter(op).allowed_rate());
-    if op == Operation::StartChatContact {
-        let capacity = match class {
-            None => CapacityOutcome::Started,
-            Some(ErrorClass::LimitExceeded) => CapacityOutcome::LimitExceeded,
-            Some(_) => CapacityOutcome::Inconclusive,
-        };
-        let call = gate_call.unwrap_or(GateCall::Regular);
-        ctx.gate.report(call, capacity);
-        if let GateCall::Clocked { .. } = call {
-            let result = match capacity {
-                CapacityOutcome::Started => "started",
-                CapacityOutcome::LimitExceeded => "limit_exceeded",
-                CapacityOutcome::Inconclusive => "other",
-            };
-            ctx.metrics
-                .capacity_predicted_starts
-                .with_label_values(&[result])
-                .inc();
-        }
-        if let Some(lifetime) = ctx.gate.learned_lifetime() {
-            ctx.metrics
-                .capacity_chat_lifetime
-                .set(lifetime.as_secs_f64());
-        }
-        ctx.metrics.capacity_gate_state.set(ctx.gate.state_code());
-        ctx.metrics
-            .capacity_allowed_rate
-            .set(ctx.capacity_limiter.allowed_rate());
     }
 }

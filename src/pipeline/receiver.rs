@@ -2,9 +2,9 @@
 //! (at most 10), so no message sits invisible waiting for a slot; long polls for 20 s; and races
 //! every poll against shutdown, so SIGTERM aborts the poll at once.
 //!
-//! While the capacity gate is closed and predicts no chat's end, it receives at most one message
-//! per pause (until the gate may probe or hears an outcome, at most 5 s): start-chat jobs would
-//! only be handed back, each receive costing them a receive count. Errors back off exponentially with full jitter (never spin); a missing queue or
+//! How much it holds follows what the limiters can start (see [`work_allowance`]): when every
+//! instance is out of chat capacity, that is what their capacity machines allow, so start-chat
+//! jobs wait in SQS rather than in a slot. Errors back off exponentially with full jitter (never spin); a missing queue or
 //! denied access is logged clearly, turns `/readyz` to 503, and is retried slowly instead of
 //! exiting into a crash loop.
 
@@ -19,7 +19,6 @@ use crate::connect::{ConnectApi, Operation};
 use crate::queue::{MAX_BATCH, MessageQueue, QueueErrorKind};
 
 const LONG_POLL: Duration = Duration::from_secs(20);
-const GATE_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// How much work a worker holds, in seconds at its limiters' current rates.
 const LOOKAHEAD_SECS: f64 = 5.0;
 const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
@@ -81,28 +80,7 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         }
         let mut permits = vec![first];
 
-        let mut max = MAX_BATCH.min(allowance + extra - busy);
-        let mut gate_changes = ctx.gate.changes();
-        if ctx.gate.is_shut() {
-            let pause = ctx
-                .gate
-                .reopens_in()
-                .unwrap_or(GATE_PAUSE_MAX)
-                .min(GATE_PAUSE_MAX);
-            // A probe that finds capacity ends the pause at once: the refill needs jobs in hand.
-            let pause = async {
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => {}
-                    _ = gate_changes.changed() => {}
-                }
-            };
-            if ctx.until_stopped(pause).await.is_none() {
-                return;
-            }
-            if ctx.gate.is_closed() {
-                max = 1;
-            }
-        }
+        let max = MAX_BATCH.min(allowance + extra - busy);
         while permits.len() < max {
             match slots.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),
@@ -222,7 +200,7 @@ pub fn receive_backoff(failures: u32, hard: bool, jitter: f64) -> Duration {
     let envelope = Duration::from_millis(200)
         .saturating_mul(1 << failures.saturating_sub(1).min(16))
         .min(cap);
-    crate::retry::full_jitter(envelope, jitter).max(Duration::from_millis(100))
+    crate::decide::full_jitter(envelope, jitter).max(Duration::from_millis(100))
 }
 
 #[cfg(test)]

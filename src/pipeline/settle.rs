@@ -3,11 +3,12 @@
 //! Protocol, per batch of up to 10 finished jobs:
 //! 1. Jobs bound for the dead-letter queue are sent there first, one message per call (bodies can
 //!    be large). If that fails, the job is neither published nor deleted: SQS delivers it again.
-//! 2. Results go out with `SendMessageBatch` (attributes `jobId`, `status`). Failed entries that
-//!    are not the sender's fault are retried, up to three rounds with a short backoff.
-//! 3. Only jobs whose result was published are deleted with `DeleteMessageBatch`. A job whose
-//!    result could not be published stays in SQS and is worked again; its ClientToken makes the
-//!    second call a replay, so it yields the same result and opens no second chat.
+//! 2. Results go out with `SendMessageBatch` (attributes `jobId`, `status`), once: a job whose
+//!    result (or DLQ move) failed is told so and stays in flight, hidden by the heartbeat; its
+//!    decision (`crate::decide`) retries the publish with backoff, so a result goes out within
+//!    seconds of the results queue coming back, without a second Connect call.
+//! 3. Only jobs whose result was published are deleted with `DeleteMessageBatch` (and leave the
+//!    in-flight registry).
 //!
 //! A failed delete means the job will be delivered again and its result published twice, which
 //! the contract allows (consumers dedupe by `jobId`).
@@ -27,7 +28,6 @@ use crate::queue::{MAX_BATCH, MessageQueue, OutgoingMessage};
 
 /// How long the settler waits for more results before sending a partial batch.
 const LINGER: Duration = Duration::from_millis(5);
-const PUBLISH_ROUNDS: usize = 3;
 
 /// A finished job, ready to settle.
 #[derive(Debug)]
@@ -125,33 +125,16 @@ impl<Q: MessageQueue> Settler<Q> {
             })
             .collect();
         let mut pending: Vec<usize> = (0..ready.len()).collect();
-        for round in 0..PUBLISH_ROUNDS {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << round)).await;
+        match self.queue.send_batch(&self.queues.results, &messages).await {
+            Ok(failures) => {
+                pending = failures.iter().map(|f| f.index).collect();
+                for f in &failures {
+                    self.sqs_error("SendMessageBatch", &f.code);
+                }
             }
-            let batch: Vec<OutgoingMessage> =
-                pending.iter().map(|&i| messages[i].clone()).collect();
-            match self.queue.send_batch(&self.queues.results, &batch).await {
-                Ok(failures) => {
-                    // Entries still failing; another round only if one of them may succeed.
-                    let mut still = Vec::with_capacity(failures.len());
-                    let mut retryable = false;
-                    for f in &failures {
-                        self.sqs_error("SendMessageBatch", &f.code);
-                        if let Some(&i) = pending.get(f.index) {
-                            still.push(i);
-                            retryable |= !f.sender_fault;
-                        }
-                    }
-                    pending = still;
-                    if !retryable {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.sqs_error("SendMessageBatch", &e.code);
-                    tracing::warn!(error = %e, round, "publishing results failed");
-                }
+            Err(e) => {
+                self.sqs_error("SendMessageBatch", &e.code);
+                tracing::warn!(error = %e, "publishing results failed");
             }
         }
         let published: Vec<bool> = (0..ready.len()).map(|i| !pending.contains(&i)).collect();
@@ -182,8 +165,8 @@ impl<Q: MessageQueue> Settler<Q> {
         }
 
         for (req, ok) in ready.into_iter().zip(published) {
-            self.inflight.remove(req.inflight_id).await;
             if ok {
+                self.inflight.remove(req.inflight_id).await;
                 let code = req
                     .result
                     .error
@@ -193,24 +176,19 @@ impl<Q: MessageQueue> Settler<Q> {
                     .jobs_completed
                     .with_label_values(&[req.result.status.as_str(), code])
                     .inc();
-            } else {
-                tracing::warn!(
-                    job_id = req.result.job_id.as_deref().unwrap_or(""),
-                    "result not published; the job stays in the queue"
-                );
             }
             let _ = req.done.send(ok);
         }
     }
 
-    /// The job could not be settled: stop extending it so SQS delivers it again.
+    /// The job could not be settled now: it stays in flight (hidden by the heartbeat) and its
+    /// own decision retries or gives it back.
     async fn unsettled(&self, req: SettleRequest, why: &str) {
         tracing::warn!(
             job_id = req.result.job_id.as_deref().unwrap_or(""),
             why,
-            "job not settled; it will be delivered again"
+            "job not settled"
         );
-        self.inflight.remove(req.inflight_id).await;
         let _ = req.done.send(false);
     }
 

@@ -30,6 +30,8 @@ struct ScriptedConnect {
     hang: bool,
     capacity: Option<(usize, Duration)>,
     chats_end: Mutex<Vec<tokio::time::Instant>>,
+    /// Instances that are full for the whole test: every start there is `LimitExceededException`.
+    full_instances: Vec<String>,
 }
 
 impl ScriptedConnect {
@@ -67,6 +69,13 @@ impl ScriptedConnect {
 impl ConnectApi for ScriptedConnect {
     async fn start_chat(&self, job: &Job, token: &str) -> Result<StartedChat, ConnectError> {
         self.answer(token).await?;
+        if self.full_instances.contains(&job.instance_id) {
+            return Err(ConnectError {
+                class: ErrorClass::LimitExceeded,
+                code: "LimitExceededException".into(),
+                message: "no chat capacity".into(),
+            });
+        }
         if let Some((max, lifetime)) = self.capacity {
             let now = tokio::time::Instant::now();
             let mut chats = self.chats_end.lock().unwrap();
@@ -214,7 +223,7 @@ async fn throttles_are_retried_in_process_with_the_same_client_token() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries() {
+async fn no_chat_capacity_is_never_retried_at_once() {
     let h = start(
         settings(|_| {}),
         ScriptedConnect::new(vec![Err((
@@ -224,35 +233,32 @@ async fn no_chat_capacity_gives_the_job_back_to_sqs_without_in_process_retries()
         &[job("c")],
     );
     until(|| h.connect.calls() == 1).await;
-    // Given back with a delay (the first capacity wait is at least 1 s): meanwhile nothing is
-    // called and nothing is published.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(
-        h.connect.calls(),
-        1,
-        "no in-process retry after LimitExceeded"
-    );
+    // The instance's capacity machine decides when the next start may go: not within
+    // milliseconds, which would only burn calls.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.connect.calls(), 1, "no immediate retry after LimitExceeded");
     assert!(h.queue.is_empty(RESULTS));
     assert_eq!(
         h.metrics
-            .jobs_requeued
-            .with_label_values(&["capacity"])
+            .capacity_limited
+            .with_label_values(&["inst"])
             .get(),
         1
     );
-    // Later it is received again and succeeds.
+    // Later it starts and succeeds, without a trip through the DLQ.
     until(|| h.queue.len(RESULTS) == 1).await;
     let r = &results(&h.queue)[0];
     assert_eq!(r["status"], "succeeded");
-    assert_eq!(r["receiveCount"], 2);
+    assert_eq!(h.connect.calls(), 2);
+    assert!(h.queue.bodies(DLQ).is_empty());
     h.stop.cancel();
     h.run.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
-async fn once_a_release_was_found_jobs_start_as_our_chats_end() {
-    // Two chats of 20 s and twelve jobs: the first two fill the capacity, blind probes find the
-    // first release after 20 s, and from then on the release clock times the starts.
+async fn jobs_for_a_full_instance_start_as_its_chats_end() {
+    // Two chats of 20 s and twelve jobs: the first two fill the capacity; the rest start as
+    // chats end, paced by the instance's capacity machine, and none fails.
     let connect = ScriptedConnect {
         capacity: Some((2, Duration::from_secs(20))),
         ..Default::default()
@@ -265,28 +271,92 @@ async fn once_a_release_was_found_jobs_start_as_our_chats_end() {
         "{:?}",
         results(&h.queue)
     );
-    let predicted = |result: &str| {
-        h.metrics
-            .capacity_predicted_starts
-            .with_label_values(&[result])
-            .get()
-    };
-    // Ten starts after the first two; all but the few found by probes or an open gate went on a
-    // predicted release, and those succeeded.
-    assert!(predicted("started") >= 6, "{}", predicted("started"));
-    assert_eq!(predicted("limit_exceeded"), 0);
-    // The learned lifetime is at least the real one: the probe that found the first release came
-    // at the gate's growing cooldown, a few seconds after it.
-    let lifetime = h.metrics.capacity_chat_lifetime.get();
-    assert!((20.0..30.0).contains(&lifetime), "{lifetime}");
-    // Refused calls: the blind probes of the first closure and the calls in flight when the
-    // limit was hit, not one per job.
+    // Refused calls: a few per release found, not one per job per try.
     let refused = h
         .metrics
         .connect_calls
         .with_label_values(&["StartChatContact", "LimitExceededException"])
         .get();
-    assert!(refused <= 12, "{refused}");
+    assert!(refused <= 30, "{refused}");
+    assert!(h.queue.bodies(DLQ).is_empty());
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_instance_never_holds_back_another_instances_jobs() {
+    // Instance "full" has no capacity at all; "free" has plenty. Half the jobs each, more jobs
+    // than in-flight slots: the free instance's jobs all finish while the full one's wait.
+    let connect = ScriptedConnect {
+        full_instances: vec!["full".into()],
+        ..Default::default()
+    };
+    let s = settings(|r| r.max_in_flight = Some("8".into()));
+    let body = |id: String, instance: &str| {
+        format!(
+            r#"{{"jobId":"{id}","instanceId":"{instance}","sourceContactId":"src","participant":{{"displayName":"A"}}}}"#
+        )
+    };
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        jobs.push(body(format!("f{i}"), "full"));
+        jobs.push(body(format!("b{i}"), "free"));
+    }
+    let h = start(s, connect, &jobs);
+    // 20 jobs at 10 calls/s need about 2 s alone; allow for the full instance's probes.
+    let began = tokio::time::Instant::now();
+    until(|| h.queue.len(RESULTS) == 20).await;
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let r = results(&h.queue);
+    assert!(
+        r.iter()
+            .all(|r| r["status"] == "succeeded" && r["jobId"].as_str().unwrap().starts_with('b')),
+        "{r:?}"
+    );
+    assert_eq!(
+        h.metrics
+            .capacity_limited
+            .with_label_values(&["full"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        h.metrics
+            .capacity_limited
+            .with_label_values(&["free"])
+            .get(),
+        0
+    );
+    // The full instance's jobs wait in SQS, not in slots; none failed.
+    assert!(h.queue.bodies(DLQ).is_empty());
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_go_out_soon_after_a_results_queue_outage_without_a_second_call() {
+    let queue_down = Duration::from_secs(10);
+    let bodies: Vec<String> = (0..5).map(|i| job(&format!("o{i}"))).collect();
+    let h = start(settings(|_| {}), ScriptedConnect::new(vec![]), &[]);
+    h.queue.mark_missing(RESULTS);
+    for b in &bodies {
+        h.queue.push(JOBS, b.clone());
+    }
+    until(|| h.connect.calls() == 5).await;
+    tokio::time::sleep(queue_down).await;
+    assert!(h.queue.is_empty(RESULTS));
+    h.queue.mark_present(RESULTS);
+    let back = tokio::time::Instant::now();
+    until(|| h.queue.len(RESULTS) == 5).await;
+    // The publish backoff is capped at 2 s.
+    assert!(back.elapsed() <= Duration::from_secs(3), "{:?}", back.elapsed());
+    for r in results(&h.queue) {
+        assert_eq!(r["status"], "succeeded");
+        assert_eq!(r["receiveCount"], 1, "kept in the worker, not redelivered");
+    }
+    assert_eq!(h.connect.calls(), 5, "no second Connect call");
+    until(|| h.queue.is_empty(JOBS)).await;
     h.stop.cancel();
     h.run.await.unwrap();
 }

@@ -55,6 +55,11 @@ impl MemoryQueue {
         self.lock().missing.insert(queue_url.to_owned());
     }
 
+    /// Undoes [`MemoryQueue::mark_missing`]: the queue is back (an outage ends).
+    pub fn mark_present(&self, queue_url: &str) {
+        self.lock().missing.remove(queue_url);
+    }
+
     /// Sends one message with a body (as a producer would).
     pub fn push(&self, queue_url: &str, body: impl Into<String>) -> String {
         let mut s = self.lock();

@@ -7,32 +7,31 @@
 //!   every other task and caller, is exhausted. [`AdaptiveLimiter`] slows down multiplicatively
 //!   and recovers gently ([`RateController`]), so replicas sharing the quota settle at their
 //!   share.
-//! - "no chat capacity" (`LimitExceededException` from StartChatContact): the instance has its
-//!   maximum of concurrent active chats. Going slower does not help, only waiting for chats to
-//!   end does: [`CapacityGate`] closes, lets one probe through after a growing cooldown, and
-//!   never touches the rate. Its [`ReleaseClock`] learns how long our chats live and lets a
-//!   start through as each of ours is predicted to end.
+//! - "no chat capacity" (`LimitExceededException` from StartChatContact): that instance has its
+//!   maximum of concurrent active chats. The quota is per instance, so is the reaction:
+//!   [`capacity::InstanceCapacity`] (one pure machine per instance, kept in
+//!   [`instances::CapacityBook`]) paces starts on that instance to the rate its chats free up,
+//!   and never touches the rate limiter.
 //!
 //! Callers map every Connect outcome to a [`RateFeedback`] and report it to the operation's
 //! limiter: `Throttled` only for the two "too fast" exceptions, `Accepted` for a success, and
-//! `Neutral` for everything else, `LimitExceededException` included. With `REDIS_URL` set, a
+//! `Neutral` for everything else, `LimitExceededException` included (`pipeline::permit` reports
+//! every call's outcome to each limiter that let it through). With `REDIS_URL` set, a
 //! fleet-wide GCRA in Redis ([`fleet`]) follows the local limiter. Design notes and tuning:
 //! `docs/rate-control.md`; scenario files: `tests/data/rate-scenarios/`.
 
+pub mod capacity;
 mod clock;
 mod controller;
 pub mod fleet;
-mod gate;
+pub mod instances;
 mod limiter;
-mod release;
 #[cfg(test)]
 mod scenarios;
 
 pub use clock::{TokioClock, TokioInstant};
 pub use controller::{ControllerSettings, RateController};
-pub use gate::{Admission, CapacityGate, CapacityOutcome, GateCall, GateSettings, GateState};
 pub use limiter::AdaptiveLimiter;
-pub use release::ReleaseClock;
 
 /// What one Connect call told us about the rate quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +42,6 @@ pub enum RateFeedback {
     /// `ThrottlingException`).
     Throttled,
     /// Errors that say nothing about the rate: other 4xx, 5xx, transport errors, and
-    /// `LimitExceededException` (active-chat capacity, handled by [`CapacityGate`]).
+    /// `LimitExceededException` (active-chat capacity, handled per instance by [`capacity`]).
     Neutral,
 }

@@ -1,0 +1,123 @@
+//! [`Permit`]: one Connect call's right to go, and its debt of feedback.
+//!
+//! Every limiter that let a call through learns from its outcome exactly once: the operation's
+//! adaptive rate limiter (throttles slow it down), and for StartChatContact the instance's
+//! capacity machine (a `LimitExceededException` paces starts). The permit collects what was
+//! granted — the capacity lease first, then the rate token, then the fleet slot, which needs no
+//! feedback — and [`Permit::report`] tells each its reading of the classified outcome in one
+//! place. A permit dropped unreported (shutdown, handoff, expiry, an abandoned call) reports
+//! "neutral" to all of them: a call that was not made, or whose answer is unknown, says nothing.
+
+use std::sync::Arc;
+
+use crate::connect::ErrorClass;
+use crate::rate::capacity::CapacityOutcome;
+use crate::rate::instances::CapacityLease;
+use crate::rate::{AdaptiveLimiter, RateFeedback};
+
+/// See the module doc.
+#[derive(Default)]
+pub struct Permit {
+    capacity: Option<CapacityLease>,
+    rate: Option<Arc<AdaptiveLimiter>>,
+}
+
+impl Permit {
+    /// A permit holding the capacity lease of a start (or nothing, for an association).
+    pub fn new(capacity: Option<CapacityLease>) -> Self {
+        Permit {
+            capacity,
+            rate: None,
+        }
+    }
+
+    /// Records that `limiter` gave a token: it is owed one feedback from now on.
+    pub fn granted(&mut self, limiter: Arc<AdaptiveLimiter>) {
+        self.rate = Some(limiter);
+    }
+
+    /// The call's outcome (`None`: success), read by every limiter that let it through.
+    pub fn report(mut self, failure: Option<ErrorClass>) {
+        if let Some(rate) = self.rate.take() {
+            rate.feedback(rate_reading(failure));
+        }
+        if let Some(lease) = self.capacity.take() {
+            lease.report(capacity_reading(failure));
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(rate) = self.rate.take() {
+            rate.feedback(RateFeedback::Neutral);
+        }
+        // A lease dropped unreported reports `Inconclusive` itself.
+    }
+}
+
+/// What an outcome says about the rate quota: only throttles are a signal to slow down.
+pub fn rate_reading(failure: Option<ErrorClass>) -> RateFeedback {
+    match failure {
+        None => RateFeedback::Accepted,
+        Some(ErrorClass::Throttled) => RateFeedback::Throttled,
+        Some(_) => RateFeedback::Neutral,
+    }
+}
+
+/// What an outcome says about the instance's chat capacity.
+pub fn capacity_reading(failure: Option<ErrorClass>) -> CapacityOutcome {
+    match failure {
+        None => CapacityOutcome::Started,
+        Some(ErrorClass::LimitExceeded) => CapacityOutcome::LimitExceeded,
+        Some(_) => CapacityOutcome::Inconclusive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate::capacity::{CapacityAdmit, CapacitySettings};
+    use crate::rate::instances::CapacityBook;
+
+    #[test]
+    fn readings_of_each_class() {
+        assert_eq!(rate_reading(None), RateFeedback::Accepted);
+        assert_eq!(
+            rate_reading(Some(ErrorClass::Throttled)),
+            RateFeedback::Throttled
+        );
+        for c in [
+            ErrorClass::LimitExceeded,
+            ErrorClass::Transient,
+            ErrorClass::Credentials,
+            ErrorClass::Rejected,
+        ] {
+            assert_eq!(rate_reading(Some(c)), RateFeedback::Neutral, "{c:?}");
+        }
+        assert_eq!(capacity_reading(None), CapacityOutcome::Started);
+        assert_eq!(
+            capacity_reading(Some(ErrorClass::LimitExceeded)),
+            CapacityOutcome::LimitExceeded
+        );
+        assert_eq!(
+            capacity_reading(Some(ErrorClass::Throttled)),
+            CapacityOutcome::Inconclusive
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_reaches_every_limiter_once() {
+        let book = Arc::new(CapacityBook::new(CapacitySettings::default(), |_| {}));
+        let limiter = Arc::new(AdaptiveLimiter::new(10.0, 10));
+        let asked = book.ask("i");
+        let mut permit = Permit::new(asked.lease);
+        limiter.acquire().await;
+        permit.granted(limiter.clone());
+        permit.report(Some(ErrorClass::LimitExceeded));
+        // The instance heard of the limit; the rate limiter did not slow down.
+        assert!(matches!(book.ask("i").admit, CapacityAdmit::NotBefore(_)));
+        assert_eq!(limiter.cuts(), 0);
+        assert_eq!(limiter.allowed_rate(), 10.0);
+    }
+}

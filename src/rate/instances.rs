@@ -1,0 +1,201 @@
+//! [`CapacityBook`]: one [`InstanceCapacity`] machine per Connect instance, read with tokio's clock.
+//!
+//! The active-chat quota is per instance, so everything about capacity is too: the machine that
+//! paces starts after a `LimitExceededException`, the count of jobs this worker holds waiting for
+//! it, and the notification that wakes them. A full instance never holds back another
+//! instance's jobs.
+//!
+//! # Protocol
+//! - [`CapacityBook::ask`] asks the instance's machine for a start now. `Go` comes with a
+//!   [`CapacityLease`]: the start owes the machine exactly one outcome, which the call's permit
+//!   reports (`pipeline::permit`); a lease dropped unreported reports `Inconclusive`.
+//! - A job told `NotBefore` that decides to hold takes a [`HoldTicket`] (counted in `ahead` for
+//!   the next askers, so the decision can give back what the instance will not start soon) and
+//!   waits on [`CapacityBook::changes`] or until the time given.
+//! - Every report bumps the instance's change counter, so held jobs ask again at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::capacity::{CapacityAdmit, CapacityOutcome, CapacitySettings, InstanceCapacity};
+
+struct Slot {
+    machine: InstanceCapacity,
+    holding: usize,
+    changes: watch::Sender<u64>,
+}
+
+/// Gauges of one instance, for the metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceGauges {
+    pub instance: String,
+    pub state_code: i64,
+    pub start_rate: Option<f64>,
+}
+
+/// See the module doc.
+pub struct CapacityBook {
+    settings: CapacitySettings,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Called after every report with the instance's gauges.
+    on_change: Box<dyn Fn(&InstanceGauges) + Send + Sync>,
+}
+
+/// What [`CapacityBook::ask`] answered.
+pub struct Asked {
+    pub admit: CapacityAdmit,
+    /// Jobs of this worker already holding for this instance.
+    pub holding: usize,
+    pub start_rate: Option<f64>,
+    pub lease: Option<CapacityLease>,
+}
+
+impl CapacityBook {
+    pub fn new(
+        settings: CapacitySettings,
+        on_change: impl Fn(&InstanceGauges) + Send + Sync + 'static,
+    ) -> Self {
+        CapacityBook {
+            settings,
+            slots: Mutex::new(HashMap::new()),
+            on_change: Box::new(on_change),
+        }
+    }
+
+    fn with_slot<T>(&self, instance: &str, f: impl FnOnce(&mut Slot) -> T) -> T {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.entry(instance.to_owned()).or_insert_with(|| Slot {
+            machine: InstanceCapacity::new(self.settings.clone(), Instant::now()),
+            holding: 0,
+            changes: watch::channel(0).0,
+        });
+        f(slot)
+    }
+
+    /// Asks for one start on `instance` now.
+    pub fn ask(self: &Arc<Self>, instance: &str) -> Asked {
+        let now = Instant::now();
+        let (admit, holding, start_rate) = self.with_slot(instance, |s| {
+            (s.machine.admit(now), s.holding, s.machine.start_rate(now))
+        });
+        let lease = (admit == CapacityAdmit::Go).then(|| CapacityLease {
+            book: self.clone(),
+            instance: instance.to_owned(),
+            reported: false,
+        });
+        Asked {
+            admit,
+            holding,
+            start_rate,
+            lease,
+        }
+    }
+
+    /// Subscribes to the instance's changes (subscribe before asking, so none is missed).
+    pub fn changes(&self, instance: &str) -> watch::Receiver<u64> {
+        self.with_slot(instance, |s| s.changes.subscribe())
+    }
+
+    /// Counts a job holding for `instance` until the ticket is dropped.
+    pub fn hold(self: &Arc<Self>, instance: &str) -> HoldTicket {
+        self.with_slot(instance, |s| s.holding += 1);
+        HoldTicket {
+            book: self.clone(),
+            instance: instance.to_owned(),
+        }
+    }
+
+    fn report(&self, instance: &str, outcome: CapacityOutcome) {
+        let now = Instant::now();
+        let gauges = self.with_slot(instance, |s| {
+            s.machine.report(outcome, now);
+            s.changes.send_modify(|n| *n = n.wrapping_add(1));
+            InstanceGauges {
+                instance: instance.to_owned(),
+                state_code: s.machine.state_code(),
+                start_rate: s.machine.start_rate(now),
+            }
+        });
+        (self.on_change)(&gauges);
+    }
+
+    /// When every instance this worker has started chats on is out of capacity, the starts per
+    /// second their machines allow together; `None` while any of them is open (or none is known):
+    /// then the rate limiter alone bounds the start-chat work worth holding.
+    pub fn start_rate_bound(&self) -> Option<f64> {
+        let now = Instant::now();
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = 0.0;
+        for s in slots.values() {
+            sum += s.machine.start_rate(now)?;
+        }
+        (!slots.is_empty()).then_some(sum)
+    }
+}
+
+/// One admitted start; reports its outcome to the instance's machine exactly once.
+pub struct CapacityLease {
+    book: Arc<CapacityBook>,
+    instance: String,
+    reported: bool,
+}
+
+impl CapacityLease {
+    pub fn report(mut self, outcome: CapacityOutcome) {
+        self.reported = true;
+        self.book.report(&self.instance, outcome);
+    }
+}
+
+impl Drop for CapacityLease {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.book.report(&self.instance, CapacityOutcome::Inconclusive);
+        }
+    }
+}
+
+/// A job holding for an instance's capacity; see [`CapacityBook::hold`].
+pub struct HoldTicket {
+    book: Arc<CapacityBook>,
+    instance: String,
+}
+
+impl Drop for HoldTicket {
+    fn drop(&mut self) {
+        self.book
+            .with_slot(&self.instance, |s| s.holding = s.holding.saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn instances_are_independent_and_a_dropped_lease_is_inconclusive() {
+        let book = Arc::new(CapacityBook::new(CapacitySettings::default(), |_| {}));
+        let a = book.ask("A");
+        assert_eq!(a.admit, CapacityAdmit::Go);
+        a.lease.unwrap().report(CapacityOutcome::LimitExceeded);
+        // A is full; B is untouched.
+        assert!(matches!(book.ask("A").admit, CapacityAdmit::NotBefore(_)));
+        assert_eq!(book.ask("B").admit, CapacityAdmit::Go);
+        let mut changes = book.changes("A");
+        let _t1 = book.hold("A");
+        let t2 = book.hold("A");
+        assert_eq!(book.ask("A").holding, 2);
+        drop(t2);
+        assert_eq!(book.ask("A").holding, 1);
+        // A lease dropped without a report tells the machine something (and wakes the holders).
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        let probe = book.ask("A");
+        assert_eq!(probe.admit, CapacityAdmit::Go);
+        drop(probe);
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+    }
+}
