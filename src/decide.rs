@@ -435,7 +435,8 @@ fn capacity_wait(
 
 /// `min × 2^(n − 1)`, capped at `max`.
 pub fn doubling(min: Duration, max: Duration, n: u32) -> Duration {
-    min.saturating_mul(1u32 << n.saturating_sub(1).min(20)).min(max)
+    min.saturating_mul(1u32 << n.saturating_sub(1).min(20))
+        .min(max)
 }
 
 /// Full jitter: uniform in `[0, envelope)`.

@@ -275,7 +275,7 @@ async fn throttling_slows_the_worker_and_every_job_still_succeeds_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_without_chat_capacity_wait_in_sqs_and_then_succeed() {
+async fn jobs_without_chat_capacity_wait_and_then_succeed() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 50).await;
     let sim = start_sim(SimConfig {
@@ -301,18 +301,11 @@ async fn jobs_without_chat_capacity_wait_in_sqs_and_then_succeed() {
     );
     assert!(stats.peak_active_chats <= 2);
     assert_eq!(stats.chats_created, 6);
-    // Capacity waits happen in SQS, not as in-process hammering.
-    assert!(worker.metric(r#"resume_chat_jobs_requeued_total{reason="capacity"}"#) > 0.0);
+    // Capacity waits are paced by the instance's capacity machine, not in-process hammering.
     assert!(
         stats.operations.start_chat_contact.limit_exceeded <= 12,
         "LimitExceeded calls stay few: {}",
         stats.operations.start_chat_contact.limit_exceeded
-    );
-    assert!(
-        results
-            .iter()
-            .any(|r| r.json["receiveCount"].as_u64() > Some(1)),
-        "some job waited in SQS"
     );
 }
 
@@ -488,7 +481,7 @@ async fn metrics_health_and_readiness_are_served() {
         "resume_chat_connect_call_duration_seconds_bucket",
         "resume_chat_rate_wait_seconds_bucket",
         "resume_chat_allowed_rate",
-        "resume_chat_capacity_gate_state",
+        "resume_chat_capacity_limited",
         "resume_chat_visibility_extensions_total",
         "resume_chat_last_receive_success_timestamp_seconds",
     ] {

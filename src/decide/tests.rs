@@ -57,8 +57,18 @@ fn received_jobs_start_where_their_operation_waits_or_settle_at_once() {
     let base = Instant::now();
     let now = now_at(base, 0);
     let cases: Vec<(&str, u32, Event, Step)> = vec![
-        ("start chat waits for capacity", 1, received(START), Step::AskCapacity),
-        ("association goes to the rate permit", 1, received(ASSOCIATE), Step::Acquire),
+        (
+            "start chat waits for capacity",
+            1,
+            received(START),
+            Step::AskCapacity,
+        ),
+        (
+            "association goes to the rate permit",
+            1,
+            received(ASSOCIATE),
+            Step::Acquire,
+        ),
         (
             "invalid",
             1,
@@ -79,14 +89,24 @@ fn received_jobs_start_where_their_operation_waits_or_settle_at_once() {
             Event::Received(Ok((START, Some(now.wall)))),
             Step::AskCapacity,
         ),
-        ("receive budget spent", 11, received(START), Step::Publish(Verdict::RetriesExhausted)),
+        (
+            "receive budget spent",
+            11,
+            received(START),
+            Step::Publish(Verdict::RetriesExhausted),
+        ),
         (
             "receive budget spent wins over invalid",
             11,
             Event::Received(Err("x".into())),
             Step::Publish(Verdict::RetriesExhausted),
         ),
-        ("last allowed receive", 10, received(ASSOCIATE), Step::Acquire),
+        (
+            "last allowed receive",
+            10,
+            received(ASSOCIATE),
+            Step::Acquire,
+        ),
     ];
     for (name, rc, event, expected) in cases {
         let mut job = JobState::new(rc);
@@ -187,7 +207,10 @@ fn the_hold_budget_is_per_delivery_not_per_wait() {
             expected_hold,
             "at {t} ms: {step:?}"
         );
-        assert_eq!(decide(&s, &mut job, Event::Woke, now, 0.5), Step::AskCapacity);
+        assert_eq!(
+            decide(&s, &mut job, Event::Woke, now, 0.5),
+            Step::AskCapacity
+        );
         t += 4_000;
     }
 }
@@ -203,7 +226,13 @@ fn permits_lead_to_the_call_unless_the_job_expired_meanwhile() {
 
     let mut late = JobState::new(1);
     let not_after = now.wall + time::Duration::seconds(1);
-    decide(&s, &mut late, Event::Received(Ok((START, Some(not_after)))), now, 0.5);
+    decide(
+        &s,
+        &mut late,
+        Event::Received(Ok((START, Some(not_after)))),
+        now,
+        0.5,
+    );
     let later = Now {
         wall: now.wall + time::Duration::seconds(2),
         ..now
@@ -221,7 +250,11 @@ fn each_connect_error_class_has_one_answer() {
     let base = Instant::now();
     let now = now_at(base, 0);
     let cases: Vec<(&str, Event, Step)> = vec![
-        ("success publishes at once", Event::Answered(Answer::Ok), Step::Publish(Verdict::Succeeded)),
+        (
+            "success publishes at once",
+            Event::Answered(Answer::Ok),
+            Step::Publish(Verdict::Succeeded),
+        ),
         (
             "throttled: full-jitter backoff in the process",
             err(ErrorClass::Throttled, "TooManyRequestsException"),
@@ -279,7 +312,8 @@ fn in_process_retries_back_off_exponentially_then_go_back_to_sqs() {
         };
         let wait = until - now.mono;
         assert!(
-            wait < Duration::from_millis(envelope_ms) && wait >= Duration::from_millis(envelope_ms * 99 / 100),
+            wait < Duration::from_millis(envelope_ms)
+                && wait >= Duration::from_millis(envelope_ms * 99 / 100),
             "{wait:?} for {envelope_ms}"
         );
         assert_eq!(decide(&s, &mut job, Event::Woke, now, 0.5), Step::Acquire);
@@ -300,7 +334,13 @@ fn a_failed_publish_is_retried_in_the_worker_within_its_budget() {
     let base = Instant::now();
     let mut job = working(START, 1, base);
     assert_eq!(
-        decide(&s, &mut job, Event::Answered(Answer::Ok), now_at(base, 0), 0.5),
+        decide(
+            &s,
+            &mut job,
+            Event::Answered(Answer::Ok),
+            now_at(base, 0),
+            0.5
+        ),
         Step::Publish(Verdict::Succeeded)
     );
     // Backoff 250 ms doubling to 2 s, equal jitter (0.0 → half the envelope).
@@ -326,10 +366,28 @@ fn a_failed_publish_is_retried_in_the_worker_within_its_budget() {
     );
     // Past the budget (the connect window), the job goes back to SQS instead.
     let mut stuck = working(ASSOCIATE, 1, base);
-    decide(&s, &mut stuck, Event::Answered(Answer::Ok), now_at(base, 0), 0.5);
-    decide(&s, &mut stuck, Event::Published(false), now_at(base, 0), 0.5);
+    decide(
+        &s,
+        &mut stuck,
+        Event::Answered(Answer::Ok),
+        now_at(base, 0),
+        0.5,
+    );
+    decide(
+        &s,
+        &mut stuck,
+        Event::Published(false),
+        now_at(base, 0),
+        0.5,
+    );
     assert_eq!(
-        decide(&s, &mut stuck, Event::Published(false), now_at(base, 300_000), 0.5),
+        decide(
+            &s,
+            &mut stuck,
+            Event::Published(false),
+            now_at(base, 300_000),
+            0.5
+        ),
         Step::GiveBack {
             after: Duration::from_secs(3),
             reason: RequeueReason::Unpublished,
@@ -346,7 +404,11 @@ fn recycling_and_interruptions() {
     let step = decide(
         &s,
         &mut job,
-        view(CapacityAdmit::NotBefore(base + Duration::from_secs(60)), 0, Some(0.05)),
+        view(
+            CapacityAdmit::NotBefore(base + Duration::from_secs(60)),
+            0,
+            Some(0.05),
+        ),
         now,
         0.5,
     );

@@ -259,9 +259,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             let limited = metrics.capacity_limited.clone();
             let rate = metrics.capacity_start_rate.clone();
             Arc::new(CapacityBook::new(CapacitySettings::default(), move |g| {
-                limited
-                    .with_label_values(&[&g.instance])
-                    .set(g.state_code);
+                limited.with_label_values(&[&g.instance]).set(g.state_code);
                 rate.with_label_values(&[&g.instance])
                     .set(g.start_rate.unwrap_or(0.0));
             }))

@@ -17,7 +17,9 @@ use tracing::{Instrument, info, warn};
 use super::Context;
 use super::permit::Permit;
 use crate::connect::{ConnectApi, ConnectError, Operation};
-use crate::decide::{self, Answer, CapacityView, Event, JobState, Now, RequeueReason, Step, Verdict};
+use crate::decide::{
+    self, Answer, CapacityView, Event, JobState, Now, RequeueReason, Step, Verdict,
+};
 use crate::job::{Action, InvalidJob, Job, parse_job};
 use crate::outcome::{JobResult, codes};
 use crate::queue::{MessageQueue, ORIGINAL_SENT_ATTRIBUTE, OutgoingMessage, ReceivedMessage};
@@ -130,7 +132,9 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
         let instance = self.instance().to_owned();
         self.changes = Some(book.changes(&instance));
         let asked = book.ask(&instance);
-        let ahead = asked.holding.saturating_sub(usize::from(self.hold.is_some()));
+        let ahead = asked
+            .holding
+            .saturating_sub(usize::from(self.hold.is_some()));
         if asked.lease.is_some() {
             self.hold = None;
         }
@@ -280,15 +284,13 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
                     chat.continued_from_contact_id.clone(),
                 )
             }
-            (Verdict::Succeeded, Some(job), Some(CallOk::Associated(a))) => {
-                JobResult::associated(
-                    job,
-                    &msg.message_id,
-                    rc,
-                    now,
-                    a.continued_from_contact_id.clone(),
-                )
-            }
+            (Verdict::Succeeded, Some(job), Some(CallOk::Associated(a))) => JobResult::associated(
+                job,
+                &msg.message_id,
+                rc,
+                now,
+                a.continued_from_contact_id.clone(),
+            ),
             (Verdict::Succeeded, _, _) => failed(
                 codes::RETRIES_EXHAUSTED,
                 "internal error: a success without a response".to_owned(),
@@ -372,7 +374,12 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
         let ctx = self.ctx;
         let ok = ctx
             .inflight
-            .give_back(ctx.queue.as_ref(), &ctx.queues.jobs, self.inflight_id, after)
+            .give_back(
+                ctx.queue.as_ref(),
+                &ctx.queues.jobs,
+                self.inflight_id,
+                after,
+            )
             .await;
         ctx.metrics
             .jobs_requeued

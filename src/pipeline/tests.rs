@@ -236,7 +236,11 @@ async fn no_chat_capacity_is_never_retried_at_once() {
     // The instance's capacity machine decides when the next start may go: not within
     // milliseconds, which would only burn calls.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(h.connect.calls(), 1, "no immediate retry after LimitExceeded");
+    assert_eq!(
+        h.connect.calls(),
+        1,
+        "no immediate retry after LimitExceeded"
+    );
     assert!(h.queue.is_empty(RESULTS));
     assert_eq!(
         h.metrics
@@ -350,7 +354,11 @@ async fn results_go_out_soon_after_a_results_queue_outage_without_a_second_call(
     let back = tokio::time::Instant::now();
     until(|| h.queue.len(RESULTS) == 5).await;
     // The publish backoff is capped at 2 s.
-    assert!(back.elapsed() <= Duration::from_secs(3), "{:?}", back.elapsed());
+    assert!(
+        back.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        back.elapsed()
+    );
     for r in results(&h.queue) {
         assert_eq!(r["status"], "succeeded");
         assert_eq!(r["receiveCount"], 1, "kept in the worker, not redelivered");

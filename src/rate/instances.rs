@@ -153,7 +153,8 @@ impl CapacityLease {
 impl Drop for CapacityLease {
     fn drop(&mut self) {
         if !self.reported {
-            self.book.report(&self.instance, CapacityOutcome::Inconclusive);
+            self.book
+                .report(&self.instance, CapacityOutcome::Inconclusive);
         }
     }
 }
