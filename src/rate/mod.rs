@@ -19,6 +19,9 @@
 //! fleet-wide GCRA in Redis ([`fleet`]) follows the local limiter. Design notes and tuning:
 //! `docs/rate-control.md`; scenario files: `tests/data/rate-scenarios/`.
 
+pub mod capacity;
+#[cfg(test)]
+mod capacity_scenarios;
 mod clock;
 mod controller;
 pub mod fleet;
