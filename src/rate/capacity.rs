@@ -59,6 +59,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Rounding tolerance of the bucket, in starts (not a tuning constant).
+const TOKEN_EPSILON: f64 = 1e-6;
+
 /// Every constant of [`InstanceCapacity`], each with where its value comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapacitySettings {
@@ -95,6 +98,10 @@ pub struct CapacitySettings {
     pub max_rate: f64,
     /// Smallest bucket: one start.
     pub min_burst: f64,
+    /// Retries after a first refusal over which their success is averaged, and the period of
+    /// the retry that still goes while they mostly fail (to notice when they work again): 8, a
+    /// handful of cycles, so the machine switches within a minute of 5 s chats.
+    pub retry_memory: f64,
 }
 
 impl Default for CapacitySettings {
@@ -109,6 +116,7 @@ impl Default for CapacitySettings {
             min_rate: 1.0 / 600.0,
             max_rate: 1_000.0,
             min_burst: 1.0,
+            retry_memory: 8.0,
         }
     }
 }
@@ -167,6 +175,11 @@ pub struct InstanceCapacity {
     in_flight: u32,
     /// Answers still to come for calls that were in flight at the last counted refusal.
     stale: u32,
+    /// The retry after a first refusal is the last of the `stale` answers.
+    retry_pending: bool,
+    /// Running share of such retries that started a chat, and first refusals since the last.
+    retry_score: f64,
+    retries_skipped: f64,
     /// Consecutive counted refusals, and `log r` before the first of them.
     fail_run: u32,
     run_top: f64,
@@ -190,6 +203,9 @@ impl InstanceCapacity {
             unused: 0.0,
             in_flight: 0,
             stale: 0,
+            retry_pending: false,
+            retry_score: 1.0,
+            retries_skipped: 0.0,
             fail_run: 0,
             run_top: 0.0,
             success_run: 0,
@@ -206,11 +222,13 @@ impl InstanceCapacity {
             self.refill(now);
         }
         if self.phase == Phase::Limited {
-            if self.level < 1.0 {
+            // A hair of tolerance: a caller that sleeps until `NotBefore(t)` must get `Go` at
+            // `t` although `t` was rounded to nanoseconds.
+            if self.level < 1.0 - TOKEN_EPSILON {
                 let wait = (1.0 - self.level) / self.rate();
                 return CapacityAdmit::NotBefore(now + Duration::from_secs_f64(wait.min(1e6)));
             }
-            self.level -= 1.0;
+            self.level = (self.level - 1.0).max(-TOKEN_EPSILON);
         }
         self.in_flight = self.in_flight.saturating_add(1);
         CapacityAdmit::Go
@@ -220,6 +238,17 @@ impl InstanceCapacity {
     pub fn report(&mut self, outcome: CapacityOutcome, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let stale = self.stale > 0;
+        if self.stale == 1 && self.retry_pending {
+            self.retry_pending = false;
+            let hit = match outcome {
+                CapacityOutcome::Started => Some(1.0),
+                CapacityOutcome::LimitExceeded => Some(0.0),
+                CapacityOutcome::Inconclusive => None,
+            };
+            if let Some(hit) = hit {
+                self.retry_score += (hit - self.retry_score) / self.settings.retry_memory.max(1.0);
+            }
+        }
         self.stale = self.stale.saturating_sub(1);
         if self.phase == Phase::Limited {
             self.refill(now);
@@ -235,12 +264,9 @@ impl InstanceCapacity {
             (Phase::Open { since }, CapacityOutcome::LimitExceeded) => self.limit_found(since, now),
             (Phase::Open { .. }, CapacityOutcome::Inconclusive) => {}
             (Phase::Limited, CapacityOutcome::Started) => self.started(stale),
-            (Phase::Limited, CapacityOutcome::LimitExceeded) => {
-                self.found_full();
-                if !stale {
-                    self.refused();
-                }
-            }
+            // A refusal of a call already in flight at the last counted one: known already.
+            (Phase::Limited, CapacityOutcome::LimitExceeded) if stale => {}
+            (Phase::Limited, CapacityOutcome::LimitExceeded) => self.refused(),
             (Phase::Limited, CapacityOutcome::Inconclusive) => {
                 self.level = (self.level + 1.0).min(self.burst);
             }
@@ -372,13 +398,24 @@ impl InstanceCapacity {
         self.unused = 0.0;
         self.found_full();
         self.stale = self.in_flight;
+        self.retry_pending = false;
         if self.fail_run == 1 {
             // The first refusal after starts that fitted: the pace is about right and this call
-            // came a little before a chat ended. Its token goes back, so one start goes as soon
-            // as the answer is in (it reaches the instance a round trip after the refused one);
-            // its answer is the same evidence as this one.
-            self.level = 1.0;
-            self.stale = self.stale.saturating_add(1);
+            // came a little before a chat ended. When chat ends follow our starts (lifetimes
+            // alike), that end comes within the jitter of the call: its token goes back, so one
+            // start goes as soon as the answer is in (a round trip after the refused one), and
+            // its answer is the same evidence as this one. When lifetimes vary, such retries
+            // mostly find the instance still full: they go on only while at least half of them
+            // start a chat (and one in `retry_memory` to notice when that changes).
+            let s = &self.settings;
+            if self.retry_score >= 0.5 || self.retries_skipped + 1.0 >= s.retry_memory {
+                self.retries_skipped = 0.0;
+                self.level = 1.0;
+                self.stale = self.stale.saturating_add(1);
+                self.retry_pending = true;
+            } else {
+                self.retries_skipped += 1.0;
+            }
         }
     }
 
@@ -396,5 +433,341 @@ impl InstanceCapacity {
         let beyond = (f64::from(self.success_run) - 2.0 * k).max(0.0) / k;
         let rise = (s.step * s.escalation.powf(beyond)).min(s.max_cut);
         self.log_rate = Some(self.clamp_log(log + rise));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    /// `k` and `a` of the defaults.
+    fn ka() -> (f64, f64) {
+        let s = CapacitySettings::default();
+        (s.k(), s.step)
+    }
+
+    /// A machine that started 20 chats 50 ms apart (20/s) and then got a refusal at 1.05 s,
+    /// with nothing else in flight.
+    fn limited(t0: Instant) -> InstanceCapacity {
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        for i in 1..=20 {
+            assert_eq!(m.admit(t0 + ms(50 * i)), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, t0 + ms(50 * i));
+        }
+        assert_eq!(m.admit(t0 + ms(1_000)), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_050));
+        m
+    }
+
+    fn rate(m: &InstanceCapacity, now: Instant) -> f64 {
+        m.start_rate(now).expect("limited")
+    }
+
+    #[test]
+    fn open_until_a_refusal() {
+        let t0 = Instant::now();
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        for i in 0..100 {
+            assert_eq!(m.admit(t0 + ms(i)), CapacityAdmit::Go);
+        }
+        for i in 0..100 {
+            m.report(CapacityOutcome::Started, t0 + ms(100 + i));
+            m.report(CapacityOutcome::Inconclusive, t0 + ms(100 + i));
+        }
+        assert!(!m.is_limited());
+        assert_eq!(m.state_code(), 0);
+        assert_eq!(m.start_rate(t0 + ms(300)), None);
+        assert_eq!(m.ready_starts(t0 + ms(300)), 0.0);
+    }
+
+    #[test]
+    fn the_first_refusal_paces_from_our_start_rate() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        assert!(m.is_limited());
+        assert_eq!(m.state_code(), 1);
+        // 20 starts over the second before the refusal: 20/s, cut once.
+        let r = rate(&m, t0 + ms(1_050));
+        assert!(close(r, 20.0 * (-a * k).exp()), "{r}");
+        // The refused call's token goes back: one retry at once ...
+        assert_eq!(m.admit(t0 + ms(1_050)), CapacityAdmit::Go);
+        // ... and then the pace.
+        let next = t0 + ms(1_050) + Duration::from_secs_f64(1.0 / r);
+        assert_eq!(m.admit(t0 + ms(1_050)), CapacityAdmit::NotBefore(next));
+        // The retry's refusal is the same evidence: no cut.
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_150));
+        assert!(close(rate(&m, t0 + ms(1_150)), r));
+        // A start at the pace that fits raises the rate by a.
+        let at = t0 + ms(1_150) + Duration::from_secs_f64(1.0 / r);
+        assert_eq!(m.admit(at), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, at);
+        assert!(close(rate(&m, at), r * a.exp()));
+    }
+
+    #[test]
+    fn refusals_of_calls_already_in_flight_are_one_piece_of_evidence() {
+        let t0 = Instant::now();
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        for i in 1..=20 {
+            assert_eq!(m.admit(t0 + ms(50 * i)), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, t0 + ms(50 * i));
+        }
+        // Four calls out when the first refusal comes back.
+        for _ in 0..4 {
+            assert_eq!(m.admit(t0 + ms(1_000)), CapacityAdmit::Go);
+        }
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_050));
+        let r = rate(&m, t0 + ms(1_050));
+        for i in 0..3 {
+            m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_060 + i));
+        }
+        assert!(close(rate(&m, t0 + ms(1_070)), r));
+        // The retry (its token was given back) is covered too.
+        assert_eq!(m.admit(t0 + ms(1_070)), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_150));
+        assert!(close(rate(&m, t0 + ms(1_150)), r));
+        // The next refusal counts, and it is the second in a row: twice the cut.
+        let (k, a) = ka();
+        let at = t0 + ms(1_150) + Duration::from_secs_f64(1.0 / r);
+        assert_eq!(m.admit(at), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, at);
+        assert!(close(rate(&m, at), r * (-2.0 * a * k).exp()));
+    }
+
+    #[test]
+    fn consecutive_refusals_back_off_faster_then_a_start_bisects_back() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        let top = rate(&m, t0) * (a * k).exp();
+        let mut now = t0 + ms(1_050);
+        // The retry.
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, now);
+        let mut expected = top.ln() - a * k;
+        for n in 1..8 {
+            let CapacityAdmit::NotBefore(t) = m.admit(now) else {
+                panic!("paced");
+            };
+            now = t;
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+            m.report(CapacityOutcome::LimitExceeded, now);
+            expected -= (a * k * 2f64.powi(n)).min(std::f64::consts::LN_2);
+            assert!(close(rate(&m, now).ln(), expected), "refusal {n}");
+        }
+        // Halving at most: the gap doubled per refusal at the end.
+        let CapacityAdmit::NotBefore(t) = m.admit(now) else {
+            panic!("paced");
+        };
+        now = t;
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        // Halfway back to the rate the run started at, plus one step.
+        let mid = (expected + top.ln()) / 2.0 + a;
+        assert!(close(rate(&m, now).ln(), mid));
+    }
+
+    #[test]
+    fn k_starts_and_one_refusal_leave_the_rate_where_it_was() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, _) = ka();
+        let mut now = t0 + ms(1_050);
+        // The retry fits.
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        let r0 = rate(&m, now);
+        for _ in 0..3 {
+            for _ in 0..(k.round() as usize) {
+                if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                    now = t;
+                    assert_eq!(m.admit(now), CapacityAdmit::Go);
+                }
+                m.report(CapacityOutcome::Started, now);
+            }
+            if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+            }
+            m.report(CapacityOutcome::LimitExceeded, now);
+            // The retry fits.
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, now);
+        }
+        // Three cycles of k + 1 starts and one refusal: up by three steps (the retries' starts).
+        let (_, a) = ka();
+        assert!(close(rate(&m, now), r0 * (3.0 * a).exp()));
+    }
+
+    #[test]
+    fn a_long_run_of_starts_climbs_faster() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        let mut now = t0 + ms(1_050);
+        let mut last = rate(&m, now);
+        let n_max = (4.0 * k) as u32;
+        for n in 1..=n_max {
+            if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+            }
+            m.report(CapacityOutcome::Started, now);
+            let r = rate(&m, now);
+            let rise = (r / last).ln();
+            let beyond = (f64::from(n) - 2.0 * k).max(0.0) / k;
+            assert!(close(rise, a * 2f64.powf(beyond)), "start {n}: {rise}");
+            last = r;
+        }
+        // At 4k in a row the rise is four steps per start.
+        assert!(close((last / (last / (4.0 * a).exp())).ln(), 4.0 * a));
+    }
+
+    #[test]
+    fn an_inconclusive_answer_gives_its_token_back() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let now = t0 + ms(1_050);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Inconclusive, now);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        assert!(matches!(m.admit(now), CapacityAdmit::NotBefore(_)));
+    }
+
+    #[test]
+    fn unused_capacity_is_saved_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        let r = rate(&m, now);
+        // Nobody asks for 5 starts' time: five may go at once.
+        now += Duration::from_secs_f64(5.0 / r);
+        assert!((m.ready_starts(now) - 5.0).abs() < 1e-6);
+        for _ in 0..5 {
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+        }
+        assert!(matches!(m.admit(now), CapacityAdmit::NotBefore(_)));
+        // The burst is the 20 starts that filled the instance: no more accumulate.
+        now += Duration::from_secs_f64(30.0 / r);
+        assert!(m.start_rate(now).is_some() || m.ready_starts(now) <= 20.0);
+        // A refusal says the instance is full: the savings go.
+        for _ in 0..5 {
+            m.report(CapacityOutcome::Started, now);
+        }
+        let mut m2 = limited(t0);
+        let first = t0 + ms(1_050);
+        assert_eq!(m2.admit(first), CapacityAdmit::Go);
+        m2.report(CapacityOutcome::Started, first);
+        let later = first + Duration::from_secs_f64(3.0 / r);
+        assert!(m2.ready_starts(later) > 2.9);
+        assert_eq!(m2.admit(later), CapacityAdmit::Go);
+        m2.report(CapacityOutcome::LimitExceeded, later);
+        // All but the retry's token.
+        assert!((m2.ready_starts(later) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_machine_opens_when_the_pace_stops_binding() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let now = t0 + ms(1_050);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        let r = rate(&m, now);
+        // The bucket fills (20 starts) and overflows by another 20 unused: open.
+        let almost = now + Duration::from_secs_f64(39.0 / r);
+        assert!(m.start_rate(almost).is_some());
+        let then = now + Duration::from_secs_f64(40.5 / r);
+        assert_eq!(m.start_rate(then), None);
+        assert_eq!(m.admit(then), CapacityAdmit::Go);
+        assert!(!m.is_limited());
+        assert_eq!(m.state_code(), 0);
+        for _ in 0..10 {
+            assert_eq!(m.admit(then), CapacityAdmit::Go);
+        }
+        // Found full again: the first cut starts from what was last known (no starts measured).
+        m.report(CapacityOutcome::LimitExceeded, then + ms(100));
+        assert!(m.is_limited());
+        let (k, a) = ka();
+        assert!(close(rate(&m, then + ms(100)), r * (-a * k).exp()));
+    }
+
+    #[test]
+    fn retries_stop_while_they_mostly_fail() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        let mut retries = 0;
+        for _cycle in 0..40 {
+            // The retry, if any, goes at once and finds the limit.
+            if m.admit(now) == CapacityAdmit::Go {
+                retries += 1;
+                m.report(CapacityOutcome::LimitExceeded, now);
+            }
+            // Then one start fits and the next is refused: a first refusal each time.
+            for outcome in [CapacityOutcome::Started, CapacityOutcome::LimitExceeded] {
+                let CapacityAdmit::NotBefore(t) = m.admit(now) else {
+                    panic!("paced");
+                };
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+                m.report(outcome, now);
+            }
+        }
+        // Optimistic at first (score 1 → below ½ after six misses), then one in eight.
+        assert!((7..=12).contains(&retries), "{retries}");
+    }
+
+    #[test]
+    fn the_pace_never_drops_below_the_floor() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        for _ in 0..200 {
+            if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                assert!(t - now <= Duration::from_secs(600) + ms(1));
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+            }
+            m.report(CapacityOutcome::LimitExceeded, now);
+        }
+        assert!(close(rate(&m, now), 1.0 / 600.0));
+    }
+
+    #[test]
+    fn odd_call_sequences_do_not_panic() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        // Reports without admits, a refusal as the very first answer, time going backwards.
+        m.report(CapacityOutcome::Started, t0);
+        m.report(CapacityOutcome::LimitExceeded, t0 - Duration::from_secs(5));
+        assert!(m.is_limited());
+        let (k, a) = ka();
+        // One start measured, 5 s before: no usable span; the unknown rate, cut once.
+        let r = rate(&m, t0 - Duration::from_secs(5));
+        assert!(close(r, (-a * k).exp()), "{r}");
+        for outcome in [
+            CapacityOutcome::Inconclusive,
+            CapacityOutcome::Started,
+            CapacityOutcome::LimitExceeded,
+        ] {
+            m.report(outcome, t0 - Duration::from_secs(100));
+            let _ = m.admit(t0 - Duration::from_secs(100));
+            let _ = m.start_rate(t0 - Duration::from_secs(100));
+        }
+        let far = t0 + Duration::from_secs(10_000_000);
+        let _ = m.admit(far);
+        let _ = m.start_rate(far);
     }
 }
