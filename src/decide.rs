@@ -15,7 +15,9 @@
 //!                                           └▶ Capacity(NotBefore) ─▶ HoldForCapacity ─▶ Woke ─▶ AskCapacity
 //!                                                                  └▶ GiveBack / Recycle (too long to hold)
 //!             CreatePersistentContactAssociation: Acquire
-//! Acquire ─▶ Permitted ─▶ Call (or Publish(Expired) past notAfter)
+//! Acquire ─▶ Permitted ─▶ start: ClaimCapacity ─▶ Claimed(Go) ─▶ Call
+//!                                             └▶ Claimed(NotBefore) ─▶ hold or give back, as above
+//!                      └▶ association: Call;   past notAfter: Publish(Expired)
 //! Call ─▶ Answered ─▶ the one match on the error class (below)
 //! Publish ─▶ Published(ok) ─▶ Done;  Published(failed) ─▶ RetryPublish ─▶ Woke ─▶ Publish (same verdict)
 //! any wait ─▶ Stopped / HandedOff ─▶ GiveBack(0)
@@ -233,6 +235,9 @@ pub enum Event {
     Woke,
     /// The rate permit was granted.
     Permitted,
+    /// The instance's capacity machine answered a [`Step::ClaimCapacity`] (`Go`: the start is
+    /// the caller's, in its permit).
+    Claimed(CapacityView),
     /// Connect answered the call.
     Answered(Answer),
     /// The settler tried to publish the verdict: `true` when published and the job deleted.
@@ -248,13 +253,15 @@ pub enum Event {
 /// The next thing the pipeline does with the job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// Ask the instance's capacity machine whether a start may go now.
+    /// Ask the instance's capacity machine whether a start could go now (nothing is taken).
     AskCapacity,
     /// Keep the job in the worker until `until`, or until the instance's capacity changes; then
     /// report `Woke`.
     HoldForCapacity { until: Instant },
     /// Wait for the operation's rate permit (handoff or shutdown may interrupt).
     Acquire,
+    /// Take the start from the instance's capacity machine, right before the call.
+    ClaimCapacity,
     /// Call Connect with the permit.
     Call,
     /// Sleep until `until`, then report `Woke`.
@@ -304,9 +311,21 @@ pub fn decide(s: &DecideSettings, job: &mut JobState, event: Event, now: Now, ji
             if expired(job, now) {
                 return publish(job, Verdict::Expired, now);
             }
+            if job.op == Some(Operation::StartChatContact) {
+                return Step::ClaimCapacity;
+            }
             job.calls += 1;
             Step::Call
         }
+        // The instance filled while the job waited for its token: the token goes unused (its
+        // permit reports neutral) and the job waits for capacity again.
+        Event::Claimed(view) => match view.admit {
+            CapacityAdmit::Go => {
+                job.calls += 1;
+                Step::Call
+            }
+            CapacityAdmit::NotBefore(at) => capacity_wait(s, job, view, at, now, jitter),
+        },
         Event::Answered(Answer::Ok) => publish(job, Verdict::Succeeded, now),
         Event::Answered(Answer::Err {
             class,

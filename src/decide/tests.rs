@@ -38,6 +38,14 @@ fn view(admit: CapacityAdmit, ahead: usize, start_rate: Option<f64>) -> Event {
     })
 }
 
+fn view_claimed(admit: CapacityAdmit) -> Event {
+    Event::Claimed(CapacityView {
+        admit,
+        ahead: 0,
+        start_rate: Some(1.0),
+    })
+}
+
 /// A job of `op` after its `Received` event, at `base`.
 fn working(op: Operation, receive_count: u32, base: Instant) -> JobState {
     let mut job = JobState::new(receive_count);
@@ -223,6 +231,36 @@ fn permits_lead_to_the_call_unless_the_job_expired_meanwhile() {
     let mut job = working(ASSOCIATE, 1, base);
     assert_eq!(decide(&s, &mut job, Event::Permitted, now, 0.5), Step::Call);
     assert_eq!(job.calls, 1);
+    // A start claims its instance's capacity right before the call.
+    let mut start = working(START, 1, base);
+    assert_eq!(
+        decide(&s, &mut start, Event::Permitted, now, 0.5),
+        Step::ClaimCapacity
+    );
+    assert_eq!(start.calls, 0);
+    assert_eq!(
+        decide(
+            &s,
+            &mut start.clone(),
+            view_claimed(CapacityAdmit::Go),
+            now,
+            0.5
+        ),
+        Step::Call
+    );
+    // The instance filled while it waited for the token: it holds again, nothing is called.
+    let soon = base + Duration::from_secs(1);
+    assert_eq!(
+        decide(
+            &s,
+            &mut start,
+            view_claimed(CapacityAdmit::NotBefore(soon)),
+            now,
+            0.5
+        ),
+        Step::HoldForCapacity { until: soon }
+    );
+    assert_eq!(start.calls, 0);
 
     let mut late = JobState::new(1);
     let not_after = now.wall + time::Duration::seconds(1);

@@ -3,8 +3,8 @@
 //! Every limiter that let a call through learns from its outcome exactly once: the operation's
 //! adaptive rate limiter (throttles slow it down), and for StartChatContact the instance's
 //! capacity machine (a `LimitExceededException` paces starts). The permit collects what was
-//! granted — the capacity lease first, then the rate token, then the fleet slot, which needs no
-//! feedback — and [`Permit::report`] tells each its reading of the classified outcome in one
+//! granted — the rate token, the fleet slot (which needs no feedback), then right before the
+//! call the instance's capacity lease — and [`Permit::report`] tells each its reading of the classified outcome in one
 //! place. A permit dropped unreported (shutdown, handoff, expiry, an abandoned call) reports
 //! "neutral" to all of them: a call that was not made, or whose answer is unknown, says nothing.
 
@@ -29,6 +29,11 @@ impl Permit {
             capacity,
             rate: None,
         }
+    }
+
+    /// Records the capacity lease of a start, claimed right before its call.
+    pub fn lease(&mut self, lease: CapacityLease) {
+        self.capacity = Some(lease);
     }
 
     /// Records that `limiter` gave a token: it is owed one feedback from now on.
@@ -110,13 +115,18 @@ mod tests {
     async fn a_report_reaches_every_limiter_once() {
         let book = Arc::new(CapacityBook::new(CapacitySettings::default(), |_| {}));
         let limiter = Arc::new(AdaptiveLimiter::new(10.0, 10));
-        let asked = book.ask("i");
-        let mut permit = Permit::new(asked.lease);
+        let mut permit = Permit::default();
         limiter.acquire().await;
         permit.granted(limiter.clone());
+        let claimed = book.claim("i");
+        assert_eq!(claimed.admit, CapacityAdmit::Go);
+        permit.lease(claimed.lease.expect("a lease with Go"));
         permit.report(Some(ErrorClass::LimitExceeded));
         // The instance heard of the limit; the rate limiter did not slow down.
-        assert!(matches!(book.ask("i").admit, CapacityAdmit::NotBefore(_)));
+        assert!(
+            book.peek("i").start_rate.is_some(),
+            "the instance is limited"
+        );
         assert_eq!(limiter.cuts(), 0);
         assert_eq!(limiter.allowed_rate(), 10.0);
     }

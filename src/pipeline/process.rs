@@ -113,6 +113,7 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
                 Step::AskCapacity => self.ask_capacity(),
                 Step::HoldForCapacity { until } => self.hold_for_capacity(until).await,
                 Step::Acquire => self.acquire().await,
+                Step::ClaimCapacity => self.claim_capacity(),
                 Step::Call => self.call().await,
                 Step::Backoff { until } => self.backoff(until).await,
                 Step::Publish(verdict) => self.publish(verdict).await,
@@ -131,19 +132,34 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
         let book = &self.ctx.capacity;
         let instance = self.instance().to_owned();
         self.changes = Some(book.changes(&instance));
-        let asked = book.ask(&instance);
-        let ahead = asked
-            .holding
-            .saturating_sub(usize::from(self.hold.is_some()));
-        if asked.lease.is_some() {
+        let asked = book.peek(&instance);
+        Event::Capacity(self.view(&asked))
+    }
+
+    fn claim_capacity(&mut self) -> Event {
+        let book = &self.ctx.capacity;
+        let instance = self.instance().to_owned();
+        self.changes = Some(book.changes(&instance));
+        let mut asked = book.claim(&instance);
+        let view = self.view(&asked);
+        if let Some(lease) = asked.lease.take() {
             self.hold = None;
+            self.permit.get_or_insert_with(Permit::default).lease(lease);
+        } else {
+            // The rate token goes unused; the permit reports neutral.
+            self.permit = None;
         }
-        self.permit = Some(Permit::new(asked.lease));
-        Event::Capacity(CapacityView {
+        Event::Claimed(view)
+    }
+
+    fn view(&self, asked: &crate::rate::instances::Asked) -> CapacityView {
+        CapacityView {
             admit: asked.admit,
-            ahead,
+            ahead: asked
+                .holding
+                .saturating_sub(usize::from(self.hold.is_some())),
             start_rate: asked.start_rate,
-        })
+        }
     }
 
     async fn hold_for_capacity(&mut self, until: tokio::time::Instant) -> Event {

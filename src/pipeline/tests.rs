@@ -223,7 +223,7 @@ async fn throttles_are_retried_in_process_with_the_same_client_token() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn no_chat_capacity_is_never_retried_at_once() {
+async fn no_chat_capacity_is_not_hammered() {
     let h = start(
         settings(|_| {}),
         ScriptedConnect::new(vec![Err((
@@ -233,21 +233,17 @@ async fn no_chat_capacity_is_never_retried_at_once() {
         &[job("c")],
     );
     until(|| h.connect.calls() == 1).await;
-    // The instance's capacity machine decides when the next start may go: not within
-    // milliseconds, which would only burn calls.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        h.connect.calls(),
-        1,
-        "no immediate retry after LimitExceeded"
-    );
-    assert!(h.queue.is_empty(RESULTS));
+    // The instance's capacity machine decides when the next start may go: at most the one
+    // retry it allows after a first refusal, not a retry per millisecond.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.connect.calls() <= 2, "{}", h.connect.calls());
     assert_eq!(
         h.metrics
             .capacity_limited
             .with_label_values(&["inst"])
             .get(),
-        1
+        1,
+        "the instance is paced"
     );
     // Later it starts and succeeds, without a trip through the DLQ.
     until(|| h.queue.len(RESULTS) == 1).await;

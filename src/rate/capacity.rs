@@ -1,103 +1,773 @@
-//! Placeholder of the per-instance capacity machine (replaced by the real machine on merge).
+//! [`InstanceCapacity`]: the active-chat capacity of one Connect instance, as a pure machine.
+//!
+//! `LimitExceededException` from StartChatContact means the instance holds its maximum of
+//! concurrent active chats (a quota per instance, default 100). Chats live seconds to hours and
+//! vary widely; other callers start chats on the same instance; and the worker never sees a chat
+//! end. All it sees is whether each start it sends comes back `Started` or `LimitExceeded`.
+//!
+//! # Mechanism
+//!
+//! While the instance has room the machine is **open**: every start goes (the rate limiter
+//! alone paces them). The first `LimitExceeded` makes it **limited**: starts are paced by a
+//! token bucket whose rate `r` estimates the rate at which capacity frees. In saturation a start
+//! succeeds exactly when a chat has ended since the last one, so the successful starts *are* the
+//! departures, and `r` is steered by them:
+//!
+//! - **Equilibrium.** Each `Started` raises `log r` by `a` (`step`); each `LimitExceeded` lowers
+//!   it by `a·k`. The drift is zero when `LimitExceeded` is `1/(1+k)` of the answers, whatever
+//!   the lifetimes: `k` comes from the refusal budget (`limit_exceeded_share`), not from a fit.
+//!   A pace a little above the departure rate is what that share costs; a pace below it would
+//!   leave freed capacity idle.
+//! - **One piece of evidence per refusal.** A `LimitExceeded` for a call that was already in
+//!   flight when an earlier one came back (answers come back roughly in send order, so the
+//!   next `in_flight` answers) says the same thing again: it empties the bucket but does not cut.
+//! - **Consecutive refusals back off faster.** The n-th `LimitExceeded` without a `Started`
+//!   between cuts `a·k·escalation^(n−1)`, at most halving `r` (`max_cut`): the gap between
+//!   probes grows geometrically while the instance stays full (others hold it, or our chats are
+//!   long and none has ended yet), so finding the first free slot after a time `T` costs
+//!   `O(log T)` refused calls. This is the old gate's probe cooldown, merged into the pacer.
+//! - **The run's top is remembered.** A `Started` that ends such a run (two or more refusals)
+//!   moves `log r` halfway back to the rate the run began at (a bisection between a rate known
+//!   to be too high and one at which a slot was found), instead of climbing from the bottom
+//!   by `a` per start.
+//! - **Long runs of successes climb faster.** The n-th consecutive `Started` raises `log r` by
+//!   `a·escalation^((n − 2k)/k)` once `n > 2k`: in equilibrium a run averages `k`, so a much
+//!   longer one means capacity freed (another caller left) and the pace should find it in a few
+//!   runs' time, not at `a` per start.
+//! - **The first cut.** At the first `LimitExceeded` after an open period `r` starts from our
+//!   own start rate just before it (the last `rate_window` starts): that is what filled the
+//!   instance, far above the departure rate when chats are long, and the consecutive-refusal
+//!   backoff brings it down in a few probes.
+//! - **Burst.** Tokens not used (no job to start) accumulate up to `burst`: capacity that freed
+//!   during an idle period stays free, so the starts it allows may go at once. A refusal empties
+//!   the bucket (the instance is full now). `burst` is the count of our starts the instance held
+//!   when it was found full (the starts of the open period before it): more of our chats than
+//!   that cannot have ended, which is all the machine can know.
+//! - **Back to open.** The machine cannot see chats end, but it can see its pace stop binding:
+//!   when the bucket overflows by a whole `burst` (tokens offered and never used, with no
+//!   refusal), as many of our chats as it held have had time to end and the caller did not even
+//!   need the pace, so the instance is no longer the limit and every start may go again.
+//! - **Inconclusive** answers (throttled, 5xx, transport, not sent) say nothing about capacity:
+//!   their token is given back.
+//!
+//! Time enters only through the `now` arguments (no clock reads, no I/O); one machine per
+//! Connect instance. Design notes and the scenario family: `docs/capacity-control.md` and
+//! `tests/data/capacity-scenarios/`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Rounding tolerance of the bucket, in starts (not a tuning constant).
+const TOKEN_EPSILON: f64 = 1e-6;
+
+/// Every constant of [`InstanceCapacity`], each with where its value comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapacitySettings {
-    pub initial_cooldown: Duration,
-    pub max_cooldown: Duration,
+    /// Share of StartChatContact answers that may be `LimitExceeded` while the instance is
+    /// full: `k = 1/share − 1`. 0.04, from the budget: ≤ 5 % for fixed lifetimes (the
+    /// tighter of its two budgets: the machine cannot tell fixed lifetimes from varied ones),
+    /// less one point for the refusals of backoff runs and of calls already in flight.
+    pub limit_exceeded_share: f64,
+    /// `a`: rise of `log r` per `Started` (a refusal lowers it by `a·k`). 0.004: a refusal
+    /// cuts `a·k` ≈ 10 %, the same order as the idle capacity it costs while the pace climbs
+    /// back (`a·k²/4` slots on average with fixed lifetimes, 2.3 % of a 20-chat instance);
+    /// a smaller `a` follows a change in the departure rate too slowly.
+    pub step: f64,
+    /// Growth of the cut per consecutive refusal, and of the rise per `k` successes beyond
+    /// `2k` in a row. 2: doubling, the usual exponential backoff; finding capacity after a time
+    /// `T` costs `log₂(T·r)` refusals and comes at most `T` late.
+    pub escalation: f64,
+    /// Deepest single cut of `log r`: ln 2, halve the rate (the gap between probes at most
+    /// doubles per refusal, as in the old gate's cooldown).
+    pub max_cut: f64,
+    /// Starts over which the open period's start rate is measured for the first cut. 20: the
+    /// smallest instance of the scenario family holds 20 chats; 20 intervals give the rate within
+    /// about ±25 % (Poisson) and remember only the last fill, not hours of trickle.
+    pub rate_window: usize,
+    /// Start rate assumed when the very first answer is a refusal (nothing measured): 1/s, the
+    /// probe cadence of the old gate; the backoff halves it per refusal.
+    pub unknown_rate: f64,
+    /// Lowest pace: one start per 10 minutes, a sixth of the longest chats' hour (capacity that
+    /// frees while everything is held by others is found at most that late; the cost is six
+    /// refused calls an hour).
+    pub min_rate: f64,
+    /// Highest pace: 1,000/s, far above any StartChatContact quota (keeps `r` finite; in
+    /// practice the pace stops binding and the machine opens long before).
+    pub max_rate: f64,
+    /// Smallest bucket: one start.
+    pub min_burst: f64,
+    /// Retries after a first refusal over which their success is averaged, and the period of
+    /// the retry that still goes while they mostly fail (to notice when they work again): 8, a
+    /// handful of cycles, so the machine switches within a minute of 5 s chats.
+    pub retry_memory: f64,
 }
 
 impl Default for CapacitySettings {
     fn default() -> Self {
         CapacitySettings {
-            initial_cooldown: Duration::from_millis(500),
-            max_cooldown: Duration::from_secs(60),
+            limit_exceeded_share: 0.04,
+            step: 0.004,
+            escalation: 2.0,
+            max_cut: std::f64::consts::LN_2,
+            rate_window: 20,
+            unknown_rate: 1.0,
+            min_rate: 1.0 / 600.0,
+            max_rate: 1_000.0,
+            min_burst: 1.0,
+            retry_memory: 8.0,
         }
     }
 }
 
+impl CapacitySettings {
+    /// `k`: the cut of a refusal in units of the rise of a success.
+    fn k(&self) -> f64 {
+        let share = self.limit_exceeded_share.clamp(1e-4, 0.5);
+        1.0 / share - 1.0
+    }
+}
+
+/// What a StartChatContact said about capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapacityOutcome {
+    /// The chat started (capacity was free).
     Started,
+    /// `LimitExceededException`: the instance is full.
     LimitExceeded,
+    /// Anything else (throttled, 5xx, transport error, not sent): says nothing about capacity.
     Inconclusive,
 }
 
+/// May a start go now?
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapacityAdmit {
+    /// Send one StartChatContact, then [`InstanceCapacity::report`] its outcome exactly once.
     Go,
+    /// Do not ask again before this instant (unless another report changes things).
     NotBefore(Instant),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    /// No refusal since `since`: every start goes.
+    Open { since: Instant },
+    /// Starts paced by the bucket.
+    Limited,
+}
+
+/// One instance's capacity machine. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct InstanceCapacity {
     settings: CapacitySettings,
-    limited: bool,
-    cooldown: Duration,
-    next: Instant,
-    probing: bool,
+    phase: Phase,
+    /// `log r`, once a refusal was seen.
+    log_rate: Option<f64>,
+    /// Bucket level (starts), at `refilled`.
+    level: f64,
+    refilled: Instant,
+    /// Bucket size.
+    burst: f64,
+    /// Tokens that overflowed the bucket since the last refusal.
+    unused: f64,
+    /// Starts admitted and not yet reported.
+    in_flight: u32,
+    /// Answers still to come for calls that were in flight at the last counted refusal.
+    stale: u32,
+    /// The retry after a first refusal is the last of the `stale` answers.
+    retry_pending: bool,
+    /// Running share of such retries that started a chat, and first refusals since the last.
+    retry_score: f64,
+    retries_skipped: f64,
+    /// Consecutive counted refusals, and `log r` before the first of them.
+    fail_run: u32,
+    run_top: f64,
+    /// Consecutive `Started` since the last counted refusal.
+    success_run: u32,
+    /// Times of the last starts of the open period (for the first cut) and their count.
+    open_starts: VecDeque<Instant>,
+    open_count: u32,
 }
 
 impl InstanceCapacity {
+    /// An open machine.
     pub fn new(settings: CapacitySettings, now: Instant) -> Self {
         InstanceCapacity {
-            cooldown: settings.initial_cooldown,
+            burst: settings.min_burst.max(1.0),
             settings,
-            limited: false,
-            next: now,
-            probing: false,
+            phase: Phase::Open { since: now },
+            log_rate: None,
+            level: 0.0,
+            refilled: now,
+            unused: 0.0,
+            in_flight: 0,
+            stale: 0,
+            retry_pending: false,
+            retry_score: 1.0,
+            retries_skipped: 0.0,
+            fail_run: 0,
+            run_top: 0.0,
+            success_run: 0,
+            open_starts: VecDeque::new(),
+            open_count: 0,
         }
     }
 
+    /// Ask to start one chat now. `Go`: send one StartChatContact and later call
+    /// [`InstanceCapacity::report`] exactly once with its outcome. `NotBefore(t)`: do not ask
+    /// again before `t`.
     pub fn admit(&mut self, now: Instant) -> CapacityAdmit {
-        if !self.limited {
-            return CapacityAdmit::Go;
+        if self.phase == Phase::Limited {
+            self.refill(now);
         }
-        if self.probing || now < self.next {
-            return CapacityAdmit::NotBefore(self.next.max(now));
+        if self.phase == Phase::Limited {
+            // A hair of tolerance: a caller that sleeps until `NotBefore(t)` must get `Go` at
+            // `t` although `t` was rounded to nanoseconds.
+            if self.level < 1.0 - TOKEN_EPSILON {
+                let wait = (1.0 - self.level) / self.rate();
+                return CapacityAdmit::NotBefore(now + Duration::from_secs_f64(wait.min(1e6)));
+            }
+            self.level = (self.level - 1.0).max(-TOKEN_EPSILON);
         }
-        self.probing = true;
-        self.next = now + self.cooldown;
+        self.in_flight = self.in_flight.saturating_add(1);
         CapacityAdmit::Go
     }
 
+    /// The outcome of a start admitted with `Go`.
     pub fn report(&mut self, outcome: CapacityOutcome, now: Instant) {
-        match outcome {
-            CapacityOutcome::Started => {
-                self.limited = false;
-                self.probing = false;
-                self.cooldown = self.settings.initial_cooldown;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let stale = self.stale > 0;
+        if self.stale == 1 && self.retry_pending {
+            self.retry_pending = false;
+            let hit = match outcome {
+                CapacityOutcome::Started => Some(1.0),
+                CapacityOutcome::LimitExceeded => Some(0.0),
+                CapacityOutcome::Inconclusive => None,
+            };
+            if let Some(hit) = hit {
+                self.retry_score += (hit - self.retry_score) / self.settings.retry_memory.max(1.0);
             }
-            CapacityOutcome::LimitExceeded => {
-                if self.limited && self.probing {
-                    self.cooldown = (self.cooldown * 3 / 2).min(self.settings.max_cooldown);
+        }
+        self.stale = self.stale.saturating_sub(1);
+        if self.phase == Phase::Limited {
+            self.refill(now);
+        }
+        match (self.phase, outcome) {
+            (Phase::Open { .. }, CapacityOutcome::Started) => {
+                self.open_count = self.open_count.saturating_add(1);
+                self.open_starts.push_back(now);
+                while self.open_starts.len() > self.settings.rate_window.max(1) {
+                    self.open_starts.pop_front();
                 }
-                self.limited = true;
-                self.probing = false;
-                self.next = now + self.cooldown;
             }
-            CapacityOutcome::Inconclusive => {
-                if self.probing {
-                    self.probing = false;
-                    self.next = now;
-                }
+            (Phase::Open { since }, CapacityOutcome::LimitExceeded) => self.limit_found(since, now),
+            (Phase::Open { .. }, CapacityOutcome::Inconclusive) => {}
+            (Phase::Limited, CapacityOutcome::Started) => self.started(stale),
+            // A refusal of a call already in flight at the last counted one: known already.
+            (Phase::Limited, CapacityOutcome::LimitExceeded) if stale => {}
+            (Phase::Limited, CapacityOutcome::LimitExceeded) => self.refused(),
+            (Phase::Limited, CapacityOutcome::Inconclusive) => {
+                self.level = (self.level + 1.0).min(self.burst);
             }
         }
     }
 
+    /// Whether the instance has been found full and starts are being paced.
     pub fn is_limited(&self) -> bool {
-        self.limited
+        self.phase == Phase::Limited
     }
 
-    pub fn start_rate(&self, _now: Instant) -> Option<f64> {
-        self.limited
-            .then(|| 1.0 / self.cooldown.as_secs_f64().max(0.001))
+    /// Starts per second the machine expects to allow now while limited (`None` when open, or
+    /// when the pace no longer binds and the next admit will open it).
+    pub fn start_rate(&self, now: Instant) -> Option<f64> {
+        if self.phase != Phase::Limited || self.would_open(now) {
+            return None;
+        }
+        Some(self.rate())
     }
 
+    /// Starts the bucket would allow at once at `now` (0 when open: nothing is paced).
+    pub fn ready_starts(&self, now: Instant) -> f64 {
+        if self.phase != Phase::Limited {
+            return 0.0;
+        }
+        let (level, _) = self.level_at(now);
+        level.max(0.0)
+    }
+
+    /// For the gauge: 0 open, 1 limited.
     pub fn state_code(&self) -> i64 {
-        i64::from(self.limited)
+        match self.phase {
+            Phase::Open { .. } => 0,
+            Phase::Limited => 1,
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.log_rate
+            .map(f64::exp)
+            .unwrap_or(self.settings.unknown_rate)
+            .clamp(self.settings.min_rate, self.settings.max_rate)
+    }
+
+    fn clamp_log(&self, log: f64) -> f64 {
+        log.clamp(self.settings.min_rate.ln(), self.settings.max_rate.ln())
+    }
+
+    /// The bucket's level at `now` and the tokens that overflowed since `refilled`.
+    fn level_at(&self, now: Instant) -> (f64, f64) {
+        let dt = now.saturating_duration_since(self.refilled).as_secs_f64();
+        let level = self.level + dt * self.rate();
+        if level > self.burst {
+            (self.burst, level - self.burst)
+        } else {
+            (level, 0.0)
+        }
+    }
+
+    fn would_open(&self, now: Instant) -> bool {
+        let (_, overflow) = self.level_at(now);
+        self.unused + overflow >= self.burst
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if self.would_open(now) {
+            self.open(now);
+            return;
+        }
+        let (level, overflow) = self.level_at(now);
+        self.level = level;
+        self.unused += overflow;
+        self.refilled = now;
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.phase = Phase::Open { since: now };
+        self.open_starts.clear();
+        self.open_count = 0;
+        self.fail_run = 0;
+        self.success_run = 0;
+        self.unused = 0.0;
+        self.level = 0.0;
+        self.refilled = now;
+    }
+
+    /// The first refusal after an open period.
+    fn limit_found(&mut self, since: Instant, now: Instant) {
+        let measured = self.open_starts.front().and_then(|&first| {
+            let span = now.saturating_duration_since(first).as_secs_f64();
+            (span > 0.0).then(|| self.open_starts.len() as f64 / span)
+        });
+        let start_rate = match (measured, self.log_rate) {
+            (Some(r), _) => r,
+            (None, Some(log)) => log.exp(),
+            (None, None) => self.settings.unknown_rate,
+        };
+        let _ = since;
+        self.burst = self
+            .burst
+            .max(self.open_count as f64)
+            .max(self.settings.min_burst);
+        self.phase = Phase::Limited;
+        self.log_rate = Some(self.clamp_log(start_rate.max(f64::MIN_POSITIVE).ln()));
+        self.fail_run = 0;
+        self.success_run = 0;
+        self.level = 0.0;
+        self.refilled = now;
+        self.refused();
+    }
+
+    /// A refusal says the instance was full when that call reached it: saved-up tokens and the
+    /// time since the last start at the pace are both void; the pace starts over from now.
+    fn found_full(&mut self) {
+        self.level = self.level.min(0.0);
+    }
+
+    /// A counted refusal while limited.
+    fn refused(&mut self) {
+        let log = self.log_rate.unwrap_or(self.settings.unknown_rate.ln());
+        if self.fail_run == 0 {
+            self.run_top = log;
+        }
+        let s = &self.settings;
+        let cut = (s.step * s.k() * s.escalation.powi(self.fail_run.min(64) as i32)).min(s.max_cut);
+        self.log_rate = Some(self.clamp_log(log - cut));
+        self.fail_run = self.fail_run.saturating_add(1);
+        self.success_run = 0;
+        self.unused = 0.0;
+        self.found_full();
+        self.stale = self.in_flight;
+        self.retry_pending = false;
+        if self.fail_run == 1 {
+            // The first refusal after starts that fitted: the pace is about right and this call
+            // came a little before a chat ended. When chat ends follow our starts (lifetimes
+            // alike), that end comes within the jitter of the call: its token goes back, so one
+            // start goes as soon as the answer is in (a round trip after the refused one), and
+            // its answer is the same evidence as this one. When lifetimes vary, such retries
+            // mostly find the instance still full: they go on only while at least half of them
+            // start a chat (and one in `retry_memory` to notice when that changes).
+            let s = &self.settings;
+            if self.retry_score >= 0.5 || self.retries_skipped + 1.0 >= s.retry_memory {
+                self.retries_skipped = 0.0;
+                self.level = 1.0;
+                self.stale = self.stale.saturating_add(1);
+                self.retry_pending = true;
+            } else {
+                self.retries_skipped += 1.0;
+            }
+        }
+    }
+
+    /// A `Started` while limited.
+    fn started(&mut self, stale: bool) {
+        let s = &self.settings;
+        let k = s.k();
+        let mut log = self.log_rate.unwrap_or(s.unknown_rate.ln());
+        let _ = stale;
+        if self.fail_run >= 2 {
+            log = log.max((log + self.run_top) / 2.0);
+        }
+        self.fail_run = 0;
+        self.success_run = self.success_run.saturating_add(1);
+        let beyond = (f64::from(self.success_run) - 2.0 * k).max(0.0) / k;
+        let rise = (s.step * s.escalation.powf(beyond)).min(s.max_cut);
+        self.log_rate = Some(self.clamp_log(log + rise));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    /// `k` and `a` of the defaults.
+    fn ka() -> (f64, f64) {
+        let s = CapacitySettings::default();
+        (s.k(), s.step)
+    }
+
+    /// A machine that started 20 chats 50 ms apart (20/s) and then got a refusal at 1.05 s,
+    /// with nothing else in flight.
+    fn limited(t0: Instant) -> InstanceCapacity {
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        for i in 1..=20 {
+            assert_eq!(m.admit(t0 + ms(50 * i)), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, t0 + ms(50 * i));
+        }
+        assert_eq!(m.admit(t0 + ms(1_000)), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_050));
+        m
+    }
+
+    fn rate(m: &InstanceCapacity, now: Instant) -> f64 {
+        m.start_rate(now).expect("limited")
+    }
+
+    #[test]
+    fn open_until_a_refusal() {
+        let t0 = Instant::now();
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        for i in 0..100 {
+            assert_eq!(m.admit(t0 + ms(i)), CapacityAdmit::Go);
+        }
+        for i in 0..100 {
+            m.report(CapacityOutcome::Started, t0 + ms(100 + i));
+            m.report(CapacityOutcome::Inconclusive, t0 + ms(100 + i));
+        }
+        assert!(!m.is_limited());
+        assert_eq!(m.state_code(), 0);
+        assert_eq!(m.start_rate(t0 + ms(300)), None);
+        assert_eq!(m.ready_starts(t0 + ms(300)), 0.0);
+    }
+
+    #[test]
+    fn the_first_refusal_paces_from_our_start_rate() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        assert!(m.is_limited());
+        assert_eq!(m.state_code(), 1);
+        // 20 starts over the second before the refusal: 20/s, cut once.
+        let r = rate(&m, t0 + ms(1_050));
+        assert!(close(r, 20.0 * (-a * k).exp()), "{r}");
+        // The refused call's token goes back: one retry at once ...
+        assert_eq!(m.admit(t0 + ms(1_050)), CapacityAdmit::Go);
+        // ... and then the pace.
+        let next = t0 + ms(1_050) + Duration::from_secs_f64(1.0 / r);
+        assert_eq!(m.admit(t0 + ms(1_050)), CapacityAdmit::NotBefore(next));
+        // The retry's refusal is the same evidence: no cut.
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_150));
+        assert!(close(rate(&m, t0 + ms(1_150)), r));
+        // A start at the pace that fits raises the rate by a.
+        let at = t0 + ms(1_150) + Duration::from_secs_f64(1.0 / r);
+        assert_eq!(m.admit(at), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, at);
+        assert!(close(rate(&m, at), r * a.exp()));
+    }
+
+    #[test]
+    fn refusals_of_calls_already_in_flight_are_one_piece_of_evidence() {
+        let t0 = Instant::now();
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        for i in 1..=20 {
+            assert_eq!(m.admit(t0 + ms(50 * i)), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, t0 + ms(50 * i));
+        }
+        // Four calls out when the first refusal comes back.
+        for _ in 0..4 {
+            assert_eq!(m.admit(t0 + ms(1_000)), CapacityAdmit::Go);
+        }
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_050));
+        let r = rate(&m, t0 + ms(1_050));
+        for i in 0..3 {
+            m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_060 + i));
+        }
+        assert!(close(rate(&m, t0 + ms(1_070)), r));
+        // The retry (its token was given back) is covered too.
+        assert_eq!(m.admit(t0 + ms(1_070)), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(1_150));
+        assert!(close(rate(&m, t0 + ms(1_150)), r));
+        // The next refusal counts, and it is the second in a row: twice the cut.
+        let (k, a) = ka();
+        let at = t0 + ms(1_150) + Duration::from_secs_f64(1.0 / r);
+        assert_eq!(m.admit(at), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, at);
+        assert!(close(rate(&m, at), r * (-2.0 * a * k).exp()));
+    }
+
+    #[test]
+    fn consecutive_refusals_back_off_faster_then_a_start_bisects_back() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        let top = rate(&m, t0) * (a * k).exp();
+        let mut now = t0 + ms(1_050);
+        // The retry.
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, now);
+        let mut expected = top.ln() - a * k;
+        for n in 1..8 {
+            let CapacityAdmit::NotBefore(t) = m.admit(now) else {
+                panic!("paced");
+            };
+            now = t;
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+            m.report(CapacityOutcome::LimitExceeded, now);
+            expected -= (a * k * 2f64.powi(n)).min(std::f64::consts::LN_2);
+            assert!(close(rate(&m, now).ln(), expected), "refusal {n}");
+        }
+        // Halving at most: the gap doubled per refusal at the end.
+        let CapacityAdmit::NotBefore(t) = m.admit(now) else {
+            panic!("paced");
+        };
+        now = t;
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        // Halfway back to the rate the run started at, plus one step.
+        let mid = (expected + top.ln()) / 2.0 + a;
+        assert!(close(rate(&m, now).ln(), mid));
+    }
+
+    #[test]
+    fn k_starts_and_one_refusal_leave_the_rate_where_it_was() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, _) = ka();
+        let mut now = t0 + ms(1_050);
+        // The retry fits.
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        let r0 = rate(&m, now);
+        for _ in 0..3 {
+            for _ in 0..(k.round() as usize) {
+                if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                    now = t;
+                    assert_eq!(m.admit(now), CapacityAdmit::Go);
+                }
+                m.report(CapacityOutcome::Started, now);
+            }
+            if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+            }
+            m.report(CapacityOutcome::LimitExceeded, now);
+            // The retry fits.
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, now);
+        }
+        // Three cycles of k + 1 starts and one refusal: up by three steps (the retries' starts).
+        let (_, a) = ka();
+        assert!(close(rate(&m, now), r0 * (3.0 * a).exp()));
+    }
+
+    #[test]
+    fn a_long_run_of_starts_climbs_faster() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        let mut now = t0 + ms(1_050);
+        let mut last = rate(&m, now);
+        let n_max = (4.0 * k) as u32;
+        for n in 1..=n_max {
+            if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+            }
+            m.report(CapacityOutcome::Started, now);
+            let r = rate(&m, now);
+            let rise = (r / last).ln();
+            let beyond = (f64::from(n) - 2.0 * k).max(0.0) / k;
+            assert!(close(rise, a * 2f64.powf(beyond)), "start {n}: {rise}");
+            last = r;
+        }
+        // At 4k in a row the rise is four steps per start.
+        assert!(close((last / (last / (4.0 * a).exp())).ln(), 4.0 * a));
+    }
+
+    #[test]
+    fn an_inconclusive_answer_gives_its_token_back() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let now = t0 + ms(1_050);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Inconclusive, now);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        assert!(matches!(m.admit(now), CapacityAdmit::NotBefore(_)));
+    }
+
+    #[test]
+    fn unused_capacity_is_saved_up_to_the_burst() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        let r = rate(&m, now);
+        // Nobody asks for 5 starts' time: five may go at once.
+        now += Duration::from_secs_f64(5.0 / r);
+        assert!((m.ready_starts(now) - 5.0).abs() < 1e-6);
+        for _ in 0..5 {
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+        }
+        assert!(matches!(m.admit(now), CapacityAdmit::NotBefore(_)));
+        // The burst is the 20 starts that filled the instance: no more accumulate.
+        now += Duration::from_secs_f64(30.0 / r);
+        assert!(m.start_rate(now).is_some() || m.ready_starts(now) <= 20.0);
+        // A refusal says the instance is full: the savings go.
+        for _ in 0..5 {
+            m.report(CapacityOutcome::Started, now);
+        }
+        let mut m2 = limited(t0);
+        let first = t0 + ms(1_050);
+        assert_eq!(m2.admit(first), CapacityAdmit::Go);
+        m2.report(CapacityOutcome::Started, first);
+        let later = first + Duration::from_secs_f64(3.0 / r);
+        assert!(m2.ready_starts(later) > 2.9);
+        assert_eq!(m2.admit(later), CapacityAdmit::Go);
+        m2.report(CapacityOutcome::LimitExceeded, later);
+        // All but the retry's token.
+        assert!((m2.ready_starts(later) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_machine_opens_when_the_pace_stops_binding() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let now = t0 + ms(1_050);
+        assert_eq!(m.admit(now), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, now);
+        let r = rate(&m, now);
+        // The bucket fills (20 starts) and overflows by another 20 unused: open.
+        let almost = now + Duration::from_secs_f64(39.0 / r);
+        assert!(m.start_rate(almost).is_some());
+        let then = now + Duration::from_secs_f64(40.5 / r);
+        assert_eq!(m.start_rate(then), None);
+        assert_eq!(m.admit(then), CapacityAdmit::Go);
+        assert!(!m.is_limited());
+        assert_eq!(m.state_code(), 0);
+        for _ in 0..10 {
+            assert_eq!(m.admit(then), CapacityAdmit::Go);
+        }
+        // Found full again: the first cut starts from what was last known (no starts measured).
+        m.report(CapacityOutcome::LimitExceeded, then + ms(100));
+        assert!(m.is_limited());
+        let (k, a) = ka();
+        assert!(close(rate(&m, then + ms(100)), r * (-a * k).exp()));
+    }
+
+    #[test]
+    fn retries_stop_while_they_mostly_fail() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        let mut retries = 0;
+        for _cycle in 0..40 {
+            // The retry, if any, goes at once and finds the limit.
+            if m.admit(now) == CapacityAdmit::Go {
+                retries += 1;
+                m.report(CapacityOutcome::LimitExceeded, now);
+            }
+            // Then one start fits and the next is refused: a first refusal each time.
+            for outcome in [CapacityOutcome::Started, CapacityOutcome::LimitExceeded] {
+                let CapacityAdmit::NotBefore(t) = m.admit(now) else {
+                    panic!("paced");
+                };
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+                m.report(outcome, now);
+            }
+        }
+        // Optimistic at first (score 1 → below ½ after six misses), then one in eight.
+        assert!((7..=12).contains(&retries), "{retries}");
+    }
+
+    #[test]
+    fn the_pace_never_drops_below_the_floor() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        for _ in 0..200 {
+            if let CapacityAdmit::NotBefore(t) = m.admit(now) {
+                assert!(t - now <= Duration::from_secs(600) + ms(1));
+                now = t;
+                assert_eq!(m.admit(now), CapacityAdmit::Go);
+            }
+            m.report(CapacityOutcome::LimitExceeded, now);
+        }
+        assert!(close(rate(&m, now), 1.0 / 600.0));
+    }
+
+    #[test]
+    fn odd_call_sequences_do_not_panic() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        // Reports without admits, a refusal as the very first answer, time going backwards.
+        m.report(CapacityOutcome::Started, t0);
+        m.report(CapacityOutcome::LimitExceeded, t0 - Duration::from_secs(5));
+        assert!(m.is_limited());
+        let (k, a) = ka();
+        // One start measured, 5 s before: no usable span; the unknown rate, cut once.
+        let r = rate(&m, t0 - Duration::from_secs(5));
+        assert!(close(r, (-a * k).exp()), "{r}");
+        for outcome in [
+            CapacityOutcome::Inconclusive,
+            CapacityOutcome::Started,
+            CapacityOutcome::LimitExceeded,
+        ] {
+            m.report(outcome, t0 - Duration::from_secs(100));
+            let _ = m.admit(t0 - Duration::from_secs(100));
+            let _ = m.start_rate(t0 - Duration::from_secs(100));
+        }
+        let far = t0 + Duration::from_secs(10_000_000);
+        let _ = m.admit(far);
+        let _ = m.start_rate(far);
     }
 }

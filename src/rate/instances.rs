@@ -6,9 +6,15 @@
 //! instance's jobs.
 //!
 //! # Protocol
-//! - [`CapacityBook::ask`] asks the instance's machine for a start now. `Go` comes with a
-//!   [`CapacityLease`]: the start owes the machine exactly one outcome, which the call's permit
-//!   reports (`pipeline::permit`); a lease dropped unreported reports `Inconclusive`.
+//! - [`CapacityBook::peek`] asks the instance's machine whether a start could go now, without
+//!   taking it: a job checks before it waits for a rate token, so jobs for a full instance do not
+//!   queue for (and use up) the rate shared with other instances.
+//! - [`CapacityBook::claim`] takes the start right before the call, after the rate token: the
+//!   machine counts a claimed start as a call on the wire until its outcome comes back. `Go`
+//!   comes with a [`CapacityLease`]: the start owes the machine exactly one outcome, which the
+//!   call's permit reports (`pipeline::permit`); a lease dropped unreported reports
+//!   `Inconclusive`. A claim refused (the instance filled while the job waited for its token)
+//!   sends the job back to holding; its token goes unused.
 //! - A job told `NotBefore` that decides to hold takes a [`HoldTicket`] (counted in `ahead` for
 //!   the next askers, so the decision can give back what the instance will not start soon) and
 //!   waits on [`CapacityBook::changes`] or until the time given.
@@ -75,8 +81,28 @@ impl CapacityBook {
         f(slot)
     }
 
-    /// Asks for one start on `instance` now.
-    pub fn ask(self: &Arc<Self>, instance: &str) -> Asked {
+    /// Whether a start on `instance` could go now, without taking it (a job checks before it
+    /// waits for a rate token, and [`CapacityBook::claim`]s right before its call).
+    pub fn peek(&self, instance: &str) -> Asked {
+        let now = Instant::now();
+        let (admit, holding, start_rate) = self.with_slot(instance, |s| {
+            (
+                s.machine.clone().admit(now),
+                s.holding,
+                s.machine.start_rate(now),
+            )
+        });
+        Asked {
+            admit,
+            holding,
+            start_rate,
+            lease: None,
+        }
+    }
+
+    /// Takes one start on `instance` now, right before the call: the machine counts a `Go` as
+    /// a call on the wire until its outcome is reported.
+    pub fn claim(self: &Arc<Self>, instance: &str) -> Asked {
         let now = Instant::now();
         let (admit, holding, start_rate) = self.with_slot(instance, |s| {
             (s.machine.admit(now), s.holding, s.machine.start_rate(now))
@@ -179,24 +205,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn instances_are_independent_and_a_dropped_lease_is_inconclusive() {
         let book = Arc::new(CapacityBook::new(CapacitySettings::default(), |_| {}));
-        let a = book.ask("A");
+        assert_eq!(book.peek("A").admit, CapacityAdmit::Go);
+        let a = book.claim("A");
         assert_eq!(a.admit, CapacityAdmit::Go);
         a.lease.unwrap().report(CapacityOutcome::LimitExceeded);
-        // A is full; B is untouched.
-        assert!(matches!(book.ask("A").admit, CapacityAdmit::NotBefore(_)));
-        assert_eq!(book.ask("B").admit, CapacityAdmit::Go);
-        let mut changes = book.changes("A");
+        assert!(
+            book.start_rate_bound().is_some(),
+            "the only instance is limited"
+        );
+        // A is limited; B is untouched.
+        assert_eq!(book.peek("B").admit, CapacityAdmit::Go);
+        assert!(book.start_rate_bound().is_none(), "B is open");
+        assert!(book.peek("A").start_rate.is_some());
+        let changes = book.changes("A");
         let _t1 = book.hold("A");
         let t2 = book.hold("A");
-        assert_eq!(book.ask("A").holding, 2);
+        assert_eq!(book.peek("A").holding, 2);
         drop(t2);
-        assert_eq!(book.ask("A").holding, 1);
-        // A lease dropped without a report tells the machine something (and wakes the holders).
+        assert_eq!(book.peek("A").holding, 1);
+        // A peek takes nothing; a lease dropped without a report tells the machine (and wakes
+        // the holders).
         tokio::time::sleep(std::time::Duration::from_secs(120)).await;
-        let probe = book.ask("A");
+        assert_eq!(book.peek("A").admit, CapacityAdmit::Go);
+        assert_eq!(book.peek("A").admit, CapacityAdmit::Go);
+        assert!(!changes.has_changed().unwrap());
+        let probe = book.claim("A");
         assert_eq!(probe.admit, CapacityAdmit::Go);
         drop(probe);
         assert!(changes.has_changed().unwrap());
-        changes.mark_unchanged();
     }
 }

@@ -21,6 +21,8 @@
 //! `docs/rate-control.md`; scenario files: `tests/data/rate-scenarios/`.
 
 pub mod capacity;
+#[cfg(test)]
+mod capacity_scenarios;
 mod clock;
 mod controller;
 pub mod fleet;
