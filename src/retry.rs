@@ -28,6 +28,9 @@ pub struct RetryPolicy {
     /// Visibility delay when in-process retries are spent on transient failures; doubles per receive.
     pub transient_base: Duration,
     pub transient_max: Duration,
+    /// Visibility delay after Connect refused the worker's credentials (equal jitter, not
+    /// growing: the outage is the worker's, not the job's, and ends for all jobs at once).
+    pub credentials_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -42,6 +45,10 @@ impl Default for RetryPolicy {
             capacity_max: Duration::from_secs(120),
             transient_base: Duration::from_secs(5),
             transient_max: Duration::from_secs(300),
+            // Short: role credentials are refreshed minutes before they expire and a drifted
+            // clock is corrected by NTP within seconds; while the outage lasts the receiver
+            // takes one job per pause only (pipeline/receiver.rs), so waiting jobs stay in SQS.
+            credentials_wait: Duration::from_secs(10),
         }
     }
 }
@@ -72,6 +79,8 @@ pub enum RequeueReason {
     /// This replica's rate fell so low that the job would wait long here (see
     /// `pipeline::handoff`): another replica, or this one later, takes it.
     Handoff,
+    /// Connect refused the worker's credentials or signature: not the job's fault.
+    Credentials,
 }
 
 impl RequeueReason {
@@ -81,6 +90,7 @@ impl RequeueReason {
             RequeueReason::Transient => "transient",
             RequeueReason::Shutdown => "shutdown",
             RequeueReason::Handoff => "handoff",
+            RequeueReason::Credentials => "credentials",
         }
     }
 }
@@ -125,6 +135,16 @@ pub fn after_failure(
         ErrorClass::LimitExceeded => Decision::Requeue {
             after: capacity_wait(policy, receive_count, gate_reopens_in, jitter),
             reason: RequeueReason::Capacity,
+        },
+        ErrorClass::Credentials => Decision::Requeue {
+            after: Duration::from_secs(
+                policy
+                    .credentials_wait
+                    .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+                    .as_secs()
+                    .max(1),
+            ),
+            reason: RequeueReason::Credentials,
         },
         ErrorClass::Rejected => Decision::Fail {
             code: err.code.clone(),
@@ -248,6 +268,29 @@ mod tests {
                 reason: RequeueReason::Capacity
             }
         );
+    }
+
+    #[test]
+    fn credential_refusals_give_the_job_back_soon_whatever_its_receive_count() {
+        let p = RetryPolicy::default();
+        for (receive_count, jitter) in [(1, 0.0), (9, 0.99), (50, 0.5)] {
+            let d = after_failure(
+                &p,
+                &err(ErrorClass::Credentials, "ExpiredTokenException"),
+                Some(Duration::from_secs(1)),
+                receive_count,
+                None,
+                jitter,
+            );
+            let Decision::Requeue { after, reason } = d else {
+                panic!("{d:?}");
+            };
+            assert_eq!(reason, RequeueReason::Credentials);
+            assert!(
+                (Duration::from_secs(5)..=Duration::from_secs(10)).contains(&after),
+                "{after:?}"
+            );
+        }
     }
 
     #[test]

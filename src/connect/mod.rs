@@ -76,6 +76,11 @@ pub enum ErrorClass {
     Transient,
     /// 4xx that will fail the same way every time: the job fails with this code.
     Rejected,
+    /// The worker's own credentials or signature were refused (expired role session, unknown
+    /// key, bad signature, clock drift; see [`classify`]): an infrastructure problem, not the
+    /// job's. The job goes back to SQS without a result, `/readyz` reports it, and the next
+    /// successful call clears it.
+    Credentials,
 }
 
 /// A failed Connect call, classified.

@@ -74,7 +74,9 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(
                 );
             }
             Ending::GiveBack { after, reason } => {
-                if reason == RequeueReason::Capacity
+                // Neither a capacity wait nor a credential outage is the job's: neither may use
+                // up its receive budget.
+                if matches!(reason, RequeueReason::Capacity | RequeueReason::Credentials)
                     && msg.receive_count >= ctx.settings.max_receive_count
                     && recycle(&ctx, &msg, inflight_id, after).await
                 {
@@ -83,8 +85,9 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(
                         .with_label_values(&[reason.as_str()])
                         .inc();
                     info!(
+                        reason = reason.as_str(),
                         delay_s = after.as_secs(),
-                        "job recycled as a new message to wait for chat capacity"
+                        "job recycled as a new message (its wait does not use up its receives)"
                     );
                     return;
                 }
@@ -138,9 +141,30 @@ async fn recycle<Q: MessageQueue, C: ConnectApi>(
         body: msg.body.clone(),
         attributes,
     };
-    match ctx.queue.send_delayed(&ctx.queues.jobs, &copy, after).await {
-        Ok(failures) if failures.is_empty() => {}
-        _ => return false,
+    let failed = match ctx.queue.send_delayed(&ctx.queues.jobs, &copy, after).await {
+        Ok(failures) if failures.is_empty() => None,
+        Ok(failures) => Some(
+            failures
+                .first()
+                .map_or_else(|| "EntryFailed".to_owned(), |f| f.code.clone()),
+        ),
+        Err(e) => Some(e.code.clone()),
+    };
+    if let Some(code) = failed {
+        // Loud: without the copy the job is given back as is and may end RetriesExhausted
+        // (e.g. a task role without sqs:SendMessage on the jobs queue).
+        ctx.metrics
+            .sqs_errors
+            .with_label_values(&["SendMessage", &code])
+            .inc();
+        ctx.metrics.recycle_failures.inc();
+        warn!(
+            job_id = job_id(msg).as_deref().unwrap_or(""),
+            message_id = %msg.message_id,
+            code = %code,
+            "recycling the job as a new message failed; giving it back as is (it may reach MAX_RECEIVE_COUNT)"
+        );
+        return false;
     }
     ctx.inflight.remove(inflight_id).await;
     if let Err(e) = ctx
@@ -154,6 +178,15 @@ async fn recycle<Q: MessageQueue, C: ConnectApi>(
             .inc();
     }
     true
+}
+
+/// The job id of a message, when its body has one (for log lines outside the job's span).
+fn job_id(msg: &ReceivedMessage) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&msg.body)
+        .ok()?
+        .get("jobId")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// When the job was first sent: a recycled job carries it in an attribute.
@@ -391,6 +424,7 @@ async fn call_with_retries<Q: MessageQueue, C: ConnectApi>(
             .with_label_values(&[op.as_str()])
             .observe(call_started.elapsed().as_secs_f64());
         feed_back(ctx, op, gate_call, paced, &outcome);
+        credentials_health(ctx, op, &outcome);
 
         let err = match outcome {
             Ok(CallOk::Started(chat)) => {
@@ -512,6 +546,36 @@ async fn hold_for_gate<Q, C>(ctx: &Context<Q, C>, budget: &mut Duration) -> Gate
             _ = ctx.stop_receiving.cancelled() => return GateWait::Stopped,
         }
         *budget = budget.saturating_sub(started.elapsed());
+    }
+}
+
+/// Connect's answer about the worker's credentials: a refusal turns `/readyz` to 503 and is
+/// counted; the next success turns it back. Each transition is logged once.
+fn credentials_health<Q, C>(
+    ctx: &Context<Q, C>,
+    op: Operation,
+    outcome: &Result<CallOk, ConnectError>,
+) {
+    match outcome {
+        Ok(_) => {
+            if ctx.health.connect_call_succeeded() {
+                info!("Amazon Connect accepts the worker's credentials again; ready");
+            }
+        }
+        Err(e) if e.class == ErrorClass::Credentials => {
+            ctx.metrics
+                .credential_errors
+                .with_label_values(&[op.as_str(), &e.code])
+                .inc();
+            if ctx.health.connect_credentials_refused(&e.code) {
+                tracing::error!(
+                    code = %e.code,
+                    error = %e.message,
+                    "Amazon Connect refuses the worker's credentials (expired session, unknown key, bad signature or clock drift); jobs go back to SQS and /readyz is 503 until a call succeeds"
+                );
+            }
+        }
+        Err(_) => {}
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! While the capacity gate is closed and predicts no chat's end, it receives at most one message
 //! per pause (until the gate may probe or hears an outcome, at most 5 s): start-chat jobs would
-//! only be handed back, each receive costing them a receive count. Errors back off exponentially with full jitter (never spin); a missing queue or
+//! only be handed back, each receive costing them a receive count. Likewise while Connect refuses
+//! the worker's credentials (`/readyz` says so): one message per [`CREDENTIALS_PAUSE`], whose
+//! call probes whether the credentials work again; the others wait in SQS untouched. Errors back off exponentially with full jitter (never spin); a missing queue or
 //! denied access is logged clearly, turns `/readyz` to 503, and is retried slowly instead of
 //! exiting into a crash loop.
 
@@ -23,6 +25,9 @@ const GATE_PAUSE_MAX: Duration = Duration::from_secs(5);
 /// How much work a worker holds, in seconds at its limiters' current rates.
 const LOOKAHEAD_SECS: f64 = 5.0;
 const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
+/// Between receives while Connect refuses the worker's credentials: each receive takes one
+/// job, whose call is the probe.
+pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);
 
 /// Jobs worth holding: what the limiters can start in [`LOOKAHEAD_SECS`] (start chats at the
 /// slower of the rate and capacity pacers, associations at theirs, weighted by the recent mix of
@@ -102,6 +107,16 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
             if ctx.gate.is_closed() {
                 max = 1;
             }
+        }
+        if ctx.health.connect_credentials_failing() {
+            if ctx
+                .until_stopped(tokio::time::sleep(CREDENTIALS_PAUSE))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            max = 1;
         }
         while permits.len() < max {
             match slots.clone().try_acquire_owned() {
