@@ -592,3 +592,104 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting() {
         assert!(stderr.contains(setting), "{stderr}");
     }
 }
+
+/// A credential outage (Connect answering ExpiredTokenException, then
+/// UnrecognizedClientException, then InvalidSignatureException for 24 s) fails no job: jobs go
+/// back to SQS, `/readyz` says why it is 503, the refusals are counted, and with
+/// MAX_RECEIVE_COUNT=3 (the outage outlasts three receives of a job) no job reaches its receive
+/// limit, because the worker then takes one job per pause and recycles a job at its limit. Once
+/// the credentials work again every job succeeds and the worker is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_outage_fails_no_job_and_the_jobs_succeed_after_it() {
+    use connect_sim::CredentialFault;
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 20).await;
+    let sim = start_sim(generous_sim()).await;
+    sim.credentials().set(Some(CredentialFault::ExpiredToken));
+    let mut env = worker_env(&moto, &queues, &sim);
+    set(&mut env, "MAX_RECEIVE_COUNT", "3");
+    let worker = Worker::start(&env);
+    worker.wait_healthy();
+    let jobs: Vec<String> = (0..4)
+        .map(|i| start_job(&format!("cred-s{i}")))
+        .chain((0..2).map(|i| associate_job(&format!("cred-a{i}"))))
+        .collect();
+    queues.send_jobs(&jobs).await;
+
+    let not_ready_because = |code: &str| {
+        worker
+            .get("/readyz")
+            .is_some_and(|(s, b)| s == 503 && b.contains(code))
+    };
+    assert!(
+        eventually(WAIT, || not_ready_because("ExpiredTokenException")).await,
+        "readyz: {:?}\nlog:\n{}",
+        worker.get("/readyz"),
+        worker.log()
+    );
+    let mut published = Vec::new();
+    for fault in [
+        CredentialFault::UnrecognizedClient,
+        CredentialFault::InvalidSignature,
+    ] {
+        // Results read meanwhile: there must be none (each would be a failed job).
+        published.extend(queues.results(1, Duration::from_secs(8)).await);
+        sim.credentials().set(Some(fault));
+        assert!(
+            eventually(WAIT, || not_ready_because(fault.code())).await,
+            "readyz: {:?}",
+            worker.get("/readyz")
+        );
+    }
+    published.extend(queues.results(1, Duration::from_secs(8)).await);
+    assert!(
+        published.is_empty(),
+        "results during the outage: {published:?}"
+    );
+    let m = worker.metrics();
+    for code in [
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+    ] {
+        assert!(
+            metric_value(
+                &m,
+                &format!("resume_chat_credential_errors_total{{code=\"{code}\"}}")
+            ) >= 1.0,
+            "{code} not counted:\n{m}"
+        );
+    }
+    assert!(
+        metric_value(
+            &m,
+            "resume_chat_jobs_requeued_total{reason=\"credentials\"}"
+        ) >= 3.0
+    );
+    assert_eq!(metric_value(&m, "resume_chat_ready"), 0.0);
+    assert!(sim.credentials().refused() >= 3);
+
+    sim.credentials().set(None);
+    let results = queues.results(jobs.len(), Duration::from_secs(90)).await;
+    assert_eq!(results.len(), jobs.len(), "log:\n{}", worker.log());
+    for r in &results {
+        assert_eq!(r.status(), "succeeded", "{}", r.body);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || worker
+            .get("/readyz")
+            .is_some_and(|(s, _)| s == 200))
+        .await,
+        "readyz after the outage: {:?}",
+        worker.get("/readyz")
+    );
+    assert_eq!(
+        queues.depth(&queues.dlq).await,
+        (0, 0),
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        metric_value(&worker.metrics(), "resume_chat_jobs_dead_lettered_total"),
+        0.0
+    );
+}
