@@ -693,3 +693,104 @@ async fn a_credential_outage_fails_no_job_and_the_jobs_succeed_after_it() {
         0.0
     );
 }
+
+/// Every test here runs under the task role's SQS statements from worker.yaml (tests/common).
+/// This one checks that the enforcement is real (the principal may not read the results queue or
+/// delete from it, which the worker never does), and that the capacity-wait recycle (a job at
+/// MAX_RECEIVE_COUNT sent again as a new message) is allowed by the template's policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_policy_is_enforced_and_allows_the_capacity_recycle() {
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 20).await;
+    let (key, secret) = moto.task_credentials();
+    let task = sqs_client_as(&moto.endpoint, (&key, &secret));
+    let denied = task
+        .receive_message()
+        .queue_url(&queues.results)
+        .send()
+        .await
+        .expect_err("the task role may not read results");
+    // moto answers IAM refusals in the query protocol's XML even to JSON-protocol requests, so
+    // the SDK reads no code from it: check the raw answer.
+    let raw = denied.raw_response().expect("a response");
+    assert_eq!(raw.status().as_u16(), 403);
+    let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default()).into_owned();
+    assert!(
+        body.contains("AccessDenied") && body.contains("sqs:ReceiveMessage"),
+        "{body}"
+    );
+    let bad_key = sqs_client_as(&moto.endpoint, (&key, "not-the-secret"));
+    let refused = bad_key
+        .get_queue_attributes()
+        .queue_url(&queues.jobs)
+        .send()
+        .await
+        .expect_err("a wrong secret is refused");
+    assert!(
+        format!("{refused:?}").contains("SignatureDoesNotMatch"),
+        "{refused:?}"
+    );
+
+    let (worker, sim) = recycling_worker(&moto, &queues).await;
+    assert!(
+        eventually(WAIT, || worker
+            .log()
+            .contains("job recycled as a new message"))
+        .await,
+        "log:\n{}",
+        worker.log()
+    );
+    assert_eq!(worker.metric("resume_chat_recycle_failures_total"), 0.0);
+    assert!(sim.stats().operations.start_chat_contact.limit_exceeded >= 2);
+}
+
+/// Without `sqs:SendMessage` on the jobs queue (the template's bug of issue 12) the recycle is
+/// denied: the worker says so with the job id, counts it, and gives the job back as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_recycle_is_logged_with_the_job_id_and_counted() {
+    let moto = Moto::start();
+    let queues = Queues::create_with_policy(&moto, 30, 20, &["sqs:SendMessage@JobsQueue"]).await;
+    let (worker, _sim) = recycling_worker(&moto, &queues).await;
+    assert!(
+        eventually(WAIT, || worker.metric("resume_chat_recycle_failures_total")
+            >= 1.0)
+        .await,
+        "log:\n{}",
+        worker.log()
+    );
+    let log = worker.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("recycling the job as a new message failed"))
+        .unwrap_or_else(|| panic!("no log line:\n{log}"));
+    let line: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    assert_eq!(line["job_id"], "recycle-1", "{line}");
+    assert_eq!(line["level"], "WARN");
+    // A 403 (moto's XML body carries no code the JSON SDK reads).
+    assert_eq!(line["code"], "Http403", "{line}");
+    let m = worker.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"resume_chat_sqs_errors_total{operation="SendMessage",code="Http403"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// A worker with MAX_RECEIVE_COUNT=2 and one start-chat job that never finds chat capacity: its
+/// second receive ends in a recycle.
+async fn recycling_worker(moto: &Moto, queues: &Queues) -> (Worker, connect_sim::SimHandle) {
+    let sim = start_sim(SimConfig {
+        max_active_chats: 0,
+        ..generous_sim()
+    })
+    .await;
+    let mut env = worker_env(moto, queues, &sim);
+    set(&mut env, "MAX_RECEIVE_COUNT", "2");
+    let worker = Worker::start(&env);
+    worker.wait_healthy();
+    queues.send_job(&start_job("recycle-1")).await;
+    (worker, sim)
+}
