@@ -528,6 +528,29 @@ async fn a_missing_queue_is_a_clear_log_line_and_not_ready_not_a_crash() {
         "JOBS_QUEUE_URL",
         &format!("{}/123456789012/no-such-queue", moto.endpoint),
     );
+    // Under the task role, a queue outside its policy is denied before SQS looks for it (as in
+    // AWS, where the role's statements name the stack's queues): the log says both causes.
+    let denied = Worker::start(&env);
+    denied.wait_healthy();
+    assert!(
+        eventually(Duration::from_secs(15), || denied
+            .log()
+            .contains("access to the jobs queue is denied"))
+        .await,
+        "{}",
+        denied.log()
+    );
+    assert!(
+        denied
+            .log()
+            .contains("check JOBS_QUEUE_URL and the task role")
+    );
+    assert_eq!(denied.get("/readyz").map(|(s, _)| s), Some(503));
+    drop(denied);
+    // With every permission, SQS says the queue does not exist.
+    let (key, secret) = moto.admin_credentials();
+    set(&mut env, "AWS_ACCESS_KEY_ID", &key);
+    set(&mut env, "AWS_SECRET_ACCESS_KEY", &secret);
     let mut worker = Worker::start(&env);
     worker.wait_healthy();
     assert!(

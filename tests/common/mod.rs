@@ -105,6 +105,14 @@ impl Moto {
             .unwrap_or_else(|| ("test".to_owned(), "test".to_owned()))
     }
 
+    /// The admin's (access key id, secret): everything allowed.
+    pub fn admin_credentials(&self) -> (String, String) {
+        self.principals
+            .get()
+            .map(|p| p.admin.clone())
+            .unwrap_or_else(|| ("test".to_owned(), "test".to_owned()))
+    }
+
     /// Switches IAM enforcement on with the task principal's policy from worker.yaml (see the
     /// module doc); `drop` removes `action@LogicalId` pairs from it (a test of their absence).
     pub fn enforce_task_policy(&self, jobs: &str, results: &str, dlq: &str, drop: &[&str]) {
