@@ -21,7 +21,8 @@
 # scripts/lint-deploy.sh loads the workspace with exactly these stubs and fails if it cannot.
 #
 # Build (see docs/operations.md, "Building and pushing the image"):
-#   docker buildx build --platform linux/amd64 -t resume-chat-worker:dev .
+#   docker buildx build --platform linux/amd64 --build-arg GIT_COMMIT="$(git rev-parse HEAD)" \
+#       -t resume-chat-worker:dev .
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
@@ -44,6 +45,11 @@ RUN mkdir -p src sim/src \
 
 # 2. The real sources. COPY keeps the files' own modification times, which can be older than
 # the stub build's fingerprints, so the worker's fingerprint is dropped to force its rebuild.
+# GIT_COMMIT (the build argument; .git is not in the build context) labels the
+# resume_chat_build_info metric: --build-arg GIT_COMMIT="$(git rev-parse HEAD)".
+# Declared here, after the dependency layer, so a new commit does not invalidate that layer.
+ARG GIT_COMMIT=unknown
+ENV GIT_COMMIT=${GIT_COMMIT}
 COPY . .
 RUN rm -rf target/release/.fingerprint/resume-chat-worker-* \
     && cargo build --release --locked -p resume-chat-worker \

@@ -63,11 +63,25 @@ pub struct RawSettings {
     /// Timeout of one Connect call, in seconds [default: 10].
     #[arg(long, env = "CONNECT_TIMEOUT_SECONDS")]
     pub connect_timeout_seconds: Option<String>,
-    /// `redis://host:port[/db]` of a Redis shared by all replicas: the rate quota is then shared
-    /// exactly through a GCRA in Redis (every replica must have the same rates and bursts).
-    /// Unset: local adaptive control only. Redis unreachable: local control until it is back.
+    /// `redis://` or `rediss://` (TLS) `[user[:password]@]host[:port][/db]` of a Redis or Valkey
+    /// shared by all replicas: the rate quota is then shared exactly through a GCRA in Redis
+    /// (every replica must have the same rates and bursts). Cluster mode is detected (see
+    /// REDIS_CLUSTER). Unset: local adaptive control only. Redis unreachable: local control until
+    /// it is back.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Password of the Redis user, kept out of REDIS_URL (ECS injects it from Secrets Manager);
+    /// the user name, if not `default`, goes in the URL. Never logged.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// PEM file of the CA certificates that `rediss://` trusts instead of the system roots (a
+    /// self-hosted Redis with a private CA; ElastiCache needs none) [default: system roots].
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
+    /// `auto`, `on` or `off`: whether REDIS_URL is a cluster-mode endpoint (slots, MOVED/ASK).
+    /// `auto` asks the server (`INFO cluster`) when it first connects [default: auto].
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: Option<String>,
     /// Prefix of the fleet limiter's Redis keys (`{prefix}:{operation}`) [default: resume-chat-worker].
     #[arg(long, env = "FLEET_LIMITER_PREFIX")]
     pub fleet_limiter_prefix: Option<String>,
@@ -80,11 +94,52 @@ pub struct RateSetting {
     pub burst: u32,
 }
 
-/// The optional fleet-wide limiter in Redis.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The optional fleet-wide limiter in Redis. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct FleetSetting {
+    /// As given, including any password: hand it to the redis crate only, never to a log.
     pub redis_url: String,
+    /// The URL with the password replaced by `***`: for logs and errors.
+    pub redis_url_redacted: String,
+    /// `REDIS_PASSWORD`, when the URL has none.
+    pub password: Option<Secret>,
+    /// `REDIS_CA_FILE`'s PEM contents (read at start-up), trusted instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub cluster: ClusterMode,
     pub prefix: String,
+}
+
+impl std::fmt::Debug for FleetSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetSetting")
+            .field("redis_url", &self.redis_url_redacted)
+            .field("password", &self.password)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// A secret setting: `Debug` prints `<redacted>`, so no `{:?}` of the settings can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `REDIS_CLUSTER`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterMode {
+    /// Ask the server (`INFO cluster`) when connecting.
+    Auto,
+    /// A cluster-mode endpoint (ElastiCache Serverless, cluster mode enabled).
+    On,
+    /// One primary (ElastiCache cluster mode disabled, a plain Redis).
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,39 +260,45 @@ fn seconds(
     .map(Duration::from_secs)
 }
 
-/// Checks `redis://host:port[/db]` (no credentials, no TLS: a Redis on the task's network).
-fn redis_url(s: &str) -> Result<String, ConfigError> {
-    let problem = || {
-        bad(
-            "REDIS_URL",
-            format!(
-                "must be redis://host:port or redis://host:port/db such as redis://127.0.0.1:6379/0, got {s:?}"
-            ),
-        )
+/// Checks `REDIS_URL` (`redis://` or `rediss://`, optional `user[:password]@`, host, optional
+/// port, optional `/db`) and returns it with its redacted form. No error ever echoes a password:
+/// a value that does not parse is not shown at all.
+fn redis_url(s: &str) -> Result<(String, String), ConfigError> {
+    let form = "must be redis://[user[:password]@]host[:port][/db] or rediss://... (TLS), such as rediss://my-cache.serverless.use1.cache.amazonaws.com:6379";
+    let Some(url) = redis::parse_redis_url(s) else {
+        let shown = if s.contains('@') {
+            "a value that is not a URL (not shown: it may hold a password)".to_owned()
+        } else {
+            format!("{s:?}")
+        };
+        return Err(bad("REDIS_URL", format!("{form}, got {shown}")));
     };
-    if s.contains('@') {
-        // Never echo what may be a password.
-        return Err(bad(
-            "REDIS_URL",
-            "must be redis://host:port[/db]; credentials are not supported",
+    let mut redacted = url.clone();
+    if url.password().is_some() {
+        let _ = redacted.set_password(Some("***"));
+    }
+    let shown = redacted.as_str().to_owned();
+    let problem = |what: &str| bad("REDIS_URL", format!("{what}; {form}, got {shown:?}"));
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(problem("only redis:// and rediss:// are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(problem("has no host"));
+    }
+    if url.port() == Some(0) {
+        return Err(problem("port 0"));
+    }
+    if url.fragment().is_some() || url.query().is_some() {
+        // `#insecure` would turn certificate checks off: not offered.
+        return Err(problem(
+            "no ?query or #fragment (certificate checks cannot be turned off)",
         ));
     }
-    let rest = s.strip_prefix("redis://").ok_or_else(problem)?;
-    let (addr, db) = match rest.split_once('/') {
-        Some((addr, db)) => (addr, Some(db)),
-        None => (rest, None),
-    };
-    let (host, port) = addr.rsplit_once(':').ok_or_else(problem)?;
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
-    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
-    let db_ok = db.is_none_or(|d| !d.is_empty() && d.len() <= 5 && d.parse::<u32>().is_ok());
-    if !(host_ok && port_ok && db_ok) {
-        return Err(problem());
+    let db = url.path().trim_start_matches('/');
+    if !(db.is_empty() || (db.len() <= 5 && db.parse::<u32>().is_ok())) {
+        return Err(problem("the path must be a database number"));
     }
-    Ok(s.to_owned())
+    Ok((s.to_owned(), shown))
 }
 
 fn fleet(raw: &RawSettings) -> Result<Option<FleetSetting>, ConfigError> {
@@ -257,10 +318,73 @@ fn fleet(raw: &RawSettings) -> Result<Option<FleetSetting>, ConfigError> {
             ));
         }
     };
-    Ok(trimmed(&raw.redis_url)
-        .map(redis_url)
-        .transpose()?
-        .map(|redis_url| FleetSetting { redis_url, prefix }))
+    let cluster = match trimmed(&raw.redis_cluster)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("auto") => ClusterMode::Auto,
+        Some("on" | "true" | "yes") => ClusterMode::On,
+        Some("off" | "false" | "no") => ClusterMode::Off,
+        Some(other) => {
+            return Err(bad(
+                "REDIS_CLUSTER",
+                format!("must be auto, on or off, got {other:?}"),
+            ));
+        }
+    };
+    // Not trimmed: a password may have any characters; only an empty one counts as unset.
+    let password = raw
+        .redis_password
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(|p| Secret(p.to_owned()));
+    let Some(url) = trimmed(&raw.redis_url) else {
+        for (set, setting) in [
+            (password.is_some(), "REDIS_PASSWORD"),
+            (trimmed(&raw.redis_ca_file).is_some(), "REDIS_CA_FILE"),
+        ] {
+            if set {
+                return Err(bad(setting, "is set but REDIS_URL is not"));
+            }
+        }
+        return Ok(None);
+    };
+    let (redis_url, redis_url_redacted) = redis_url(url)?;
+    let parsed = redis::parse_redis_url(&redis_url);
+    if password.is_some() && parsed.as_ref().is_some_and(|u| u.password().is_some()) {
+        return Err(bad(
+            "REDIS_PASSWORD",
+            "is set and REDIS_URL holds a password too: give it in one place only",
+        ));
+    }
+    let ca_pem = match trimmed(&raw.redis_ca_file) {
+        None => None,
+        Some(_) if parsed.as_ref().is_some_and(|u| u.scheme() != "rediss") => {
+            return Err(bad(
+                "REDIS_CA_FILE",
+                "needs a rediss:// REDIS_URL (TLS); redis:// does not use certificates",
+            ));
+        }
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| bad("REDIS_CA_FILE", format!("cannot read {path:?}: {e}")))?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(bad(
+                    "REDIS_CA_FILE",
+                    format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                ));
+            }
+            Some(pem)
+        }
+    };
+    Ok(Some(FleetSetting {
+        redis_url,
+        redis_url_redacted,
+        password,
+        ca_pem,
+        cluster,
+        prefix,
+    }))
 }
 
 /// Parses `host:port`; a host name is resolved once, at start-up.
@@ -522,28 +646,29 @@ mod tests {
         }
         .validate()
         .unwrap();
-        assert_eq!(
-            s.fleet,
-            Some(FleetSetting {
-                redis_url: "redis://127.0.0.1:6379/2".into(),
-                prefix: "resume-chat-worker".into()
-            })
-        );
+        let f = s.fleet.unwrap();
+        assert_eq!(f.redis_url, "redis://127.0.0.1:6379/2");
+        assert_eq!(f.prefix, "resume-chat-worker");
+        assert_eq!(f.cluster, ClusterMode::Auto);
+        assert_eq!((f.password, f.ca_pem), (None, None));
         let s = RawSettings {
-            redis_url: Some("redis://redis.internal:6379".into()),
+            redis_url: Some("rediss://worker@my-cache.serverless.use1.cache.amazonaws.com".into()),
+            redis_password: Some("s3cr3t pass".into()),
+            redis_cluster: Some("ON".into()),
             fleet_limiter_prefix: Some("team-a:rcw".into()),
             ..minimal()
         }
         .validate()
         .unwrap();
-        assert_eq!(s.fleet.map(|f| f.prefix).as_deref(), Some("team-a:rcw"));
+        let f = s.fleet.unwrap();
+        assert_eq!(f.prefix, "team-a:rcw");
+        assert_eq!(f.cluster, ClusterMode::On);
+        assert_eq!(f.password, Some(Secret("s3cr3t pass".into())));
         for (url, prefix, setting) in [
             ("http://127.0.0.1:6379", "", "REDIS_URL"),
-            ("redis://127.0.0.1", "", "REDIS_URL"),
             ("redis://127.0.0.1:0", "", "REDIS_URL"),
             ("redis://127.0.0.1:6379/x", "", "REDIS_URL"),
-            ("redis://:secret@127.0.0.1:6379", "", "REDIS_URL"),
-            ("rediss://127.0.0.1:6379", "", "REDIS_URL"),
+            ("rediss://127.0.0.1:6379#insecure", "", "REDIS_URL"),
             ("redis://127.0.0.1:6379", "a b", "FLEET_LIMITER_PREFIX"),
         ] {
             let err = RawSettings {
@@ -555,6 +680,104 @@ mod tests {
             .expect_err(url);
             assert_eq!(err.setting, setting, "{url}");
             assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn the_redis_password_never_shows() {
+        // In the URL: accepted, redacted in Debug and in the redacted form.
+        let s = RawSettings {
+            redis_url: Some("rediss://worker:hunter2@cache.internal:6379".into()),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("rediss://worker:***@cache.internal:6379"),
+            "{debug}"
+        );
+        // From REDIS_PASSWORD: redacted in Debug.
+        let s = RawSettings {
+            redis_url: Some("rediss://cache.internal:6379".into()),
+            redis_password: Some("hunter2".into()),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        // Errors never echo it, whatever is wrong.
+        for (url, password, setting) in [
+            (
+                "rediss://u:hunter2@cache.internal:6379/x",
+                None,
+                "REDIS_URL",
+            ),
+            ("rediss://u:hunter2@cache internal:6379", None, "REDIS_URL"),
+            ("memcached://u:hunter2@cache:1", None, "REDIS_URL"),
+            (
+                "rediss://u:hunter2@cache:6379",
+                Some("other"),
+                "REDIS_PASSWORD",
+            ),
+        ] {
+            let err = RawSettings {
+                redis_url: Some(url.into()),
+                redis_password: password.map(str::to_owned),
+                ..minimal()
+            }
+            .validate()
+            .expect_err(url);
+            assert_eq!(err.setting, setting, "{url}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redis_extras_need_their_url() {
+        for (raw, setting) in [
+            (
+                RawSettings {
+                    redis_password: Some("x".into()),
+                    ..minimal()
+                },
+                "REDIS_PASSWORD",
+            ),
+            (
+                RawSettings {
+                    redis_url: Some("redis://h:1".into()),
+                    redis_ca_file: Some("/etc/hosts".into()),
+                    ..minimal()
+                },
+                "REDIS_CA_FILE",
+            ),
+            (
+                RawSettings {
+                    redis_url: Some("rediss://h:1".into()),
+                    redis_ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..minimal()
+                },
+                "REDIS_CA_FILE",
+            ),
+            (
+                RawSettings {
+                    redis_url: Some("rediss://h:1".into()),
+                    redis_ca_file: Some("Cargo.toml".into()),
+                    ..minimal()
+                },
+                "REDIS_CA_FILE",
+            ),
+            (
+                RawSettings {
+                    redis_url: Some("redis://h:1".into()),
+                    redis_cluster: Some("maybe".into()),
+                    ..minimal()
+                },
+                "REDIS_CLUSTER",
+            ),
+        ] {
+            assert_eq!(raw.validate().expect_err(setting).setting, setting);
         }
     }
 

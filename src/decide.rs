@@ -31,7 +31,7 @@
 //! - `LimitExceeded` → ask the instance's capacity machine again (it was told of the limit by
 //!   the call's permit and now paces starts): hold or give back;
 //! - `Credentials` (expired or unrecognized credentials, bad signature) → back to SQS after a
-//!   short delay: not the job's fault, it must not fail;
+//!   short delay (recycled at the receive budget): not the job's fault, it must not fail;
 //! - `Rejected` → a failed result with Connect's code.
 
 use std::time::Duration;
@@ -69,9 +69,11 @@ pub struct DecideSettings {
     /// without notice (another caller's chats ended).
     pub capacity_min_wait: Duration,
     pub capacity_max_wait: Duration,
-    /// Visibility delay of a job given back after a credentials or signing error: the SDK
-    /// refreshes ECS task-role credentials about every few minutes and retries; 5 s keeps a
-    /// short glitch short without spinning.
+    /// Visibility delay of a job given back after a credentials or signing error (equal jitter,
+    /// not growing: the outage is the worker's, not the job's, and ends for all jobs at once).
+    /// 10 s: role credentials are refreshed minutes before they expire and a drifted clock is
+    /// corrected by NTP within seconds; meanwhile the receiver takes one job per pause only.
+    /// Like a capacity wait it must not use up the receive budget: recycled at the budget.
     pub credentials_wait: Duration,
     /// Backoff of a failed publish: 250 ms doubling to 2 s, equal jitter; 2 s so a result goes
     /// out within about 2 s after the results queue comes back.
@@ -95,7 +97,7 @@ impl Default for DecideSettings {
             capacity_hold: Duration::from_secs(10),
             capacity_min_wait: Duration::from_secs(1),
             capacity_max_wait: Duration::from_secs(120),
-            credentials_wait: Duration::from_secs(5),
+            credentials_wait: Duration::from_secs(10),
             publish_min: Duration::from_millis(250),
             publish_max: Duration::from_secs(2),
             publish_budget: Duration::from_secs(300),
@@ -137,8 +139,8 @@ pub struct JobState {
     /// Failed publish attempts, and when the first publish began.
     pub publish_failures: u32,
     pub publish_started: Option<Instant>,
-    /// The delay of a recycle under way, for a plain give-back should it fail.
-    pub recycling: Option<Duration>,
+    /// The delay and reason of a recycle under way, for a plain give-back should it fail.
+    pub recycling: Option<(Duration, RequeueReason)>,
 }
 
 impl JobState {
@@ -352,10 +354,10 @@ pub fn decide(s: &DecideSettings, job: &mut JobState, event: Event, now: Now, ji
                 }
             }
             ErrorClass::LimitExceeded => Step::AskCapacity,
-            ErrorClass::Credentials => Step::GiveBack {
-                after: s.credentials_wait,
-                reason: RequeueReason::Credentials,
-            },
+            ErrorClass::Credentials => {
+                let after = whole_seconds(equal_jitter(s.credentials_wait, jitter));
+                give_back_or_recycle(s, job, after, RequeueReason::Credentials)
+            }
             ErrorClass::Rejected => publish(job, Verdict::Failed { code, message }, now),
         },
         Event::Published(true) => Step::Done,
@@ -381,10 +383,13 @@ pub fn decide(s: &DecideSettings, job: &mut JobState, event: Event, now: Now, ji
         Event::Recycled(true) => Step::Done,
         // The copy could not be sent (denied, throttled): a plain give-back, which costs a
         // receive; the receive budget still bounds the job.
-        Event::Recycled(false) => Step::GiveBack {
-            after: job.recycling.take().unwrap_or(s.capacity_min_wait),
-            reason: RequeueReason::Capacity,
-        },
+        Event::Recycled(false) => {
+            let (after, reason) = job
+                .recycling
+                .take()
+                .unwrap_or((s.capacity_min_wait, RequeueReason::Capacity));
+            Step::GiveBack { after, reason }
+        }
         Event::HandedOff => Step::GiveBack {
             after: Duration::ZERO,
             reason: RequeueReason::Handoff,
@@ -440,16 +445,28 @@ fn capacity_wait(
         return Step::HoldForCapacity { until: at };
     }
     let after = equal_jitter(expected, jitter).clamp(s.capacity_min_wait, s.capacity_max_wait);
-    let after = Duration::from_secs(after.as_secs().max(1));
+    give_back_or_recycle(s, job, whole_seconds(after), RequeueReason::Capacity)
+}
+
+/// A wait that is not the job's fault (capacity, credentials) must not use up its receive budget:
+/// at the budget the job is recycled as a new message instead of given back.
+fn give_back_or_recycle(
+    s: &DecideSettings,
+    job: &mut JobState,
+    after: Duration,
+    reason: RequeueReason,
+) -> Step {
     if job.receive_count >= s.max_receive_count {
-        job.recycling = Some(after);
+        job.recycling = Some((after, reason));
         Step::Recycle { after }
     } else {
-        Step::GiveBack {
-            after,
-            reason: RequeueReason::Capacity,
-        }
+        Step::GiveBack { after, reason }
     }
+}
+
+/// SQS delays are whole seconds; at least one.
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs().max(1))
 }
 
 /// `min × 2^(n − 1)`, capped at `max`.
@@ -471,8 +488,7 @@ pub fn equal_jitter(envelope: Duration, jitter: f64) -> Duration {
 /// `base × 2^(receive_count − 1)`, capped, with equal jitter; whole seconds, as SQS visibility
 /// timeouts are, and at least one second.
 pub fn requeue_delay(base: Duration, max: Duration, receive_count: u32, jitter: f64) -> Duration {
-    let jittered = equal_jitter(doubling(base, max, receive_count), jitter);
-    Duration::from_secs(jittered.as_secs().max(1))
+    whole_seconds(equal_jitter(doubling(base, max, receive_count), jitter))
 }
 
 #[cfg(test)]

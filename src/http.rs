@@ -1,6 +1,7 @@
 //! The HTTP endpoints on `METRICS_ADDR`: `GET /metrics` (Prometheus text format), `GET /healthz`
 //! (200 while the process serves requests) and `GET /readyz` (200 only while polling the jobs
-//! queue works; the receiver's watchdog in [`Health`] decides).
+//! queue works and Connect accepts the worker's credentials; the receiver's watchdog and the
+//! Connect calls' outcomes in [`Health`] decide).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +20,16 @@ use crate::metrics::Metrics;
 
 /// Readiness: the receiver reports each successful receive and each failure; `/readyz` is 200
 /// while the last success is recent and the last failure was not a hard one (missing queue or
-/// denied access).
+/// denied access). Connect calls report credential refusals and successes: from the first
+/// refusal (`ExpiredTokenException` and the like) to the next successful call, `/readyz` is 503
+/// with the code as its reason.
 #[derive(Debug)]
 pub struct Health {
     stale_after: Duration,
     last_success: Mutex<Option<Instant>>,
     problem: Mutex<Option<String>>,
+    /// Why Connect refuses the worker's credentials, until a call succeeds.
+    connect_problem: std::sync::Mutex<Option<String>>,
     stopping: AtomicBool,
 }
 
@@ -34,8 +39,40 @@ impl Health {
             stale_after,
             last_success: Mutex::new(None),
             problem: Mutex::new(None),
+            connect_problem: std::sync::Mutex::new(None),
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Connect refused the worker's credentials or signature (`code`): not ready until a
+    /// Connect call succeeds. Returns `true` when this starts an outage (log it once).
+    pub fn connect_credentials_refused(&self, code: &str) -> bool {
+        let mut p = self
+            .connect_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let new = p.is_none();
+        *p = Some(format!(
+            "Amazon Connect refuses the worker's credentials ({code}); jobs wait in SQS until a call succeeds"
+        ));
+        new
+    }
+
+    /// A Connect call succeeded: the credentials work. Returns `true` when this ends an outage.
+    pub fn connect_call_succeeded(&self) -> bool {
+        self.connect_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
+    }
+
+    /// Whether Connect currently refuses the worker's credentials.
+    pub fn connect_credentials_failing(&self) -> bool {
+        self.connect_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     pub async fn receive_succeeded(&self) {
@@ -59,6 +96,14 @@ impl Health {
             return Err("shutting down".to_owned());
         }
         if let Some(p) = self.problem.lock().await.clone() {
+            return Err(p);
+        }
+        let connect = self
+            .connect_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(p) = connect {
             return Err(p);
         }
         match *self.last_success.lock().await {

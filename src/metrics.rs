@@ -33,6 +33,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub results_published: IntCounter,
     pub job_duration: Histogram,
+    pub credential_errors: IntCounterVec,
+    pub recycle_failures: IntCounter,
+    pub build_info: IntGaugeVec,
 }
 
 const AGE_BUCKETS: &[f64] = &[
@@ -112,6 +115,15 @@ impl Metrics {
             job_duration: Histogram::with_opts(
                 HistogramOpts::new("resume_chat_job_duration_seconds", "Time from receiving a job to publishing its result.").buckets(AGE_BUCKETS.to_vec()),
             ).unwrap_or_else(|_| unreachable!()),
+            credential_errors: IntCounterVec::new(
+                Opts::new("resume_chat_credential_errors_total", "Connect calls refused for the worker's own credentials or signature (ExpiredTokenException, UnrecognizedClientException, InvalidSignatureException, ...), by operation and code; each job went back to SQS without a result."),
+                &["operation", "code"],
+            ).unwrap_or_else(|_| unreachable!()),
+            recycle_failures: IntCounter::new("resume_chat_recycle_failures_total", "Jobs whose recycle (sending a copy to the jobs queue so that a capacity or credential wait keeps its receive budget) failed; the job was given back as is.").unwrap_or_else(|_| unreachable!()),
+            build_info: IntGaugeVec::new(
+                Opts::new("resume_chat_build_info", "Always 1; the labels say which build runs (version from Cargo.toml, commit from the build environment's GIT_COMMIT or git, else unknown)."),
+                &["version", "commit"],
+            ).unwrap_or_else(|_| unreachable!()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -137,11 +149,22 @@ impl Metrics {
             Box::new(m.ready.clone()),
             Box::new(m.results_published.clone()),
             Box::new(m.job_duration.clone()),
+            Box::new(m.credential_errors.clone()),
+            Box::new(m.recycle_failures.clone()),
+            Box::new(m.build_info.clone()),
         ];
         for c in collectors {
             // Names are distinct constants; registration cannot fail.
             let _ = m.registry.register(c);
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... from
+        // /proc/self (Linux; elsewhere the collector reports nothing).
+        let _ = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), build_commit()])
+            .set(1);
         // Series that alerts divide by exist from the start, at zero.
         for op in crate::connect::Operation::ALL {
             m.connect_calls.with_label_values(&[op.as_str(), "OK"]);
@@ -167,6 +190,15 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The commit the binary was built from: `GIT_COMMIT` at compile time (the Dockerfile's build
+/// argument), else `unknown`.
+pub fn build_commit() -> &'static str {
+    match option_env!("GIT_COMMIT") {
+        Some(c) if !c.trim().is_empty() => c,
+        _ => "unknown",
     }
 }
 

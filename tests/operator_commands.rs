@@ -21,16 +21,29 @@ const DEFAULTS: [(&str, &str); 2] = [
     ("CONNECT_CONTACT_FLOW_ID", "flow-1"),
 ];
 
-/// Runs the binary with only the AWS settings, SQS at `sqs_endpoint` (plus `env`), feeding `stdin`.
-fn run_cli(sqs_endpoint: &str, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+/// Runs the binary with only the AWS settings, SQS at moto (plus `env`), feeding `stdin`.
+/// It signs as the task principal (the task role's SQS statements, see tests/common): operators
+/// run `enqueue` and `dlq replay` as one-off tasks of the worker's task definition.
+fn run_cli(moto: &Moto, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    run_cli_at(&moto.endpoint, moto.task_credentials(), args, env, stdin)
+}
+
+/// [`run_cli`] against any SQS endpoint, signing with `(key, secret)`.
+fn run_cli_at(
+    endpoint: &str,
+    (key, secret): (String, String),
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
     let mut cmd = Command::new(worker_binary());
     cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AWS_REGION", REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint)
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_ENDPOINT_URL_SQS", endpoint)
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -108,7 +121,7 @@ async fn enqueue_rejects_a_file_with_bad_lines_by_line_number_and_sends_nothing(
     let queues = Queues::create(&moto, 30, 5).await;
     let file = JobFile::new("mixed", &mixed_file());
     let out = run_cli(
-        &moto.endpoint,
+        &moto,
         &["enqueue", file.path(), "--queue-url", &queues.jobs],
         &DEFAULTS,
         None,
@@ -137,7 +150,7 @@ async fn enqueue_with_skip_invalid_sends_the_good_lines_with_a_job_id_attribute(
     let file = JobFile::new("mixed", &mixed_file());
     // The queue URL from the environment this time, as in a deployed task.
     let out = run_cli(
-        &moto.endpoint,
+        &moto,
         &["enqueue", "--skip-invalid", file.path()],
         &[DEFAULTS[0], DEFAULTS[1], ("JOBS_QUEUE_URL", &queues.jobs)],
         None,
@@ -177,7 +190,7 @@ async fn enqueue_reads_stdin_and_sends_more_than_one_batch() {
         .collect();
     input.insert(0, '\n');
     let out = run_cli(
-        &moto.endpoint,
+        &moto,
         &["enqueue", "-", "--queue-url", &queues.jobs],
         &DEFAULTS,
         Some(&input),
@@ -200,7 +213,7 @@ async fn enqueue_validates_with_the_configured_defaults() {
     let queues = Queues::create(&moto, 30, 5).await;
     let job = start_job("needs-defaults");
     let no_defaults = run_cli(
-        &moto.endpoint,
+        &moto,
         &["enqueue", "--queue-url", &queues.jobs],
         &[],
         Some(&job),
@@ -212,7 +225,7 @@ async fn enqueue_validates_with_the_configured_defaults() {
         stderr(&no_defaults)
     );
     let with_defaults = run_cli(
-        &moto.endpoint,
+        &moto,
         &["enqueue", "--queue-url", &queues.jobs],
         &DEFAULTS,
         Some(&job),
@@ -234,7 +247,7 @@ async fn enqueue_to_a_missing_queue_fails_and_lists_the_lines_not_sent() {
         .collect();
     let missing = format!("{}/123456789012/no-such-queue", moto.endpoint);
     let out = run_cli(
-        &moto.endpoint,
+        &moto,
         &["enqueue", "--queue-url", &missing],
         &DEFAULTS,
         Some(&input),
@@ -333,7 +346,7 @@ async fn dlq_replay_dry_run_counts_and_moves_nothing_then_replay_moves_everythin
         .into_iter()
         .chain(urls)
         .collect();
-    let out = run_cli(&moto.endpoint, &dry, &[], None);
+    let out = run_cli(&moto, &dry, &[], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -359,7 +372,7 @@ async fn dlq_replay_dry_run_counts_and_moves_nothing_then_replay_moves_everythin
     );
 
     let real: Vec<&str> = ["dlq", "replay"].into_iter().chain(urls).collect();
-    let out = run_cli(&moto.endpoint, &real, &[], None);
+    let out = run_cli(&moto, &real, &[], None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -388,7 +401,7 @@ async fn dlq_replay_with_max_moves_that_many_and_leaves_the_rest() {
         ("DEAD_LETTER_QUEUE_URL", queues.dlq.as_str()),
         ("JOBS_QUEUE_URL", queues.jobs.as_str()),
     ];
-    let out = run_cli(&moto.endpoint, &["dlq", "replay", "--max", "3"], &env, None);
+    let out = run_cli(&moto, &["dlq", "replay", "--max", "3"], &env, None);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -403,8 +416,9 @@ async fn validate_explains_every_error_of_the_invalid_fixture() {
     // Offline: validate makes no AWS call.
     let nowhere = "http://127.0.0.1:1";
     let file = repo_root().join("tests/data/jobs/invalid.jsonl");
-    let out = run_cli(
+    let out = run_cli_at(
         nowhere,
+        ("test".into(), "test".into()),
         &["validate", file.to_str().expect("path")],
         &DEFAULTS,
         None,
@@ -424,8 +438,9 @@ async fn validate_explains_every_error_of_the_invalid_fixture() {
         "{text}"
     );
     let valid = repo_root().join("tests/data/jobs/valid.jsonl");
-    let out = run_cli(
+    let out = run_cli_at(
         nowhere,
+        ("test".into(), "test".into()),
         &["validate", valid.to_str().expect("path")],
         &DEFAULTS,
         None,

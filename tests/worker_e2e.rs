@@ -521,6 +521,29 @@ async fn a_missing_queue_is_a_clear_log_line_and_not_ready_not_a_crash() {
         "JOBS_QUEUE_URL",
         &format!("{}/123456789012/no-such-queue", moto.endpoint),
     );
+    // Under the task role, a queue outside its policy is denied before SQS looks for it (as in
+    // AWS, where the role's statements name the stack's queues): the log says both causes.
+    let denied = Worker::start(&env);
+    denied.wait_healthy();
+    assert!(
+        eventually(Duration::from_secs(15), || denied
+            .log()
+            .contains("access to the jobs queue is denied"))
+        .await,
+        "{}",
+        denied.log()
+    );
+    assert!(
+        denied
+            .log()
+            .contains("check JOBS_QUEUE_URL and the task role")
+    );
+    assert_eq!(denied.get("/readyz").map(|(s, _)| s), Some(503));
+    drop(denied);
+    // With every permission, SQS says the queue does not exist.
+    let (key, secret) = moto.admin_credentials();
+    set(&mut env, "AWS_ACCESS_KEY_ID", &key);
+    set(&mut env, "AWS_SECRET_ACCESS_KEY", &secret);
     let mut worker = Worker::start(&env);
     worker.wait_healthy();
     assert!(
@@ -584,4 +607,206 @@ fn bad_configuration_exits_2_with_one_line_naming_the_setting() {
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(setting), "{stderr}");
     }
+}
+
+/// A credential outage (Connect answering ExpiredTokenException, then
+/// UnrecognizedClientException, then InvalidSignatureException for 24 s) fails no job: jobs go
+/// back to SQS, `/readyz` says why it is 503, the refusals are counted, and with
+/// MAX_RECEIVE_COUNT=3 (the outage outlasts three receives of a job) no job reaches its receive
+/// limit, because the worker then takes one job per pause and recycles a job at its limit. Once
+/// the credentials work again every job succeeds and the worker is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_outage_fails_no_job_and_the_jobs_succeed_after_it() {
+    use connect_sim::CredentialFault;
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 20).await;
+    let sim = start_sim(generous_sim()).await;
+    sim.credentials().set(Some(CredentialFault::ExpiredToken));
+    let mut env = worker_env(&moto, &queues, &sim);
+    set(&mut env, "MAX_RECEIVE_COUNT", "3");
+    let worker = Worker::start(&env);
+    worker.wait_healthy();
+    let jobs: Vec<String> = (0..4)
+        .map(|i| start_job(&format!("cred-s{i}")))
+        .chain((0..2).map(|i| associate_job(&format!("cred-a{i}"))))
+        .collect();
+    queues.send_jobs(&jobs).await;
+
+    let not_ready_because = |code: &str| {
+        worker
+            .get("/readyz")
+            .is_some_and(|(s, b)| s == 503 && b.contains(code))
+    };
+    assert!(
+        eventually(WAIT, || not_ready_because("ExpiredTokenException")).await,
+        "readyz: {:?}\nlog:\n{}",
+        worker.get("/readyz"),
+        worker.log()
+    );
+    let mut published = Vec::new();
+    for fault in [
+        CredentialFault::UnrecognizedClient,
+        CredentialFault::InvalidSignature,
+    ] {
+        // Results read meanwhile: there must be none (each would be a failed job).
+        published.extend(queues.results(1, Duration::from_secs(8)).await);
+        sim.credentials().set(Some(fault));
+        assert!(
+            eventually(WAIT, || not_ready_because(fault.code())).await,
+            "readyz: {:?}",
+            worker.get("/readyz")
+        );
+    }
+    published.extend(queues.results(1, Duration::from_secs(8)).await);
+    assert!(
+        published.is_empty(),
+        "results during the outage: {published:?}"
+    );
+    let m = worker.metrics();
+    for code in [
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+    ] {
+        assert!(
+            metric_value(
+                &m,
+                &format!("resume_chat_credential_errors_total{{code=\"{code}\"}}")
+            ) >= 1.0,
+            "{code} not counted:\n{m}"
+        );
+    }
+    assert!(
+        metric_value(
+            &m,
+            "resume_chat_jobs_requeued_total{reason=\"credentials\"}"
+        ) >= 3.0
+    );
+    assert_eq!(metric_value(&m, "resume_chat_ready"), 0.0);
+    assert!(sim.credentials().refused() >= 3);
+
+    sim.credentials().set(None);
+    let results = queues.results(jobs.len(), Duration::from_secs(90)).await;
+    assert_eq!(results.len(), jobs.len(), "log:\n{}", worker.log());
+    for r in &results {
+        assert_eq!(r.status(), "succeeded", "{}", r.body);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || worker
+            .get("/readyz")
+            .is_some_and(|(s, _)| s == 200))
+        .await,
+        "readyz after the outage: {:?}",
+        worker.get("/readyz")
+    );
+    assert_eq!(
+        queues.depth(&queues.dlq).await,
+        (0, 0),
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        metric_value(&worker.metrics(), "resume_chat_jobs_dead_lettered_total"),
+        0.0
+    );
+}
+
+/// Every test here runs under the task role's SQS statements from worker.yaml (tests/common).
+/// This one checks that the enforcement is real (the principal may not read the results queue or
+/// delete from it, which the worker never does), and that the capacity-wait recycle (a job at
+/// MAX_RECEIVE_COUNT sent again as a new message) is allowed by the template's policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_policy_is_enforced_and_allows_the_capacity_recycle() {
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 20).await;
+    let (key, secret) = moto.task_credentials();
+    let task = sqs_client_as(&moto.endpoint, (&key, &secret));
+    let denied = task
+        .receive_message()
+        .queue_url(&queues.results)
+        .send()
+        .await
+        .expect_err("the task role may not read results");
+    // moto answers IAM refusals in the query protocol's XML even to JSON-protocol requests, so
+    // the SDK reads no code from it: check the raw answer.
+    let raw = denied.raw_response().expect("a response");
+    assert_eq!(raw.status().as_u16(), 403);
+    let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default()).into_owned();
+    assert!(
+        body.contains("AccessDenied") && body.contains("sqs:ReceiveMessage"),
+        "{body}"
+    );
+    let bad_key = sqs_client_as(&moto.endpoint, (&key, "not-the-secret"));
+    let refused = bad_key
+        .get_queue_attributes()
+        .queue_url(&queues.jobs)
+        .send()
+        .await
+        .expect_err("a wrong secret is refused");
+    assert!(
+        format!("{refused:?}").contains("SignatureDoesNotMatch"),
+        "{refused:?}"
+    );
+
+    let (worker, sim) = recycling_worker(&moto, &queues).await;
+    assert!(
+        eventually(WAIT, || worker
+            .log()
+            .contains("job recycled as a new message"))
+        .await,
+        "log:\n{}",
+        worker.log()
+    );
+    assert_eq!(worker.metric("resume_chat_recycle_failures_total"), 0.0);
+    assert!(sim.stats().operations.start_chat_contact.limit_exceeded >= 2);
+}
+
+/// Without `sqs:SendMessage` on the jobs queue (the template's bug of issue 12) the recycle is
+/// denied: the worker says so with the job id, counts it, and gives the job back as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_recycle_is_logged_with_the_job_id_and_counted() {
+    let moto = Moto::start();
+    let queues = Queues::create_with_policy(&moto, 30, 20, &["sqs:SendMessage@JobsQueue"]).await;
+    let (worker, _sim) = recycling_worker(&moto, &queues).await;
+    assert!(
+        eventually(WAIT, || worker.metric("resume_chat_recycle_failures_total")
+            >= 1.0)
+        .await,
+        "log:\n{}",
+        worker.log()
+    );
+    let log = worker.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("recycling the job as a new message failed"))
+        .unwrap_or_else(|| panic!("no log line:\n{log}"));
+    let line: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+    assert_eq!(line["job_id"], "recycle-1", "{line}");
+    assert_eq!(line["level"], "WARN");
+    // A 403 (moto's XML body carries no code the JSON SDK reads).
+    assert_eq!(line["code"], "Http403", "{line}");
+    let m = worker.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"resume_chat_sqs_errors_total{operation="SendMessage",code="Http403"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// A worker with MAX_RECEIVE_COUNT=2 and one start-chat job that never finds chat capacity: its
+/// second receive ends in a recycle.
+async fn recycling_worker(moto: &Moto, queues: &Queues) -> (Worker, connect_sim::SimHandle) {
+    let sim = start_sim(SimConfig {
+        max_active_chats: 0,
+        ..generous_sim()
+    })
+    .await;
+    let mut env = worker_env(moto, queues, &sim);
+    set(&mut env, "MAX_RECEIVE_COUNT", "2");
+    let worker = Worker::start(&env);
+    worker.wait_healthy();
+    queues.send_job(&start_job("recycle-1")).await;
+    (worker, sim)
 }

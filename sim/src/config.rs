@@ -64,6 +64,10 @@ pub struct SimConfig {
     /// Seed for the fault-injection random draws (reproducible runs). Random when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Start with a credential outage: every Connect call answers this credential error
+    /// (switch it at run time with PUT /_sim/credentials; see credentials.rs). Off when absent.
+    #[arg(long, value_enum)]
+    pub credential_fault: Option<crate::credentials::CredentialFault>,
 }
 
 impl Default for SimConfig {

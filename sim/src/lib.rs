@@ -14,6 +14,7 @@ mod background;
 mod bucket;
 pub mod config;
 mod core;
+pub mod credentials;
 mod error;
 mod ids;
 mod server;
@@ -21,5 +22,6 @@ pub mod stats;
 mod validate;
 
 pub use config::SimConfig;
+pub use credentials::{CredentialFault, CredentialSwitch};
 pub use server::{SimHandle, start};
 pub use stats::{BackgroundCounters, OpCounters, Operations, SecondCounts, Stats, TimelineSecond};

@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use crate::config::SimConfig;
 use crate::core::Core;
+use crate::credentials::{self, CredentialSwitch};
 use crate::stats::Stats;
 use crate::{api, background};
 
@@ -38,6 +39,7 @@ impl ConnControl {
 pub struct SimHandle {
     addr: SocketAddr,
     core: Arc<Core>,
+    credentials: Arc<CredentialSwitch>,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     background: JoinHandle<()>,
@@ -52,14 +54,17 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let background_rate = config.background_rate;
+    let credentials = Arc::new(CredentialSwitch::new(config.credential_fault));
     let core = Arc::new(Core::new(config));
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(accept_loop(listener, Arc::clone(&core), stopped));
+    let router = credentials::wrap(api::router(Arc::clone(&core)), Arc::clone(&credentials));
+    let server = tokio::spawn(accept_loop(listener, router, stopped));
     let background = tokio::spawn(background::run(Arc::clone(&core), background_rate));
     tracing::info!(%addr, "connect-sim listening");
     Ok(SimHandle {
         addr,
         core,
+        credentials,
         stop,
         server: Some(server),
         background,
@@ -78,6 +83,11 @@ impl SimHandle {
 
     pub fn stats(&self) -> Stats {
         self.core.stats()
+    }
+
+    /// The credential-outage switch (see `credentials`).
+    pub fn credentials(&self) -> &CredentialSwitch {
+        &self.credentials
     }
 
     pub fn reset(&self) {
@@ -108,8 +118,11 @@ impl Drop for SimHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
-    let router = api::router(core);
+async fn accept_loop(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
     // Dropping the set (when this task ends) aborts every connection task.
     let mut connections = JoinSet::new();

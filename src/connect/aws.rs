@@ -73,6 +73,19 @@ where
             Some("Timeout".to_owned()),
             "the connection timed out".to_owned(),
         ),
+        // Credentials are resolved before the request goes out: a provider that cannot load or
+        // refresh them (the ECS credentials endpoint down, an expired SSO session) fails here.
+        SdkError::DispatchFailure(_)
+            if error_chain(Some(&err))
+                .to_ascii_lowercase()
+                .contains("credentials") =>
+        {
+            (
+                None,
+                Some("CredentialsError".to_owned()),
+                format!("no usable AWS credentials: {}", error_chain(Some(&err))),
+            )
+        }
         SdkError::DispatchFailure(d) => (
             None,
             Some("ConnectionError".to_owned()),

@@ -74,11 +74,13 @@ pub enum ErrorClass {
     LimitExceeded,
     /// 5xx, timeouts, dropped connections: may work on another try.
     Transient,
-    /// Connect refused the caller, not the job: expired or unrecognized credentials, a bad
-    /// signature (clock drift). The job goes back to SQS; readiness turns 503 until a call works.
-    Credentials,
     /// 4xx that will fail the same way every time: the job fails with this code.
     Rejected,
+    /// The worker's own credentials or signature were refused (expired role session, unknown
+    /// key, bad signature, clock drift; see [`classify`]): an infrastructure problem, not the
+    /// job's. The job goes back to SQS without a result, `/readyz` reports it, and the next
+    /// successful call clears it.
+    Credentials,
 }
 
 /// A failed Connect call, classified.

@@ -316,7 +316,7 @@ fn each_connect_error_class_has_one_answer() {
             "credentials: not the job's fault, back to SQS shortly",
             err(ErrorClass::Credentials, "ExpiredTokenException"),
             Step::GiveBack {
-                after: Duration::from_secs(5),
+                after: Duration::from_secs(7),
                 reason: RequeueReason::Credentials,
             },
         ),
@@ -466,6 +466,27 @@ fn recycling_and_interruptions() {
         Step::GiveBack {
             after: Duration::from_secs(45),
             reason: RequeueReason::Capacity,
+        }
+    );
+    // A credentials outage at the receive budget is recycled too, and its give-back says why.
+    let mut job = working(START, 10, base);
+    assert_eq!(
+        decide(
+            &s,
+            &mut job,
+            err(ErrorClass::Credentials, "InvalidSignatureException"),
+            now,
+            0.5
+        ),
+        Step::Recycle {
+            after: Duration::from_secs(7)
+        }
+    );
+    assert_eq!(
+        decide(&s, &mut job, Event::Recycled(false), now, 0.5),
+        Step::GiveBack {
+            after: Duration::from_secs(7),
+            reason: RequeueReason::Credentials,
         }
     );
     for (event, reason) in [

@@ -164,7 +164,7 @@ impl FleetLimiters {
     fn new(settings: &Settings, metrics: &Metrics) -> Option<Self> {
         let fleet = settings.fleet.as_ref()?;
         let link = FleetLink::new(
-            FleetOptions::new(&fleet.redis_url, &fleet.prefix),
+            FleetOptions::from_setting(fleet),
             FleetMetrics {
                 state: metrics.fleet_limiter_state.clone(),
                 errors: metrics.fleet_limiter_errors.clone(),

@@ -16,7 +16,7 @@ use tracing::{Instrument, info, warn};
 
 use super::Context;
 use super::permit::Permit;
-use crate::connect::{ConnectApi, ConnectError, Operation};
+use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
 use crate::decide::{
     self, Answer, CapacityView, Event, JobState, Now, RequeueReason, Step, Verdict,
 };
@@ -237,6 +237,7 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
             .with_label_values(&[op.as_str()])
             .observe(call_started.elapsed().as_secs_f64());
         permit.report(outcome.as_ref().err().map(|e| e.class));
+        credentials_health(self.ctx, op, &outcome);
         match outcome {
             Ok(ok) => {
                 match &ok {
@@ -441,14 +442,18 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
             Err(e) => Some(e.code),
         };
         if let Some(code) = failure {
+            // Loud: without the copy the job is given back as is and may end RetriesExhausted
+            // (e.g. a task role without sqs:SendMessage on the jobs queue).
             ctx.metrics
                 .sqs_errors
                 .with_label_values(&["SendMessage", &code])
                 .inc();
+            ctx.metrics.recycle_failures.inc();
             warn!(
                 job_id = self.job().map_or("", |j| j.job_id.as_str()),
+                message_id = %msg.message_id,
                 code = %code,
-                "recycling the job as a new message failed; giving it back instead (this receive counts against MAX_RECEIVE_COUNT)"
+                "recycling the job as a new message failed; giving it back as is (it may reach MAX_RECEIVE_COUNT)"
             );
             return Event::Recycled(false);
         }
@@ -463,15 +468,50 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
                 .with_label_values(&["DeleteMessageBatch", &e.code])
                 .inc();
         }
+        let reason = self
+            .state
+            .recycling
+            .map_or(RequeueReason::Capacity, |r| r.1);
         ctx.metrics
             .jobs_requeued
-            .with_label_values(&[RequeueReason::Capacity.as_str()])
+            .with_label_values(&[reason.as_str()])
             .inc();
         info!(
+            reason = reason.as_str(),
             delay_s = after.as_secs(),
-            "job recycled as a new message to wait for chat capacity"
+            "job recycled as a new message (its wait does not use up its receives)"
         );
         Event::Recycled(true)
+    }
+}
+
+/// Connect's answer about the worker's credentials: a refusal turns `/readyz` to 503 and is
+/// counted; the next success turns it back. Each transition is logged once.
+fn credentials_health<Q, C>(
+    ctx: &Context<Q, C>,
+    op: Operation,
+    outcome: &Result<CallOk, ConnectError>,
+) {
+    match outcome {
+        Ok(_) => {
+            if ctx.health.connect_call_succeeded() {
+                info!("Amazon Connect accepts the worker's credentials again; ready");
+            }
+        }
+        Err(e) if e.class == ErrorClass::Credentials => {
+            ctx.metrics
+                .credential_errors
+                .with_label_values(&[op.as_str(), &e.code])
+                .inc();
+            if ctx.health.connect_credentials_refused(&e.code) {
+                tracing::error!(
+                    code = %e.code,
+                    error = %e.message,
+                    "Amazon Connect refuses the worker's credentials (expired session, unknown key, bad signature or clock drift); jobs go back to SQS and /readyz is 503 until a call succeeds"
+                );
+            }
+        }
+        Err(_) => {}
     }
 }
 

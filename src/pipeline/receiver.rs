@@ -4,7 +4,9 @@
 //!
 //! How much it holds follows what the limiters can start (see [`work_allowance`]): when every
 //! instance is out of chat capacity, that is what their capacity machines allow, so start-chat
-//! jobs wait in SQS rather than in a slot. Errors back off exponentially with full jitter (never spin); a missing queue or
+//! jobs wait in SQS rather than in a slot. While Connect refuses the worker's credentials
+//! (`/readyz` says so) it takes one message per [`CREDENTIALS_PAUSE`], whose call probes whether
+//! the credentials work again; the others wait in SQS untouched. Errors back off exponentially with full jitter (never spin); a missing queue or
 //! denied access is logged clearly, turns `/readyz` to 503, and is retried slowly instead of
 //! exiting into a crash loop.
 
@@ -22,6 +24,9 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 /// How much work a worker holds, in seconds at its limiters' current rates.
 const LOOKAHEAD_SECS: f64 = 5.0;
 const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
+/// Between receives while Connect refuses the worker's credentials: each receive takes one
+/// job, whose call is the probe.
+pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);
 
 /// Jobs worth holding: what the limiters can start in [`LOOKAHEAD_SECS`] (start chats at the
 /// slower of the rate and capacity pacers, associations at theirs, weighted by the recent mix of
@@ -80,7 +85,17 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         }
         let mut permits = vec![first];
 
-        let max = MAX_BATCH.min(allowance + extra - busy);
+        let mut max = MAX_BATCH.min(allowance + extra - busy);
+        if ctx.health.connect_credentials_failing() {
+            if ctx
+                .until_stopped(tokio::time::sleep(CREDENTIALS_PAUSE))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            max = 1;
+        }
         while permits.len() < max {
             match slots.clone().try_acquire_owned() {
                 Ok(p) => permits.push(p),

@@ -46,12 +46,20 @@ impl SqsQueue {
     }
 }
 
-fn to_queue_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> QueueError
+fn to_queue_error<E>(
+    operation: &'static str,
+    err: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> QueueError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
-    let code = err.code().map(str::to_owned);
+    // An error body the SDK cannot read (a proxy's, or moto's XML IAM errors on the JSON
+    // protocol) still has its status: a 403 is a refusal, whatever the body says.
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err
+        .code()
+        .map(str::to_owned)
+        .or_else(|| (status == Some(403)).then(|| "Http403".to_owned()));
     let message = err.message().map(str::to_owned).unwrap_or_else(|| {
         let mut parts = vec![err.to_string()];
         let mut next = std::error::Error::source(&err);
@@ -74,7 +82,8 @@ where
             | "UnrecognizedClientException"
             | "SignatureDoesNotMatch"
             | "ExpiredToken"
-            | "ExpiredTokenException",
+            | "ExpiredTokenException"
+            | "Http403",
         ) => QueueErrorKind::AccessDenied,
         _ => QueueErrorKind::Transient,
     };

@@ -27,7 +27,8 @@
 //!
 //! # Fallback
 //!
-//! Every Redis call (connect, or one script call) is bounded by a short timeout (200 ms). Any
+//! Every Redis call is bounded by a short timeout (200 ms for a script call, 1 s for a connection
+//! attempt, which may include a TLS handshake, AUTH and reading a cluster's slot map). Any
 //! error ends sharing: the job goes on with local control only (its local token is already
 //! taken), a warning is logged once per outage, `resume_chat_fleet_limiter_errors_total` counts
 //! and `resume_chat_fleet_limiter_state` shows 2. After a cooldown (5 s) the next caller tries to
@@ -40,15 +41,24 @@
 //! reconnects with its own retry schedule; here the cooldown and the "one attempt at a time,
 //! everybody else local" rule are the point, so this file keeps a plain multiplexed connection
 //! and replaces it itself.
+//!
+//! # Reaching Redis
+//!
+//! TLS (`rediss://`), a user and password, and cluster mode (ElastiCache Serverless for Valkey
+//! or Redis, or a node-based cluster with or without cluster mode) live in [`connection`].
+
+pub mod connection;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::Script;
 use tokio::time::Instant;
+
+use crate::config::{ClusterMode, FleetSetting};
+use connection::{ConnectOptions, Connector, RedisConn};
 
 /// GCRA with burst: a call may go when `tat - now <= (burst - 1) * interval`, and then moves
 /// `tat` one interval on. KEYS[1] = the operation's key; ARGV[1] = interval (µs), ARGV[2] = burst.
@@ -72,27 +82,46 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
 return 0
 "#;
 
-/// Tuning of the link to Redis.
+/// Tuning of the link to Redis. `Debug` never shows a password.
 #[derive(Clone, Debug)]
 pub struct FleetOptions {
-    /// `redis://host:port[/db]`.
-    pub url: String,
+    /// Where and how to connect (URL, password, CA bundle, cluster mode).
+    pub connect: ConnectOptions,
     /// Key prefix; keys are `"{prefix}:{operation}"`.
     pub prefix: String,
-    /// Bound of one Redis call (connect, or one script call with its reload).
+    /// Bound of one script call (with its reload on `NOSCRIPT`).
     pub call_timeout: Duration,
+    /// Bound of one connection attempt (TCP, TLS handshake, AUTH, a cluster's slot map).
+    pub connect_timeout: Duration,
     /// Time in fallback before the next connection attempt.
     pub cooldown: Duration,
 }
 
 impl FleetOptions {
+    /// A plain `redis://` (or `rediss://` with system roots) URL, cluster mode detected.
     pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> Self {
         FleetOptions {
-            url: url.into(),
+            connect: ConnectOptions {
+                url: url.into(),
+                password: None,
+                ca_pem: None,
+                cluster: ClusterMode::Auto,
+            },
             prefix: prefix.into(),
             call_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(1),
             cooldown: Duration::from_secs(5),
         }
+    }
+
+    /// From the validated settings (`REDIS_URL`, `REDIS_PASSWORD`, `REDIS_CA_FILE`,
+    /// `REDIS_CLUSTER`, `FLEET_LIMITER_PREFIX`).
+    pub fn from_setting(s: &FleetSetting) -> Self {
+        let mut o = FleetOptions::new(&s.redis_url, &s.prefix);
+        o.connect.password = s.password.as_ref().map(|p| p.0.clone());
+        o.connect.ca_pem = s.ca_pem.clone();
+        o.connect.cluster = s.cluster;
+        o
     }
 }
 
@@ -134,7 +163,7 @@ pub struct FleetError(#[from] redis::RedisError);
 enum Link {
     /// Connected; `generation` tells a stale connection's error from the current one's.
     Up {
-        connection: MultiplexedConnection,
+        connection: RedisConn,
         generation: u64,
     },
     /// Not connected; the next connection attempt may start at `retry_at`.
@@ -150,7 +179,9 @@ struct Status {
 
 /// The process' link to Redis, shared by the operations' [`FleetLimiter`]s.
 pub struct FleetLink {
-    client: Client,
+    connector: Connector,
+    /// The URL with any password masked, for log lines.
+    shown_url: String,
     options: FleetOptions,
     script: Script,
     link: Mutex<Link>,
@@ -162,12 +193,14 @@ pub struct FleetLink {
 impl FleetLink {
     /// No connection is made here (see [`FleetLink::check`]); only the URL is checked.
     pub fn new(options: FleetOptions, metrics: FleetMetrics) -> Result<Self, FleetError> {
-        let client = Client::open(options.url.as_str())?;
+        let connector = Connector::new(&options.connect, options.connect_timeout)?;
+        let shown_url = connection::redact(&options.connect.url);
         // Not connected yet: Fallback until Redis first answers (the worker runs on local control
         // meanwhile), without a warning unless that first attempt fails.
         metrics.state.set(FleetState::Fallback as i64);
         Ok(FleetLink {
-            client,
+            connector,
+            shown_url,
             options,
             script: Script::new(GCRA),
             link: Mutex::new(Link::Down {
@@ -212,7 +245,7 @@ impl FleetLink {
     }
 
     /// The current connection, or a new one when the cooldown has passed; `None`: go local.
-    async fn connection(&self) -> Option<(MultiplexedConnection, u64)> {
+    async fn connection(&self) -> Option<(RedisConn, u64)> {
         let now = Instant::now();
         {
             let mut link = lock(&self.link);
@@ -226,16 +259,8 @@ impl FleetLink {
                 Link::Down { retry_at } => *retry_at = now + self.options.cooldown,
             }
         }
-        let t = self.options.call_timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(t))
-            .set_response_timeout(Some(t));
-        let attempt = tokio::time::timeout(
-            t,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await;
+        let t = self.options.connect_timeout;
+        let attempt = tokio::time::timeout(t, self.connector.connect(t)).await;
         match attempt {
             Ok(Ok(connection)) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -288,7 +313,7 @@ impl FleetLink {
                         "fleet limiter: Redis is back; sharing the quota via Redis again"
                     );
                 } else {
-                    tracing::info!("fleet limiter: Redis reached; sharing the quota via Redis");
+                    tracing::info!(redis = %self.shown_url, "fleet limiter: Redis reached; sharing the quota via Redis");
                 }
                 status.connected_once = true;
                 status.outage_reported = false;
@@ -297,6 +322,8 @@ impl FleetLink {
                 status.outage_reported = true;
                 tracing::warn!(
                     error,
+                    cause = connection::cause(error),
+                    redis = %self.shown_url,
                     retry_every_s = self.options.cooldown.as_secs_f64(),
                     "fleet limiter: Redis unreachable; local rate control only until it answers"
                 );

@@ -2,6 +2,19 @@
 //! repo's `.venv`, made by `scripts/python-env.sh`, or `MOTO_SERVER`), `connect-sim` in-process on
 //! port 0, and the real `resume-chat-worker` binary as a child process with its environment.
 //! Everything is killed on drop, so a failing test leaves nothing behind.
+//!
+//! # The deployed IAM policy
+//!
+//! [`Queues::create`] ends by switching moto's IAM access control on (tests/iam/task_principal.py):
+//! from then on every SQS call must be signed by an IAM user of moto's and allowed by its policy.
+//! The worker, `enqueue` and `dlq replay` run as a user whose only policy is the SQS part of the
+//! task role in deploy/cloudformation/worker.yaml, read from the template by that script (not a
+//! copy) with the test's queue ARNs substituted; the test's own calls (sending jobs, reading
+//! results) use an admin user. A call the role does not allow fails with AccessDenied, and the
+//! test fails. What moto cannot evaluate (resource policies such as DenyInsecureTransport,
+//! conditions, KMS, the role's trust policy, GetQueueUrl, anything Connect) is listed in that
+//! script's doc comment; IAM's rule that a batch call needs the non-batch action is translated
+//! there, since moto names the batch actions separately.
 
 #![allow(dead_code)]
 
@@ -45,6 +58,17 @@ fn moto_binary() -> PathBuf {
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    /// Set by [`Queues::create`]: the task principal's and the admin's access keys.
+    principals: std::sync::OnceLock<Principals>,
+}
+
+/// Access keys of the two IAM users [`Queues::create`] makes.
+#[derive(Clone, Debug)]
+pub struct Principals {
+    /// The task role's SQS statements from worker.yaml.
+    pub task: (String, String),
+    /// Everything allowed: the test's own calls.
+    pub admin: (String, String),
 }
 
 impl Moto {
@@ -57,13 +81,67 @@ impl Moto {
             .spawn()
             .expect("start moto_server");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let moto = Moto { child, endpoint };
+        let moto = Moto {
+            child,
+            endpoint,
+            principals: std::sync::OnceLock::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(&format!("127.0.0.1:{port}"), "/moto-api/").is_none() {
             assert!(Instant::now() < deadline, "moto did not start within 30 s");
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+}
+
+impl Moto {
+    /// The (access key id, secret) the worker and the CLI run with: the task principal once
+    /// [`Queues::create`] ran, else moto's default (IAM not enforced yet).
+    pub fn task_credentials(&self) -> (String, String) {
+        self.principals
+            .get()
+            .map(|p| p.task.clone())
+            .unwrap_or_else(|| ("test".to_owned(), "test".to_owned()))
+    }
+
+    /// The admin's (access key id, secret): everything allowed.
+    pub fn admin_credentials(&self) -> (String, String) {
+        self.principals
+            .get()
+            .map(|p| p.admin.clone())
+            .unwrap_or_else(|| ("test".to_owned(), "test".to_owned()))
+    }
+
+    /// Switches IAM enforcement on with the task principal's policy from worker.yaml (see the
+    /// module doc); `drop` removes `action@LogicalId` pairs from it (a test of their absence).
+    pub fn enforce_task_policy(&self, jobs: &str, results: &str, dlq: &str, drop: &[&str]) {
+        let python = repo_root().join(".venv/bin/python");
+        let mut cmd = Command::new(&python);
+        cmd.arg(repo_root().join("tests/iam/task_principal.py"))
+            .args([&self.endpoint, jobs, results, dlq]);
+        for d in drop {
+            cmd.args(["--drop", d]);
+        }
+        let out = cmd
+            .output()
+            .expect("run tests/iam/task_principal.py (scripts/python-env.sh makes .venv)");
+        assert!(
+            out.status.success(),
+            "task_principal.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("principals JSON");
+        let key = |who: &str| {
+            (
+                v[who]["key"].as_str().expect("key").to_owned(),
+                v[who]["secret"].as_str().expect("secret").to_owned(),
+            )
+        };
+        let _ = self.principals.set(Principals {
+            task: key("task"),
+            admin: key("admin"),
+        });
     }
 }
 
@@ -76,11 +154,16 @@ impl Drop for Moto {
 
 /// An SQS client for the test's own use (sending jobs, reading results).
 pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    sqs_client_as(endpoint, ("test", "test"))
+}
+
+/// An SQS client signing as `(access key id, secret)`.
+pub fn sqs_client_as(endpoint: &str, (key, secret): (&str, &str)) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_sqs::config::Region::new(REGION))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "test",
+            key, secret, None, None, "test",
         ))
         .endpoint_url(endpoint)
         .build();
@@ -96,8 +179,19 @@ pub struct Queues {
 }
 
 impl Queues {
-    /// Creates jobs (with a redrive policy to the DLQ after `max_receive` receives), results, DLQ.
+    /// Creates jobs (with a redrive policy to the DLQ after `max_receive` receives), results, DLQ,
+    /// then enforces IAM with the task role's policy (see the module doc).
     pub async fn create(moto: &Moto, visibility_secs: u32, max_receive: u32) -> Queues {
+        Self::create_with_policy(moto, visibility_secs, max_receive, &[]).await
+    }
+
+    /// [`Queues::create`] with `drop` (`action@LogicalId`) removed from the task policy.
+    pub async fn create_with_policy(
+        moto: &Moto,
+        visibility_secs: u32,
+        max_receive: u32,
+        drop: &[&str],
+    ) -> Queues {
         let sqs = sqs_client(&moto.endpoint);
         let dlq = sqs
             .create_queue()
@@ -140,6 +234,16 @@ impl Queues {
             .expect("results")
             .queue_url
             .expect("url");
+        let arn = |url: &str| {
+            let name = url.rsplit('/').next().unwrap_or_default();
+            dlq_arn
+                .rsplit_once(':')
+                .map(|(p, _)| format!("{p}:{name}"))
+                .expect("arn")
+        };
+        moto.enforce_task_policy(&arn(&jobs), &arn(&results), &dlq_arn, drop);
+        let admin = moto.principals.get().expect("principals").admin.clone();
+        let sqs = sqs_client_as(&moto.endpoint, (&admin.0, &admin.1));
         Queues {
             sqs,
             jobs,
@@ -348,6 +452,8 @@ pub fn worker_env(
         ("CONNECT_INSTANCE_ID", "inst-1"),
         ("CONNECT_CONTACT_FLOW_ID", "flow-1"),
         ("AWS_ENDPOINT_URL_SQS", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", &moto.task_credentials().0),
+        ("AWS_SECRET_ACCESS_KEY", &moto.task_credentials().1),
         ("AWS_ENDPOINT_URL_CONNECT", &sim.endpoint_url()),
         ("START_CHAT_RATE", "50"),
         ("START_CHAT_BURST", "10"),
