@@ -301,9 +301,13 @@ async fn jobs_without_chat_capacity_wait_and_then_succeed() {
     );
     assert!(stats.peak_active_chats <= 2);
     assert_eq!(stats.chats_created, 6);
-    // Capacity waits are paced by the instance's capacity machine, not in-process hammering.
+    // Capacity waits are paced by the instance's capacity machine, not in-process hammering
+    // (which would be hundreds of calls over this run). What this small run costs: the burst of
+    // six into two free slots (four refusals), then halving the pace from the burst's rate
+    // (tens per second) to the rate two 3 s chats free up (0.7/s), about six refusals, and a
+    // few while the pace settles over only four more starts.
     assert!(
-        stats.operations.start_chat_contact.limit_exceeded <= 12,
+        stats.operations.start_chat_contact.limit_exceeded <= 24,
         "LimitExceeded calls stay few: {}",
         stats.operations.start_chat_contact.limit_exceeded
     );
