@@ -21,7 +21,8 @@
 //!   `LimitExceededException` instead (reported `Neutral`; the job is retried).
 //! - `seeds: N` runs the scenario with seeds 1..=N (else once with `seed`, default 7).
 //!
-//! # Measures (over `[measure_from_s, end)`, `end` = last success with a finite backlog)
+//! # Measures (over `[measure_from_s, end)`, `end` = with a finite backlog, the arrival of the
+//! last accepted call at the server)
 //! - `goodput_fraction`: worker calls accepted / what the bucket had for us: ∫ (rate − active
 //!   other callers' rates) dt, plus the bucket's burst when measured from the start (it starts
 //!   full, so a lone worker can have `burst + rate × T` in `T`).
@@ -195,7 +196,6 @@ struct World {
     /// No more jobs will arrive (backlog given at the start, or the arrivals ended).
     arrivals_done: bool,
     in_flight: u64,
-    last_success: Option<Instant>,
     // Records (arrival times at the server, seconds).
     worker_accepted: Vec<Vec<f64>>,
     worker_throttled: Vec<f64>,
@@ -332,7 +332,6 @@ async fn replica(
             let mut w = lock(&world);
             w.in_flight -= 1;
             if answer == Answer::Accepted {
-                w.last_success = Some(now);
                 let wait = now.saturating_duration_since(arrival) - (half_trip + back_trip);
                 w.waits.push(wait.as_secs_f64());
             } else if !w.endless {
@@ -420,7 +419,6 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         endless: s.arrivals_per_s.is_none() && s.jobs.is_none(),
         arrivals_done: s.arrivals_per_s.is_none(),
         in_flight: 0,
-        last_success: None,
         worker_accepted: vec![Vec::new(); s.replicas.count],
         worker_throttled: Vec::new(),
         replica_throttled: vec![Vec::new(); s.replicas.count],
@@ -477,8 +475,15 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
     if std::env::var_os("RATE_SCENARIO_TRACE").is_some() {
         trace(&w, s.duration_s);
     }
-    let end_s = match (s.jobs, s.arrivals_per_s, w.last_success) {
-        (Some(_), None, Some(t)) => w.secs(t),
+    // With a finite backlog the run ends when the bucket took our last job: the last accepted
+    // call's arrival at the server (its answer still travels back, which no quota bounds).
+    let last_accepted = w
+        .worker_accepted
+        .iter()
+        .flat_map(|r| r.iter().copied())
+        .fold(None, |acc: Option<f64>, t| Some(acc.map_or(t, |a| a.max(t))));
+    let end_s = match (s.jobs, s.arrivals_per_s, last_accepted) {
+        (Some(_), None, Some(t)) => t,
         _ => s.duration_s,
     };
     measure(s, &w, end_s)
