@@ -27,8 +27,10 @@
 //!   other callers' rates) dt, plus the bucket's burst when measured from the start (it starts
 //!   full, so a lone worker can have `burst + rate × T` in `T`).
 //! - `throttled_fraction`: throttled worker calls / worker calls.
-//! - `throttled_fraction_after_10s`: the same over `[10 s, end)` (a fleet after its start-up).
-//! - `startup_429s_per_replica`: throttled worker calls in the first 10 s / replicas.
+//! - `throttled_fraction_after_10s`: the same from 10 s after the last replica started (a fleet
+//!   after its start-up).
+//! - `startup_429s_per_replica`: throttled worker calls until 10 s after the last replica
+//!   started / replicas (the fleet's start-up, staggered or not).
 //! - `other_refused_fraction`: refused other calls / other calls (they only call while present).
 //! - `reclaim_s`: after the last other caller leaves, until the first 1 s window (sliding by
 //!   0.1 s) in which our accepted calls reach 0.9 × the quota; at least 1 s. Absent when no
@@ -481,7 +483,9 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         .worker_accepted
         .iter()
         .flat_map(|r| r.iter().copied())
-        .fold(None, |acc: Option<f64>, t| Some(acc.map_or(t, |a| a.max(t))));
+        .fold(None, |acc: Option<f64>, t| {
+            Some(acc.map_or(t, |a| a.max(t)))
+        });
     let end_s = match (s.jobs, s.arrivals_per_s, last_accepted) {
         (Some(_), None, Some(t)) => t,
         _ => s.duration_s,
@@ -618,19 +622,20 @@ fn measure(s: &Scenario, w: &World, end_s: f64) -> Measured {
         }
         a += 1.0;
     }
+    let startup = 10.0 + s.replicas.start_stagger_s * (s.replicas.count.max(1) - 1) as f64;
     let mut m = Measured::new();
     m.insert("goodput_fraction", accepted as f64 / bound);
     m.insert("throttled_fraction", ratio(throttled, calls));
     m.insert(
         "throttled_fraction_after_10s",
         ratio(
-            count_in(&w.worker_throttled, 10.0, end_s),
-            calls_in(10.0, end_s),
+            count_in(&w.worker_throttled, startup, end_s),
+            calls_in(startup, end_s),
         ),
     );
     m.insert(
         "startup_429s_per_replica",
-        count_in(&w.worker_throttled, 0.0, 10.0) as f64 / s.replicas.count.max(1) as f64,
+        count_in(&w.worker_throttled, 0.0, startup) as f64 / s.replicas.count.max(1) as f64,
     );
     m.insert(
         "other_refused_fraction",
