@@ -41,8 +41,8 @@
 //!    bucket is empty again) spans about `2 × recovery_calls` calls with one 429.
 //!
 //! The limiter also asks [`RateController::credit`]: once we have been at the ceiling without a
-//! 429 for twice the time a second caller at our rate needs to drain the bucket (alone, as far
-//! as we can tell), the part of Connect's bucket beyond what a round trip's worth of early
+//! 429 for longer than a second caller at our rate needs to drain the bucket, plus a round trip
+//! to hear of it (alone, as far as we can tell), the part of Connect's bucket beyond what a round trip's worth of early
 //! arrivals needs may be spent at once; see `limiter.rs`.
 //!
 //! `Accepted` and `Neutral` never lower the rate. `Neutral` covers everything that says nothing
@@ -85,11 +85,6 @@ pub struct ControllerSettings {
     /// Longest congestion episode: calls whose answers never come must not stretch it. 10 s is
     /// the default `CONNECT_TIMEOUT_SECONDS`, after which every call has an answer (an error).
     pub max_hold: Duration,
-    /// Spend burst credit only while we have been at the ceiling, without a 429, for
-    /// `credit_quiet_bursts × burst / ceiling` seconds. 2: replicas that start together at the
-    /// ceiling drain a full bucket within `burst / ceiling` (two of them; more drain it sooner),
-    /// so by twice that each has heard its 429 and none spends the bucket into their storm.
-    pub credit_quiet_bursts: f64,
     /// Tokens the pacer leaves in Connect's bucket beyond what our calls in flight can need:
     /// it spends credit only above `1 + ceiling × (longest recent round trip) ×
     /// burst_reserve`. A call that arrives early by up to a round trip's spread then still finds
@@ -122,7 +117,6 @@ impl Default for ControllerSettings {
             recovery_calls: 35.0,
             floor_fraction: 0.05,
             max_hold: Duration::from_secs(10),
-            credit_quiet_bursts: 2.0,
             burst_reserve: 1.0,
             pacer_jitter: 0.2,
             pacer_catch_up: 0.1,
@@ -155,7 +149,6 @@ impl ControllerSettings {
             "floor_fraction" => self.floor_fraction = value,
             "max_hold" => self.max_hold = Duration::from_secs_f64(value.max(0.0)),
             "burst_reserve" => self.burst_reserve = value,
-            "credit_quiet_bursts" => self.credit_quiet_bursts = value,
             "pacer_jitter" => self.pacer_jitter = value,
             "pacer_catch_up" => self.pacer_catch_up = value,
             "pacer_recheck" => self.pacer_recheck = Duration::from_secs_f64(value.max(0.001)),
@@ -388,10 +381,11 @@ impl RateController {
 
     /// Calls that may go at once on top of the paced rate at `now`: the level of the server
     /// bucket above its reserve, as far as a lone caller can know it. Zero unless the rate has
-    /// been at the ceiling, without a 429, for `credit_quiet_bursts × burst / ceiling`: replicas
-    /// that start together make a 429 within that time, and a caller that shares must not
-    /// spend the cushion that absorbs everyone's jitter. The reserve is one token plus what
-    /// arrives within the longest recent round trip at the ceiling.
+    /// been at the ceiling, without a 429, for `burst / ceiling` plus the longest recent round
+    /// trip: two callers at the ceiling drain a full bucket in `burst / ceiling` (more drain
+    /// it sooner), so by then replicas that started together have heard their 429 and none
+    /// spends the bucket into their storm. The reserve is one token plus what arrives within
+    /// the longest recent round trip at the ceiling.
     pub fn credit(&self, now: Instant) -> f64 {
         let Some(burst) = self.server_burst else {
             return 0.0;
@@ -400,10 +394,11 @@ impl RateController {
             return 0.0;
         }
         let quiet = now.saturating_duration_since(self.at_ceiling_since);
-        if quiet.as_secs_f64() < self.settings.credit_quiet_bursts * burst / self.ceiling {
+        let rtt = self.round_trips.longest();
+        if quiet.as_secs_f64() < burst / self.ceiling + rtt {
             return 0.0;
         }
-        let reserve = 1.0 + self.ceiling * self.round_trips.longest() * self.settings.burst_reserve;
+        let reserve = 1.0 + self.ceiling * rtt * self.settings.burst_reserve;
         let credit = self.alone_level_at(now) - reserve;
         if credit.is_finite() {
             credit.max(0.0)
@@ -828,12 +823,12 @@ mod tests {
         let t0 = Instant::now();
         let mut c = RateController::new(plain(), 10.0, t0);
         c.set_server_burst(10.0);
-        // Quiet for 2 × burst / ceiling = 2 s first; then the bucket above a reserve of one
-        // token (no round trip measured yet).
-        assert_eq!(c.credit(t0 + ms(1_900)), 0.0);
-        assert!(close(c.credit(t0 + ms(2_000)), 9.0));
+        // Quiet for burst / ceiling = 1 s first (plus a round trip, none measured yet); then the
+        // bucket above a reserve of one token.
+        assert_eq!(c.credit(t0 + ms(900)), 0.0);
+        assert!(close(c.credit(t0 + ms(1_000)), 9.0));
         // Spending it empties it; idling refills it at the ceiling.
-        let t2 = t0 + ms(2_000);
+        let t2 = t0 + ms(1_000);
         for _ in 0..9 {
             c.on_send(t2);
             c.on_feedback(t2, RateFeedback::Accepted);
@@ -846,8 +841,8 @@ mod tests {
         throttle(&mut c, t3);
         assert_eq!(c.credit(t3 + ms(1)), 0.0);
         let back = t3 + secs(c.time_to_ceiling());
-        assert_eq!(c.credit(back + ms(1_900)), 0.0);
-        assert!(close(c.credit(back + ms(2_100)), 9.0));
+        assert_eq!(c.credit(back + ms(900)), 0.0);
+        assert!(close(c.credit(back + ms(1_100)), 9.0));
         // No burst known, no credit.
         let c = RateController::new(plain(), 10.0, t0);
         assert_eq!(c.credit(t0 + Duration::from_secs(60)), 0.0);

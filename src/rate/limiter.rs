@@ -18,9 +18,9 @@
 //! - **Burst credit.** Connect's bucket starts full and holds `burst` tokens; a lone worker may
 //!   spend them (the bound for a lone worker includes them). It may not spend all: a
 //!   bucket kept empty throttles every call that arrives a little early. So the pacer also lets
-//!   a call go at once, right after a paced one (so at most at twice the paced rate, and a
-//!   credit call that finds the bucket drained after all costs about one 429), whenever
-//!   [`RateController::credit`] is at least one token: the level of
+//!   a call go at once (one such call in flight at a time, so a credit call that finds the
+//!   bucket drained after all costs one 429) whenever [`RateController::credit`] is at least
+//!   one token: the level of
 //!   Connect's bucket, as modelled for a lone caller, above a reserve of one token plus a round
 //!   trip's worth of calls at the ceiling, once the rate has been at the ceiling without a 429
 //!   for twice the time a second caller at our rate needs to drain the bucket. Replicas that
@@ -62,11 +62,13 @@ struct Pacing {
     at: Instant,
     /// Level the next paced call waits for: 1 plus its jitter.
     threshold: f64,
-    /// Whether the next call may go on burst credit: only after a paced one, so credit goes
-    /// out at most at twice the paced rate and a credit call that finds Connect's bucket empty
-    /// after all (someone else drained it) costs a round trip's worth of 429s, not the whole
-    /// credit at once.
-    credit_turn: bool,
+    /// Calls sent and answers heard, and the send count of the last call that went on burst
+    /// credit: the next credit call waits until that one is answered (answers come about in
+    /// send order), so a credit that finds Connect's bucket drained after all (someone else
+    /// emptied it) costs one 429, which empties the model, not the whole credit at once.
+    sends: u64,
+    answers: u64,
+    credit_call: Option<u64>,
     rng: u64,
 }
 
@@ -98,18 +100,19 @@ impl Pacing {
     }
 
     fn may_spend_credit(&self, now: Instant) -> bool {
-        self.credit_turn && self.controller.credit(now) >= 1.0
+        let answered = self.credit_call.is_none_or(|n| self.answers >= n);
+        answered && self.controller.credit(now) >= 1.0
     }
 
     /// A call goes at `now` (after [`Pacing::release_at`] said it may).
     fn commit(&mut self, now: Instant) {
         self.refill(now);
+        self.sends = self.sends.saturating_add(1);
         if self.level >= self.threshold {
             self.level -= 1.0;
-            self.credit_turn = true;
         } else {
             // On burst credit, which `on_send` takes from the bucket model.
-            self.credit_turn = false;
+            self.credit_call = Some(self.sends);
         }
         self.controller.on_send(now);
         self.threshold = 1.0 + self.controller.settings().pacer_jitter * next_unit(&mut self.rng);
@@ -186,7 +189,9 @@ impl AdaptiveLimiter {
                 level: 1.0,
                 at: now,
                 threshold: 1.0,
-                credit_turn: false,
+                sends: 0,
+                answers: 0,
+                credit_call: None,
                 rng: next_seed(),
             }),
             turn: tokio::sync::Mutex::new(()),
@@ -222,7 +227,10 @@ impl AdaptiveLimiter {
     /// Reports the outcome of one call made after [`AdaptiveLimiter::acquire`].
     pub fn feedback(&self, feedback: RateFeedback) {
         let now = Instant::now();
-        self.with_pacing(|p| p.controller.on_feedback(now, feedback));
+        self.with_pacing(|p| {
+            p.answers = p.answers.saturating_add(1);
+            p.controller.on_feedback(now, feedback);
+        });
     }
 
     /// Allowed calls/s now (a metrics gauge).
@@ -273,7 +281,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn paces_at_the_ceiling_without_a_burst() {
-        let limiter = AdaptiveLimiter::new(10.0, 10);
+        // Burst 1: nothing above the one-token reserve, so no burst credit.
+        let limiter = AdaptiveLimiter::new(10.0, 1);
         let start = Instant::now();
         let mut sends = Vec::new();
         for _ in 0..21 {
@@ -329,8 +338,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lone_worker_spends_the_burst_after_a_quiet_start() {
-        // 10/s burst 10: quiet for 2 × 10 / 10 = 2 s, then the bucket above one token (answers
-        // come at once here) goes out, one credit call after each paced one.
+        // 10/s burst 10: quiet for 10 / 10 = 1 s (plus a round trip, none here: answers come
+        // at once), then the bucket above one token goes out at once.
         let limiter = AdaptiveLimiter::new(10.0, 10);
         let start = Instant::now();
         let mut sends = Vec::new();
@@ -345,12 +354,10 @@ mod tests {
                 .filter(|t| **t >= Duration::from_millis(a) && **t < Duration::from_millis(b))
                 .count()
         };
-        assert_eq!(in_window(0, 1_950), 20);
-        let extra = in_window(1_950, 4_000) - 20;
+        assert_eq!(in_window(0, 950), 10);
+        let extra = in_window(950, 3_000) - 20;
         assert!((7..=9).contains(&extra), "{extra}: {sends:?}");
-        // Never faster than twice the rate, and paced again afterwards.
-        assert!(in_window(2_000, 2_500) <= 10);
-        assert_eq!(in_window(4_000, 6_000), 20);
+        assert_eq!(in_window(3_000, 6_000), 30);
     }
 
     #[tokio::test(start_paused = true)]
@@ -412,11 +419,12 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        // 20 calls at 5/s: paced for the first 2 s (2 × burst / rate), then the burst above one
-        // token (about 4) on top: the last one near (19 − 4) × 200 ms.
+        // 20 calls at 5/s: paced for the first second (burst / rate), then one call on burst
+        // credit, which is never answered here, so no second one: the last call near
+        // (19 − 1) × 200 ms.
         let elapsed = Instant::now() - start;
         assert!(
-            elapsed >= Duration::from_millis(2_900) && elapsed <= Duration::from_millis(3_300),
+            elapsed >= Duration::from_millis(3_550) && elapsed <= Duration::from_millis(3_700),
             "{elapsed:?}"
         );
     }

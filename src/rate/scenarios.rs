@@ -25,7 +25,8 @@
 //! last accepted call at the server)
 //! - `goodput_fraction`: worker calls accepted / what the bucket had for us: ∫ (rate − active
 //!   other callers' rates) dt, plus the bucket's burst when measured from the start (it starts
-//!   full, so a lone worker can have `burst + rate × T` in `T`).
+//!   full, so a lone worker can have `burst + rate × T` in `T`); from the start means from our
+//!   first call's arrival at the bucket (half a round trip in).
 //! - `throttled_fraction`: throttled worker calls / worker calls.
 //! - `throttled_fraction_after_10s`: the same from 10 s after the last replica started (a fleet
 //!   after its start-up).
@@ -586,7 +587,20 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 fn measure(s: &Scenario, w: &World, end_s: f64) -> Measured {
-    let from = s.measure_from_s;
+    // The quota cannot be used before our first call reaches the bucket.
+    let first_arrival = w
+        .worker_accepted
+        .iter()
+        .flat_map(|r| r.iter().copied())
+        .chain(w.worker_throttled.iter().copied())
+        .fold(f64::INFINITY, f64::min);
+    let from = if s.measure_from_s > 0.0 {
+        s.measure_from_s
+    } else if first_arrival.is_finite() {
+        first_arrival.min(end_s)
+    } else {
+        0.0
+    };
     let accepted_in =
         |a: f64, b: f64| -> usize { w.worker_accepted.iter().map(|r| count_in(r, a, b)).sum() };
     let ratio = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f64 / d as f64 };
@@ -596,7 +610,12 @@ fn measure(s: &Scenario, w: &World, end_s: f64) -> Measured {
     let accepted = accepted_in(from, end_s);
     let throttled = count_in(&w.worker_throttled, from, end_s);
     let calls = calls_in(from, end_s);
-    let bound = available(s, from, end_s) + if from <= 0.0 { s.server.burst } else { 0.0 };
+    let bound = available(s, from, end_s)
+        + if s.measure_from_s <= 0.0 {
+            s.server.burst
+        } else {
+            0.0
+        };
     let startup_end = 2.0f64.min(end_s);
     let per_replica: Vec<f64> = w
         .worker_accepted
