@@ -794,8 +794,6 @@ scenarios!(
     fleet_6_staggered,
     fleet_6_bench_like,
     fleet_3_bench_like,
-    fleet_3_after_startup,
-    fleet_6_after_startup,
     fractional_ceiling,
     fractional_fleet,
     limit_exceeded_is_neutral,
