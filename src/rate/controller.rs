@@ -15,7 +15,7 @@
 //! 3. **Our share, from what the bucket gave out (one estimator).** A 429 means the bucket is
 //!    empty now. At the start of the window (our first call, or the previous cut) its level `L`
 //!    is known: full (`burst`) before our first call (unless none of our calls got through:
-//!    then others had drained it, and it is taken as empty), empty at a cut. Over the window of length
+//!    then others had drained it, and at most half of the quota is ours), empty at a cut. Over the window of length
 //!    `T` it therefore gave out `L + ceiling × T` tokens, split between the callers in proportion
 //!    to how fast each called; we got `ours` of them (calls in flight counted as accepted). Our
 //!    share is `ceiling × ours / (L + ceiling × T)`; a window in which none of ours got through
@@ -487,6 +487,14 @@ impl RateController {
                 };
                 current.min(share.max(lowest))
             }
+            // Our very first window, and none of our calls got through: others had drained the
+            // bucket before we came, so we share it with at least one caller at least as fast
+            // as we are; at most half of it is ours.
+            (None, Some(w))
+                if self.settings.plateau_at_share && self.cuts == 0 && w.accepted == 0 =>
+            {
+                current.min(self.ceiling / 2.0)
+            }
             _ => current,
         };
         self.w_max = clamp(plateau, self.floor, self.ceiling);
@@ -871,12 +879,13 @@ mod tests {
     }
 
     #[test]
-    fn a_first_call_throttled_says_nothing_about_the_share() {
-        // The bucket was not full at our first call after all: the cut is the plain one.
+    fn a_first_call_throttled_means_at_most_half() {
+        // The bucket was not full at our first call after all: someone at least as fast as we
+        // are drained it, so the plateau is half the ceiling, the cut half of that (β = 0.5).
         let t0 = Instant::now();
         let mut c = RateController::new(plain(), 10.0, t0);
         c.set_server_burst(10.0);
         throttle(&mut c, t0);
-        assert!(close(c.rate(t0), 5.0), "{}", c.rate(t0));
+        assert!(close(c.rate(t0), 2.5), "{}", c.rate(t0));
     }
 }
