@@ -8,42 +8,46 @@
 //! the configured rate, which is the account's quota) and has four parts:
 //!
 //! 1. **Start at the ceiling.** Nothing says we share the quota until a 429 of our own does.
-//! 2. **One cut per congestion episode, to `β ×` our share.** A `Throttled` outcome outside an
-//!    episode cuts. Further 429s are ignored until every call sent before the cut has been
+//! 2. **One cut per congestion episode, to `β ×` the plateau.** A `Throttled` outcome outside
+//!    an episode cuts. Further 429s are ignored until every call sent before the cut has been
 //!    answered (they were sent at the old rate; the limiter reports sends through
 //!    [`RateController::on_send`]), or `max_hold` has passed.
-//! 3. **Our share, from what the bucket gave out (one estimator).** A 429 means the bucket is
-//!    empty now. At the start of the window (our first call, or the previous cut) its level `L`
-//!    is known: full (`burst`) before our first call (unless none of our calls got through:
-//!    then others had drained it, and at most half of the quota is ours), empty at a cut. Over the window of length
-//!    `T` it therefore gave out `L + ceiling × T` tokens, split between the callers in proportion
-//!    to how fast each called; we got `ours` of them (calls in flight counted as accepted). Our
-//!    share is `ceiling × ours / (L + ceiling × T)`; a window in which none of ours got through
-//!    measures nothing (the plateau stays at the rate of the 429). If we asked for less than we were allowed over the
-//!    window (short of jobs), the share is divided by that utilization, since what we got only
-//!    bounds it from below. The plateau `w_max` is `min(current rate, share)`, the cut goes to
-//!    `β × w_max`. One caveat: between two cuts the bucket may have filled up and overflowed
-//!    (nobody took its refill), so there the share is only a lower bound and lowers the
-//!    plateau no further than CUBIC's fast convergence does, `(1 + β) / 2` of the rate of the
-//!    429. This one rule covers what used to be three mechanisms: the first 429 of
-//!    replicas that start together (each lands near `ceiling / replicas` at once), the steady
-//!    state (between two cuts it is our accepted rate) and the 429 that comes too soon after a
-//!    cut (the rate was still climbing, so the window's rate is below the current one and the
-//!    plateau goes down).
-//! 4. **One recovery curve.** After a cut at `t0`, `r(t) = w_max + (w_max − cut) × ((t − t0 −
-//!    K) / K)³`: concave up to the plateau `w_max` at `K`, then convex above it toward the
-//!    ceiling (the neighbour may have left): RFC 8312's CUBIC window in rate form. Its clock is
-//!    `K = recovery_calls / w_max` ([`recovery_time`]): the climb back spans the same number of
-//!    calls at any rate, so a slow controller hears enough answers before it is back, the cut
-//!    refills the same number of tokens into the server bucket (`(1 − β) × recovery_calls / 4`)
-//!    at any rate, and replicas that share the quota K ways each cycle K times slower, so the
-//!    fleet's 429 rate does not grow with its size. One cycle (down, back, probe until the
-//!    bucket is empty again) spans about `2 × recovery_calls` calls with one 429.
+//! 3. **The plateau is our share of what the bucket gave out (one estimator).** A 429 means the
+//!    bucket is empty now. At the start of the window (our first call, or the previous cut) its
+//!    level `L` is known: full (`burst`) before our first call, empty at a cut. Over the window
+//!    of length `T` it gave out `L + ceiling × T` tokens, split between the callers in
+//!    proportion to how fast each called; we got `ours` of them (calls in flight counted as
+//!    accepted). Our share is `ceiling × ours / (L + ceiling × T)`, divided by our utilization
+//!    of the window (calls sent / calls allowed) when we were short of jobs, since what we got
+//!    then only bounds the share from below. The plateau is `min(current rate, share)`, with
+//!    two cases where the window cannot measure:
+//!    - between two cuts the bucket may have sat full for a while (nobody took its refill), so
+//!      there the share is a lower bound only and lowers the plateau no further than CUBIC's
+//!      fast convergence, `(1 + β) / 2` of the rate of the 429 (RFC 8312 §4.6);
+//!    - a first window in which none of our calls got through means others had drained the
+//!      bucket before we came: we share it with at least one caller as fast as we are, so the
+//!      plateau is at most half the ceiling.
 //!
-//! The limiter also asks [`RateController::credit`]: once we have been at the ceiling without a
-//! 429 for longer than a second caller at our rate needs to drain the bucket, plus a round trip
-//! to hear of it (alone, as far as we can tell), the part of Connect's bucket beyond what a round trip's worth of early
-//! arrivals needs may be spent at once; see `limiter.rs`.
+//!    This one rule replaces three mechanisms (the first cut sized by consumption, the plateau
+//!    at the accepted rate of the last cycle, fast convergence for a 429 soon after a cut):
+//!    replicas that start together land near `ceiling / replicas` after one 429 each, between
+//!    two cuts it is our accepted rate, and a 429 soon after a cut (the rate still climbing)
+//!    finds the window's rate below the current one and lowers the plateau.
+//! 4. **One recovery curve.** After a cut at `t0`, `r(t) = w_max + (w_max − β w_max) ×
+//!    ((t − t0 − K) / K)³`: concave up to the plateau `w_max` at `K`, then convex above it
+//!    toward the ceiling (the neighbour may have left): RFC 8312's CUBIC window in rate form.
+//!    Its clock is `K = recovery_calls / w_max` ([`recovery_time`]), the one place where time
+//!    stretches: the climb back spans the same number of calls at any rate, so a slow
+//!    controller hears enough answers before it is back, the cut refills the same number of
+//!    tokens into the server bucket (`(1 − β) × recovery_calls / 4`) at any rate, and replicas
+//!    that share the quota K ways each cycle K times slower, so the fleet's 429 rate does not
+//!    grow with its size. A cycle (down, back, probe until the bucket is empty again) spans
+//!    about `2 × recovery_calls` calls with one 429.
+//!
+//! The limiter also asks [`RateController::credit`] (burst credit for a lone worker): once we
+//! have been at the ceiling without a 429 for longer than a second caller at our rate needs to
+//! drain the bucket, plus a round trip to hear of it, the part of Connect's bucket beyond what
+//! a round trip's worth of early arrivals needs may be spent at once; see `limiter.rs`.
 //!
 //! `Accepted` and `Neutral` never lower the rate. `Neutral` covers everything that says nothing
 //! about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx, 5xx,
