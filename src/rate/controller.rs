@@ -72,14 +72,16 @@ pub struct ControllerSettings {
     /// trades two of the targets against each other, because a replica cannot tell a
     /// sibling replica from another caller (see docs/rate-control.md, "The one trade-off"):
     /// - replicas sharing the quota make about one 429 per cycle of `2 × recovery_calls` calls
-    ///   (measured: 1.6 × that, jitter adds early 429s), so fewer calls means more 429s;
-    /// - after a neighbour at `n` of the quota `Q` leaves, the rate is back at `Q` within about
-    ///   half a cycle at the share `Q − n`: `K × (1 + ∛(n / ((1 − β)(Q − n)))) / 2`.
+    ///   (measured: about 1.7 × that; calls arriving early near an empty bucket add 429s), so
+    ///   fewer calls means more 429s;
+    /// - after a neighbour at `n` of the quota `Q` leaves, the rate is back at `Q` within
+    ///   `K × (1 + ∛(n / ((1 − β)(Q − n))))` at worst (it left just after a cut), about half of
+    ///   that on average, `K = recovery_calls / (Q − n)`.
     ///
-    /// 35 puts the neighbour (4/s of 10/s) back at the quota in 5 s on average (its
-    /// target), the cut then refills `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket
+    /// 35 puts the neighbour (4/s of 10/s) back at the quota in about 6 s on average
+    /// (its target: 5 s; 30 gives 4.2 s and 2.3 % refused), the cut then refills `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket
     /// (within the smallest burst Connect gives, 5), and replicas sharing the quota settle at
-    /// about 2 % 429s (the fleet target, 1 %, needs about 80, which puts the neighbour
+    /// about 2.5 % 429s (the fleet target, 1 %, needs about 80, which puts the neighbour
     /// back only after about 19 s). Measured over 8 seeds with 20, 30, 35, 40, 50 and 80:
     /// docs/rate-control.md.
     pub recovery_calls: f64,
@@ -106,8 +108,8 @@ pub struct ControllerSettings {
     /// timer fires up to 1 ms late, which at 100 calls/s is 0.1 of a period.
     pub pacer_catch_up: f64,
     /// Longest single sleep of the waiter at the head, so a rate that recovers while it waits
-    /// shortens the wait: 200 ms is a fifth of a second at 1 call/s, a small fraction of any
-    /// recovery time (`recovery_calls / rate` ≥ 5 s at the quotas Connect gives).
+    /// shortens the wait: 200 ms is a fifth of the period at 1 call/s and a small fraction of
+    /// any recovery time (`recovery_calls / rate`, 3.5 s at 10/s).
     pub pacer_recheck: Duration,
     /// Whether the plateau is our share (the estimator above). Off only for the capacity pacer
     /// (`for_capacity`), whose own accepted rate would fulfil itself.

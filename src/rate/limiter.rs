@@ -18,16 +18,15 @@
 //! - **Burst credit.** Connect's bucket starts full and holds `burst` tokens; a lone worker may
 //!   spend them (the bound for a lone worker includes them). It may not spend all: a
 //!   bucket kept empty throttles every call that arrives a little early. So the pacer also lets
-//!   a call go at once (one such call in flight at a time, so a credit call that finds the
-//!   bucket drained after all costs one 429) whenever [`RateController::credit`] is at least
-//!   one token: the level of
-//!   Connect's bucket, as modelled for a lone caller, above a reserve of one token plus a round
+//!   a call go at once whenever [`RateController::credit`] is at least one token: the level of
+//!   Connect's bucket as modelled for a lone caller, above a reserve of one token plus a round
 //!   trip's worth of calls at the ceiling, once the rate has been at the ceiling without a 429
-//!   for twice the time a second caller at our rate needs to drain the bucket. Replicas that
-//!   start together make a 429 within that time, so they never spend the bucket into their
-//!   storm, and a 429 empties the model. A lone worker spends the credit once (early in its
-//!   run) and then whenever it was idle (a trickle of jobs goes out without waiting for the
-//!   pacer's slot).
+//!   for `burst / ceiling` plus a round trip (two callers at the ceiling drain a full bucket in
+//!   `burst / ceiling`, so replicas that start together have heard their 429 by then and never
+//!   spend the bucket into their storm). One credit call is in flight at a time: one that finds
+//!   the bucket drained after all (a neighbour) costs one 429, which empties the model. A lone
+//!   worker spends the credit once (early in its run) and then whenever it was idle: a trickle
+//!   of jobs goes out without waiting for the pacer's slot.
 //!
 //! # Protocol for callers
 //!
