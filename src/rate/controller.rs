@@ -79,10 +79,11 @@ pub struct ControllerSettings {
     ///   that on average, `K = recovery_calls / (Q − n)`.
     ///
     /// 35 puts the neighbour (4/s of 10/s) back at the quota in about 6 s on average
-    /// (its target: 5 s; 30 gives 4.2 s and 2.3 % refused), the cut then refills `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket
-    /// (within the smallest burst Connect gives, 5), and replicas sharing the quota settle at
+    /// (its target: 5 s; 30 gives 4.2 s and 2.3 % refused), the cut then refills
+    /// `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket (within the smallest burst
+    /// Connect gives, 5), and replicas sharing the quota settle at
     /// about 2.5 % 429s (the fleet target, 1 %, needs about 80, which puts the neighbour
-    /// back only after about 19 s). Measured over 8 seeds with 20, 30, 35, 40, 50 and 80:
+    /// back only after about 19 s). Measured over 8 seeds with 20, 30, 35, 50 and 80:
     /// docs/rate-control.md.
     pub recovery_calls: f64,
     /// The floor as a fraction of the ceiling: 1/20, the share of one replica among 20. Beyond
