@@ -2,47 +2,57 @@
 //!
 //! # Mechanism
 //!
-//! Connect's rate quota is a token bucket shared by every caller in the account. We cannot see
-//! it; we only see `429 TooManyRequests/Throttling` when it is empty. The controller keeps an
-//! allowed rate `r` in `[floor, ceiling]` (ceiling = the configured rate):
+//! Connect's rate quota is a token bucket (refill = the quota, capacity = its burst) shared by
+//! every caller in the account. We cannot see it; we only hear `429 TooManyRequests/Throttling`
+//! when it is empty. The controller keeps an allowed rate `r` in `[floor, ceiling]` (ceiling =
+//! the configured rate, which is the account's quota) and has four parts:
 //!
-//! - **Start at the ceiling.** A fresh controller allows the ceiling at once (no slow start):
-//!   alone, a worker must use its whole configured rate from the first second.
-//! - **Multiplicative cut, once per congestion episode.** A `Throttled` outcome cuts
-//!   `r ← r × f` where `f = clamp(p, min_decrease_factor, decrease_factor)` and `p` is the
-//!   (Laplace-smoothed) share of calls accepted since the previous cut: a lone 429 after a long
-//!   run of successes cuts by `decrease_factor` (0.7); a storm of 429s (many replicas starting
-//!   together) cuts down to `min_decrease_factor` (0.5) at once instead of taking many rounds.
-//!   After a cut, further 429s are ignored until the calls that were already sent at the old
-//!   rate have been answered (the limiter reports sends with [`RateController::on_send`];
-//!   responses come back roughly in send order) and at least `min_hold` has passed, or
-//!   `max_hold` has passed (a send whose answer never comes must not stretch the episode).
-//!   Without `on_send` reports the episode is simply `min_hold` long.
-//! - **The first cut is our share.** When the configured burst is known (it is the account's,
-//!   like the ceiling), the first 429 ever means the bucket, full when we started, is empty:
-//!   what it gave out since our first call (burst + ceiling × elapsed) went to us and the other
-//!   callers in proportion to how fast each called. The first cut goes to our part of it
-//!   (if that is deeper than the usual cut), plateau included, so replicas that start together
-//!   land near equal shares after one 429 each instead of several rounds.
-//! - **CUBIC-like recovery.** The rate where the 429 happened is remembered as `w_max`. After a
-//!   cut the rate climbs back along a concave cubic, fast at first and flattening to a plateau at
-//!   `w_max` after `recovery_time`; beyond it a slow quadratic probe creeps above `w_max` toward
-//!   the ceiling (the neighbour may have left). Concavity matters: Connect's bucket (capacity =
-//!   burst) integrates our excess, so the time spent just under `w_max` refills it and the slow
-//!   probe drains it again; a cycle averages to the available rate with one 429 per cycle.
-//!   The probe runs `√(ceiling / w_max)` times slower than that (`probe_crowd_exponent`): the
-//!   ceiling is the account's quota, so a plateau at a fraction of it means others share it, and
-//!   K replicas each probing at a lone worker's speed would make K times its 429s.
-//!   If a 429 comes too soon after the previous cut to measure a share (the rate still climbing
-//!   back, or sitting on the flat plateau a first cut leaves), that cut was not deep enough
-//!   (another replica or caller joined): `w_max` is set a bit lower than the rate of the 429
-//!   ("fast convergence", here not only below the old `w_max`), which lets replicas converge to
-//!   equal shares.
-//! - **`Accepted` and `Neutral`** never lower the rate. `Neutral` covers everything that says
-//!   nothing about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx,
-//!   5xx, transport errors.
+//! 1. **Start at the ceiling.** Nothing says we share the quota until a 429 of our own does.
+//! 2. **One cut per congestion episode, to `β ×` the plateau.** A `Throttled` outcome outside
+//!    an episode cuts. Further 429s are ignored until every call sent before the cut has been
+//!    answered (they were sent at the old rate; the limiter reports sends through
+//!    [`RateController::on_send`]), or `max_hold` has passed.
+//! 3. **The plateau is our share of what the bucket gave out (one estimator).** A 429 means the
+//!    bucket is empty now. At the start of the window (our first call, or the previous cut) its
+//!    level `L` is known: full (`burst`) before our first call, empty at a cut. Over the window
+//!    of length `T` it gave out `L + ceiling × T` tokens, split between the callers in
+//!    proportion to how fast each called; we got `ours` of them (calls in flight counted as
+//!    accepted). Our share is `ceiling × ours / (L + ceiling × T)`, divided by our utilization
+//!    of the window (calls sent / calls allowed) when we were short of jobs, since what we got
+//!    then only bounds the share from below. The plateau is `min(current rate, share)`, with
+//!    two cases where the window cannot measure:
+//!    - between two cuts the bucket may have sat full for a while (nobody took its refill), so
+//!      there the share is a lower bound only and lowers the plateau no further than CUBIC's
+//!      fast convergence, `(1 + β) / 2` of the rate of the 429 (RFC 8312 §4.6);
+//!    - a first window in which none of our calls got through means others had drained the
+//!      bucket before we came: we share it with at least one caller as fast as we are, so the
+//!      plateau is at most half the ceiling.
 //!
-//! Time enters only through the `now` arguments, so tests drive it with explicit instants.
+//!    This one rule replaces three mechanisms (the first cut sized by consumption, the plateau
+//!    at the accepted rate of the last cycle, fast convergence for a 429 soon after a cut):
+//!    replicas that start together land near `ceiling / replicas` after one 429 each, between
+//!    two cuts it is our accepted rate, and a 429 soon after a cut (the rate still climbing)
+//!    finds the window's rate below the current one and lowers the plateau.
+//! 4. **One recovery curve.** After a cut at `t0`, `r(t) = w_max + (w_max − β w_max) ×
+//!    ((t − t0 − K) / K)³`: concave up to the plateau `w_max` at `K`, then convex above it
+//!    toward the ceiling (the neighbour may have left): RFC 8312's CUBIC window in rate form.
+//!    Its clock is `K = recovery_calls / w_max` ([`recovery_time`]), the one place where time
+//!    stretches: the climb back spans the same number of calls at any rate, so a slow
+//!    controller hears enough answers before it is back, the cut refills the same number of
+//!    tokens into the server bucket (`(1 − β) × recovery_calls / 4`) at any rate, and replicas
+//!    that share the quota K ways each cycle K times slower, so the fleet's 429 rate does not
+//!    grow with its size. A cycle (down, back, probe until the bucket is empty again) spans
+//!    about `2 × recovery_calls` calls with one 429.
+//!
+//! The limiter also asks [`RateController::credit`] (burst credit for a lone worker): once we
+//! have been at the ceiling without a 429 for longer than a second caller at our rate needs to
+//! drain the bucket, plus a round trip to hear of it, the part of Connect's bucket beyond what
+//! a round trip's worth of early arrivals needs may be spent at once; see `limiter.rs`.
+//!
+//! `Accepted` and `Neutral` never lower the rate. `Neutral` covers everything that says nothing
+//! about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx, 5xx,
+//! transport errors. Time enters only through the `now` arguments, so tests drive it with
+//! explicit instants.
 
 use std::time::Duration;
 
@@ -50,98 +60,109 @@ use tokio::time::Instant;
 
 use super::RateFeedback;
 
-/// Tuning of [`RateController`]; the defaults are tuned by the scenario files in
-/// `tests/data/rate-scenarios/`.
+/// Every constant of the rate control (controller and pacer), each with where its value comes
+/// from. None was chosen because it moved one benchmark run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ControllerSettings {
-    /// Cut factor for an isolated 429 (after mostly successful calls).
+    /// β, the cut: the new rate is `β × w_max`. 0.7 is RFC 8312's `β_cubic` (CUBIC, also
+    /// botocore's adaptive retry mode): deep enough that one cut takes a caller at its share
+    /// below it with room to refill the bucket, shallow enough that a stray 429 costs little.
     pub decrease_factor: f64,
-    /// Deepest single cut, used when most recent calls were throttled.
-    pub min_decrease_factor: f64,
-    /// Time to climb back from a cut to the rate of the last 429 (`w_max`).
-    pub recovery_time: Duration,
-    /// Probe above `w_max` after the plateau: `w_max × (1 + probe_gain × s²)`, `s` in seconds
-    /// past `recovery_time`.
-    pub probe_gain: f64,
-    /// Shrink of `w_max` when a 429 comes before the previous `w_max` was reached.
-    pub fast_convergence_factor: f64,
-    /// Floor as a fraction of the ceiling ...
-    pub floor_fraction: f64,
-    /// ... but never below this many calls/s (unless the ceiling itself is lower).
-    pub min_floor: f64,
-    /// Shortest congestion episode.
-    pub min_hold: Duration,
-    /// Longest congestion episode (lost answers must not stretch it).
-    pub max_hold: Duration,
-    /// Weight of the prior in the accepted share that sizes a cut: (accepted + prior) /
-    /// (answers + prior); small = trust few answers.
-    pub prior: f64,
-    /// Shortest time between cuts over which the accepted rate is trusted as our share.
-    pub min_cycle: Duration,
-    /// Plateau at the accepted rate of the last cycle (else at the rate of the 429).
-    pub use_share_estimate: bool,
-    /// The recovery after a cut spans at least this many calls (see [`time_scale`]).
+    /// Calls the recovery after a cut spans: `K = recovery_calls / w_max`. The one knob that
+    /// trades two of the issue's targets against each other, because a replica cannot tell a
+    /// sibling replica from another caller (see docs/rate-control.md, "The one trade-off"):
+    /// - replicas sharing the quota make about one 429 per cycle of `2 × recovery_calls` calls
+    ///   (measured: about 1.7 × that; calls arriving early near an empty bucket add 429s), so
+    ///   fewer calls means more 429s;
+    /// - after a neighbour at `n` of the quota `Q` leaves, the rate is back at `Q` within
+    ///   `K × (1 + ∛(n / ((1 − β)(Q − n))))` at worst (it left just after a cut), about half of
+    ///   that on average, `K = recovery_calls / (Q − n)`.
+    ///
+    /// 35 puts the issue's neighbour (4/s of 10/s) back at the quota in about 6 s on average
+    /// (its target: 5 s; 30 gives 4.2 s and 2.3 % refused), the cut then refills
+    /// `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket (within the smallest burst
+    /// Connect gives, 5), and replicas sharing the quota settle at
+    /// about 2.5 % 429s (the issue's fleet target, 1 %, needs about 80, which puts the neighbour
+    /// back only after about 19 s). Measured over 8 seeds with 20, 30, 35, 50 and 80:
+    /// docs/rate-control.md.
     pub recovery_calls: f64,
-    /// Sends over a cycle, as a fraction of the allowed rate, that make it a busy cycle.
-    pub busy_fraction: f64,
-    /// The recovery clock never runs slower than that of a controller at this fraction of the
-    /// ceiling (see [`time_scale`]).
-    pub slow_clock_fraction: f64,
-    /// Size the first cut by our share of what the quota's bucket gave out since our first call
-    /// (see [`RateController::set_server_burst`]).
-    pub first_cut_from_consumption: bool,
-    /// The probe above `w_max` runs `(ceiling / w_max) ^ probe_crowd_exponent` times slower: a
-    /// replica at a fraction of the quota shares it with others that probe too.
-    pub probe_crowd_exponent: f64,
+    /// The floor as a fraction of the ceiling: 1/20, the share of one replica among 20. Beyond
+    /// that local control cannot resolve shares anyway; such fleets should use `REDIS_URL`.
+    pub floor_fraction: f64,
+    /// Longest congestion episode: calls whose answers never come must not stretch it. 10 s is
+    /// the default `CONNECT_TIMEOUT_SECONDS`, after which every call has an answer (an error).
+    pub max_hold: Duration,
+    /// Tokens the pacer leaves in Connect's bucket beyond what our calls in flight can need:
+    /// it spends credit only above `1 + ceiling × (longest recent round trip) ×
+    /// burst_reserve`. A call that arrives early by up to a round trip's spread then still finds
+    /// a token; with round trips so long that the reserve exceeds the bucket, no credit is
+    /// spent. 1: the spread of one-way latencies is at most one round trip. 0 spends the whole
+    /// bucket; a large value turns the credit off.
+    pub burst_reserve: f64,
+    /// Largest random delay of a paced call after its slot, as a fraction of the period. It
+    /// never accumulates (the average rate is exact) and breaks phase locking: a replica whose
+    /// calls always land just after a token refills would never hear a 429. 0.2 of a period is
+    /// larger than the phase differences that lock (under a round-trip's spread) and small
+    /// enough not to bunch calls.
+    pub pacer_jitter: f64,
+    /// How late (fraction of the period) a waiter may wake and still keep the schedule: tokio's
+    /// timer fires up to 1 ms late, which at 100 calls/s is 0.1 of a period.
+    pub pacer_catch_up: f64,
+    /// Longest single sleep of the waiter at the head, so a rate that recovers while it waits
+    /// shortens the wait: 200 ms is a fifth of the period at 1 call/s and a small fraction of
+    /// any recovery time (`recovery_calls / rate`, 3.5 s at 10/s).
+    pub pacer_recheck: Duration,
+    /// Whether the plateau is our share (the estimator above). Off only for the capacity pacer
+    /// (`for_capacity`), whose own accepted rate would fulfil itself.
+    pub plateau_at_share: bool,
 }
 
 impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
             decrease_factor: 0.7,
-            min_decrease_factor: 0.3,
-            recovery_time: Duration::from_secs(3),
-            probe_gain: 0.004,
-            fast_convergence_factor: 0.9,
+            recovery_calls: 35.0,
             floor_fraction: 0.05,
-            min_floor: 0.1,
-            min_hold: Duration::from_millis(50),
-            max_hold: Duration::from_secs(2),
-            prior: 0.5,
-            min_cycle: Duration::from_secs(1),
-            busy_fraction: 0.75,
-            recovery_calls: 40.0,
-            use_share_estimate: true,
-            slow_clock_fraction: 0.2,
-            first_cut_from_consumption: true,
-            probe_crowd_exponent: 0.5,
+            max_hold: Duration::from_secs(10),
+            burst_reserve: 1.0,
+            pacer_jitter: 0.2,
+            pacer_catch_up: 0.1,
+            pacer_recheck: Duration::from_millis(200),
+            plateau_at_share: true,
         }
     }
 }
 
 impl ControllerSettings {
     /// Tuning for the active-chats capacity pacer (fed `LimitExceededException` as its throttle).
-    /// Chat capacity frees as chats end, on the timescale of chat lifetimes (seconds in tests,
-    /// minutes in production), so once the pacer has found the rate at which chats end it should
-    /// stay there: slow recovery and slow probing, and cycles long enough to measure that rate.
+    /// Chat capacity frees as chats end, so the plateau is the rate at which the limit was hit,
+    /// cuts are shallow and there is no burst credit. (Goes with the capacity pacer, which the
+    /// per-instance capacity machine replaces.)
     pub fn for_capacity() -> Self {
         ControllerSettings {
             decrease_factor: 0.85,
-            // Never cut by more than a third at once: a burst of refusals right after start-up
-            // says little about how fast chats end.
-            min_decrease_factor: 0.7,
-            recovery_time: Duration::from_secs(10),
-            probe_gain: 0.002,
-            max_hold: Duration::from_secs(5),
-            // The plateau is the rate at which the limit was hit: our own accepted rate would
-            // fulfil itself, as nothing else limits the starts between two refusals.
-            use_share_estimate: false,
-            first_cut_from_consumption: false,
-            // Its ceiling is not shared with anyone: a plateau below it is the rate at which chats
-            // end, not a crowd.
-            probe_crowd_exponent: 0.0,
+            plateau_at_share: false,
+            burst_reserve: f64::INFINITY,
             ..ControllerSettings::default()
         }
+    }
+
+    /// Sets a numeric field by name (tuning sessions: the scenario runner's `RATE_SETTINGS`);
+    /// false if there is no such field.
+    pub fn set(&mut self, name: &str, value: f64) -> bool {
+        match name {
+            "decrease_factor" => self.decrease_factor = value,
+            "recovery_calls" => self.recovery_calls = value,
+            "floor_fraction" => self.floor_fraction = value,
+            "max_hold" => self.max_hold = Duration::from_secs_f64(value.max(0.0)),
+            "burst_reserve" => self.burst_reserve = value,
+            "pacer_jitter" => self.pacer_jitter = value,
+            "pacer_catch_up" => self.pacer_catch_up = value,
+            "pacer_recheck" => self.pacer_recheck = Duration::from_secs_f64(value.max(0.001)),
+            "plateau_at_share" => self.plateau_at_share = value != 0.0,
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -154,32 +175,107 @@ struct Episode {
     sends_at_cut: u64,
 }
 
+/// What happened since the bucket's level was last known (our first call, or the last cut).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    /// The bucket's level at `start`: its burst before our first call, 0 at a cut.
+    level: f64,
+    sends: u64,
+    accepted: u64,
+    throttled: u64,
+    /// ∫ allowed rate dt since `start`, up to `at` (for the utilization).
+    offered: f64,
+    at: Instant,
+}
+
+impl Window {
+    fn new(start: Instant, level: f64) -> Self {
+        Window {
+            start,
+            level,
+            sends: 0,
+            accepted: 0,
+            throttled: 0,
+            offered: 0.0,
+            at: start,
+        }
+    }
+}
+
 /// Allowed rate of one operation, driven by outcomes. See the module documentation.
 #[derive(Clone, Debug)]
 pub struct RateController {
     settings: ControllerSettings,
     ceiling: f64,
     floor: f64,
-    /// Rate at the last 429 (after fast convergence): the plateau of the recovery curve.
+    /// Plateau of the recovery curve.
     w_max: f64,
-    /// Rate right after the last cut and when it happened: the start of the recovery curve.
+    /// `β × w_max`: the start of the recovery curve (the rate right after the last cut, before
+    /// the floor clamps it).
     cut_rate: f64,
+    /// Time of the last cut (or, before any, a time long enough ago that the curve is at the
+    /// ceiling).
     epoch: Instant,
-    /// Stretch of the recovery curve's time for low rates (≥ 1), see [`time_scale`].
-    scale: f64,
-    /// Start of the current cycle (creation or last cut), for the accepted rate.
-    cycle_start: Instant,
+    /// The recovery clock `K` of the current curve, seconds.
+    k: f64,
+    /// Since when the rate is at the ceiling (for the burst credit).
+    at_ceiling_since: Instant,
     episode: Option<Episode>,
     sends: u64,
     answers: u64,
-    /// Outcomes since the last cut, for the depth of the next cut.
-    accepted_since_cut: u64,
-    throttled_since_cut: u64,
-    sends_since_cut: u64,
+    /// `None` until our first call.
+    window: Option<Window>,
     cuts: u64,
     /// The server bucket's burst, if known (the configured burst is the account's).
     server_burst: Option<f64>,
-    first_send: Option<Instant>,
+    /// The server bucket's level if we are alone: refills at the ceiling, one per send, empty
+    /// at a 429 (and when it was last brought up to date).
+    alone_level: f64,
+    alone_at: Instant,
+    /// Round trips of recent calls, see [`RoundTrips`].
+    round_trips: RoundTrips,
+}
+
+/// The longest round trip of the last `window` to `2 × window` answers, from send and answer
+/// times matched in order (Connect answers about in send order; a reordering only swaps which
+/// call a sample is attributed to, not the spread).
+#[derive(Clone, Debug, Default)]
+struct RoundTrips {
+    in_flight: std::collections::VecDeque<Instant>,
+    current: f64,
+    previous: f64,
+    samples: u64,
+}
+
+impl RoundTrips {
+    /// Most sends we remember unanswered: beyond it the oldest are forgotten (lost answers).
+    const MAX_IN_FLIGHT: usize = 10_000;
+
+    fn on_send(&mut self, now: Instant) {
+        if self.in_flight.len() >= Self::MAX_IN_FLIGHT {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.push_back(now);
+    }
+
+    fn on_answer(&mut self, now: Instant, window: f64) {
+        let Some(sent) = self.in_flight.pop_front() else {
+            return;
+        };
+        let rtt = now.saturating_duration_since(sent).as_secs_f64();
+        self.current = self.current.max(rtt);
+        self.samples += 1;
+        if self.samples as f64 >= window.max(1.0) {
+            self.previous = self.current;
+            self.current = 0.0;
+            self.samples = 0;
+        }
+    }
+
+    fn longest(&self) -> f64 {
+        self.current.max(self.previous)
+    }
 }
 
 impl RateController {
@@ -187,35 +283,38 @@ impl RateController {
     /// ceiling (configuration validates it first) is treated as 0.001 calls/s.
     pub fn new(settings: ControllerSettings, ceiling: f64, now: Instant) -> Self {
         let ceiling = sanitize_rate(ceiling);
-        let floor = (ceiling * settings.floor_fraction)
-            .max(settings.min_floor)
-            .min(ceiling);
+        let floor = clamp(ceiling * settings.floor_fraction, 0.001, ceiling);
+        let k = recovery_time(&settings, ceiling);
         RateController {
             ceiling,
             floor,
             w_max: ceiling,
             cut_rate: ceiling,
             // As if the last cut were long ago: the curve is past its plateau, at the ceiling.
-            epoch: now.checked_sub(settings.recovery_time).unwrap_or(now),
-            cycle_start: now,
-            scale: 1.0,
+            epoch: now.checked_sub(Duration::from_secs_f64(k)).unwrap_or(now),
+            k,
+            at_ceiling_since: now,
             episode: None,
             sends: 0,
             answers: 0,
-            accepted_since_cut: 0,
-            throttled_since_cut: 0,
-            sends_since_cut: 0,
+            window: None,
             cuts: 0,
             server_burst: None,
-            first_send: None,
+            alone_level: 0.0,
+            alone_at: now,
+            round_trips: RoundTrips::default(),
             settings,
         }
     }
 
     /// The burst of the quota's bucket (the configured burst: like the ceiling, it is the
-    /// account's). With it the first cut is sized by our share of what the bucket gave out.
+    /// account's). With it the first cut is sized by our share of what the bucket gave out, and
+    /// a lone worker may spend the bucket's upper half.
     pub fn set_server_burst(&mut self, burst: f64) {
         self.server_burst = (burst.is_finite() && burst > 0.0).then_some(burst);
+        if self.window.is_none() {
+            self.alone_level = self.server_burst.unwrap_or(0.0);
+        }
     }
 
     /// The configured ceiling (calls/s).
@@ -233,24 +332,42 @@ impl RateController {
         self.cuts
     }
 
+    /// The settings in use.
+    pub fn settings(&self) -> &ControllerSettings {
+        &self.settings
+    }
+
     /// A call was sent at `now` (lets the controller tell answers to calls sent before a cut
-    /// from answers to calls sent after it).
+    /// from answers to calls sent after it, and count what we asked the bucket for).
     pub fn on_send(&mut self, now: Instant) {
-        self.first_send.get_or_insert(now);
+        let burst = self.server_burst.unwrap_or(0.0);
+        let w = self.window.get_or_insert(Window::new(now, burst));
+        w.sends = w.sends.saturating_add(1);
+        self.advance(now);
         self.sends = self.sends.saturating_add(1);
-        self.sends_since_cut = self.sends_since_cut.saturating_add(1);
+        self.alone_level = (self.alone_level - 1.0).max(0.0);
+        self.round_trips.on_send(now);
     }
 
     /// One call's outcome arrived at `now`.
     pub fn on_feedback(&mut self, now: Instant, feedback: RateFeedback) {
+        self.advance(now);
         self.answers = self.answers.saturating_add(1);
+        self.round_trips
+            .on_answer(now, self.settings.recovery_calls);
         match feedback {
             RateFeedback::Neutral => {}
             RateFeedback::Accepted => {
-                self.accepted_since_cut = self.accepted_since_cut.saturating_add(1);
+                if let Some(w) = &mut self.window {
+                    w.accepted = w.accepted.saturating_add(1);
+                }
             }
             RateFeedback::Throttled => {
-                self.throttled_since_cut = self.throttled_since_cut.saturating_add(1);
+                if let Some(w) = &mut self.window {
+                    w.throttled = w.throttled.saturating_add(1);
+                }
+                // The bucket is empty now, whoever emptied it.
+                self.alone_level = 0.0;
                 if !self.in_episode(now) {
                     self.cut(now);
                 }
@@ -260,27 +377,59 @@ impl RateController {
 
     /// Allowed calls/s at `now`.
     pub fn rate(&self, now: Instant) -> f64 {
-        // Time runs `1 / scale` as fast for a slow controller: it sees fewer answers per second.
-        let k = self.settings.recovery_time.as_secs_f64();
-        let s = now.saturating_duration_since(self.epoch).as_secs_f64() / self.scale;
-        let r = if k > 0.0 && s < k {
-            // Concave climb from cut_rate to w_max: fast at first, flat near w_max.
-            let x = 1.0 - s / k;
-            self.w_max - (self.w_max - self.cut_rate) * x * x * x
-        } else {
-            let p = (s - k) / self.crowd_slowdown();
-            self.w_max * (1.0 + self.settings.probe_gain * p * p)
-        };
-        clamp(r, self.floor, self.ceiling)
+        let t = now.saturating_duration_since(self.epoch).as_secs_f64();
+        let x = (t - self.k) / self.k;
+        clamp(
+            self.w_max + (self.w_max - self.cut_rate) * x * x * x,
+            self.floor,
+            self.ceiling,
+        )
     }
 
-    /// How much slower than a lone worker's the probe above `w_max` runs: `(ceiling / w_max) ^
-    /// probe_crowd_exponent`. The ceiling is the account's quota, so a plateau at a fraction of it
-    /// means we share it with others, and the replicas of a fleet each probing at a lone
-    /// worker's speed would add up to K times its 429s.
-    fn crowd_slowdown(&self) -> f64 {
-        let crowd = (self.ceiling / self.w_max.max(self.floor)).max(1.0);
-        crowd.powf(self.settings.probe_crowd_exponent)
+    /// Calls that may go at once on top of the paced rate at `now`: the level of the server
+    /// bucket above its reserve, as far as a lone caller can know it. Zero unless the rate has
+    /// been at the ceiling, without a 429, for `burst / ceiling` plus the longest recent round
+    /// trip: two callers at the ceiling drain a full bucket in `burst / ceiling` (more drain
+    /// it sooner), so by then replicas that started together have heard their 429 and none
+    /// spends the bucket into their storm. The reserve is one token plus what arrives within
+    /// the longest recent round trip at the ceiling.
+    pub fn credit(&self, now: Instant) -> f64 {
+        let Some(burst) = self.server_burst else {
+            return 0.0;
+        };
+        if self.rate(now) < self.ceiling {
+            return 0.0;
+        }
+        let quiet = now.saturating_duration_since(self.at_ceiling_since);
+        let rtt = self.round_trips.longest();
+        if quiet.as_secs_f64() < burst / self.ceiling + rtt {
+            return 0.0;
+        }
+        let reserve = 1.0 + self.ceiling * rtt * self.settings.burst_reserve;
+        let credit = self.alone_level_at(now) - reserve;
+        if credit.is_finite() {
+            credit.max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// The lone-caller model of the server bucket at `now`.
+    fn alone_level_at(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.alone_at).as_secs_f64();
+        (self.alone_level + dt * self.ceiling).min(self.server_burst.unwrap_or(0.0))
+    }
+
+    /// Brings the integrals up to `now`.
+    fn advance(&mut self, now: Instant) {
+        self.alone_level = self.alone_level_at(now);
+        self.alone_at = now;
+        let rate = self.rate(now);
+        if let Some(w) = &mut self.window {
+            let dt = now.saturating_duration_since(w.at).as_secs_f64();
+            w.offered += dt * rate;
+            w.at = now;
+        }
     }
 
     /// Whether a 429 at `now` belongs to the episode of the last cut (and is ignored).
@@ -288,126 +437,109 @@ impl RateController {
         let Some(ep) = self.episode else {
             return false;
         };
-        let age = now.saturating_duration_since(ep.at);
-        if age >= self.settings.max_hold {
+        if now.saturating_duration_since(ep.at) >= self.settings.max_hold {
             // Answers to some sends never came (cancelled calls): forget them.
             self.answers = self.answers.max(ep.sends_at_cut);
             self.episode = None;
             return false;
         }
-        if age < self.settings.min_hold || self.answers <= ep.sends_at_cut {
+        if self.answers <= ep.sends_at_cut {
             return true;
         }
         self.episode = None;
         false
     }
 
+    /// Our share of the quota over the current window, if it can be measured (see the module
+    /// documentation, part 3).
+    fn share(&self, now: Instant) -> Option<f64> {
+        let w = self.window.as_ref()?;
+        let t = now.saturating_duration_since(w.start).as_secs_f64();
+        // Calls still in flight are counted as accepted: most are, and leaving them out would
+        // bias a short window low by one round trip's worth of calls.
+        let ours = (w.sends.saturating_sub(w.throttled) as f64).max(w.accepted as f64);
+        // A first window in which none of our calls got through contradicts "full at our first
+        // call" (others had drained it): its level is unknown, taken as empty.
+        let level = if w.accepted == 0 { 0.0 } else { w.level };
+        let given_out = level + self.ceiling * t;
+        if ours < 1.0 || given_out < 1.0 {
+            // Nothing of ours got through, or too short to hand out a token: no measure.
+            return None;
+        }
+        let share = self.ceiling * ours / given_out;
+        let utilization = if w.offered > 0.0 {
+            (w.sends as f64 / w.offered).min(1.0)
+        } else {
+            1.0
+        };
+        Some(share / utilization.max(1e-9))
+    }
+
     fn cut(&mut self, now: Instant) {
         let current = self.rate(now);
-        let accepted = self.accepted_since_cut as f64;
-        let total = accepted + self.throttled_since_cut as f64;
-        // Laplace-smoothed accepted share: one 429 among few answers says little.
-        let prior = self.settings.prior;
-        let accepted_share = (accepted + prior) / (total + prior);
-        let factor = clamp(
-            accepted_share,
-            self.settings.min_decrease_factor,
-            self.settings.decrease_factor,
-        );
-        // Between two 429s (both at an empty Connect bucket) the tokens we got are exactly our
-        // share of the refill: the accepted rate over the cycle estimates the rate we can
-        // sustain. It is only meaningful if we were sending at about the allowed rate (not
-        // short of jobs) over a cycle long enough to average out.
-        let cycle = now
-            .saturating_duration_since(self.cycle_start)
-            .as_secs_f64();
-        let busy = self.sends_since_cut as f64 >= self.settings.busy_fraction * current * cycle;
-        let share = (self.settings.use_share_estimate
-            && cycle >= self.settings.min_cycle.as_secs_f64() * self.scale
-            && busy
-            && self.accepted_since_cut >= 3)
-            .then(|| {
-                // Calls still in flight are counted as accepted: most are, and leaving them out
-                // would bias a short cycle low by one round trip's worth of calls.
-                let got = (self
-                    .sends_since_cut
-                    .saturating_sub(self.throttled_since_cut) as f64)
-                    .max(accepted);
-                got / cycle
-            });
-        self.w_max = match share {
-            Some(share) => current.min(share),
-            // A 429 soon after the previous cut (too soon to measure a share) says that cut did
-            // not go deep enough, whether the rate was still climbing back or already at the
-            // plateau (a first cut to our share is flat): the plateau goes below the rate of
-            // the 429 instead of back to it.
-            None if self.cuts > 0 => current * self.settings.fast_convergence_factor,
-            None => current,
-        };
-        self.w_max = clamp(self.w_max, self.floor, self.ceiling);
-        self.cut_rate = clamp(current * factor, self.floor, self.ceiling);
-        if let Some(share) = self.first_share(now) {
-            // The first 429 ever: the bucket, full when we started, is empty. What it gave out
-            // since (its burst plus its refill) went to us and to the others in proportion to
-            // how fast each called, so our part of it is our share, and replicas that started
-            // together land near equal shares at once instead of after several rounds of 429s.
-            if share < self.cut_rate {
-                self.cut_rate = clamp(share, self.floor, self.ceiling);
-                self.w_max = self.cut_rate;
+        let beta = self.settings.decrease_factor;
+        let plateau = match (self.share(now), &self.window) {
+            (Some(share), Some(w)) if self.settings.plateau_at_share => {
+                // From full to empty, every token the bucket gave out was taken: the share
+                // stands. Between two 429s the bucket may have sat full for a while (nobody
+                // asked for its refill), so the share is only a lower bound; it lowers the
+                // plateau no further than CUBIC's fast convergence, (1 + β) / 2 of the rate of
+                // the 429 (RFC 8312 §4.6). (Trusting windows shorter than `burst / ceiling`,
+                // in which the bucket cannot have overflowed, was tried: the share measured
+                // right after a burst is noisy, `noisy_neighbour_local` fell from 0.93 to 0.85.)
+                let lowest = if w.level > 0.0 {
+                    0.0
+                } else {
+                    current * (1.0 + beta) / 2.0
+                };
+                current.min(share.max(lowest))
             }
-        }
-        self.w_max = self.w_max.max(self.cut_rate);
-        // A replica pushed far below its ceiling (its share of a fleet, after a start-up storm)
-        // keeps the clock of a controller at `slow_clock_fraction` of the ceiling: on its own
-        // clock it would recover so slowly that it stays starved while another replica hogs.
-        let clock_rate = self
-            .w_max
-            .max(self.ceiling * self.settings.slow_clock_fraction);
-        self.scale = time_scale(&self.settings, clock_rate);
+            // Our very first window, and none of our calls got through: others had drained the
+            // bucket before we came, so we share it with at least one caller at least as fast
+            // as we are; at most half of it is ours.
+            (None, Some(w))
+                if self.settings.plateau_at_share && self.cuts == 0 && w.accepted == 0 =>
+            {
+                current.min(self.ceiling / 2.0)
+            }
+            _ => current,
+        };
+        self.w_max = clamp(plateau, self.floor, self.ceiling);
+        // Not clamped to the floor: the curve must rise even from a plateau at the floor.
+        self.cut_rate = self.w_max * beta;
+        self.k = recovery_time(&self.settings, self.w_max);
         self.epoch = now;
-        self.cycle_start = now;
+        self.at_ceiling_since = now + Duration::from_secs_f64(self.time_to_ceiling());
+        self.window = Some(Window::new(now, 0.0));
         self.episode = Some(Episode {
             at: now,
             // The answer to the call that triggered this cut is already counted.
             sends_at_cut: self.sends.max(self.answers),
         });
-        self.accepted_since_cut = 0;
-        self.throttled_since_cut = 0;
-        self.sends_since_cut = 0;
         self.cuts = self.cuts.saturating_add(1);
     }
-}
 
-impl RateController {
-    /// Our share of the quota judged from the first 429: `ceiling × ours / (burst + ceiling × T)`,
-    /// `T` the time since our first call. `None` unless this is the first cut and the burst is
-    /// known.
-    fn first_share(&self, now: Instant) -> Option<f64> {
-        if self.cuts > 0 || !self.settings.first_cut_from_consumption {
-            return None;
+    /// Seconds from the cut until the curve reaches the ceiling.
+    fn time_to_ceiling(&self) -> f64 {
+        let rise = self.w_max - self.cut_rate;
+        if rise <= 0.0 {
+            return self.k.min(1e6);
         }
-        let burst = self.server_burst?;
-        let t = now
-            .saturating_duration_since(self.first_send?)
-            .as_secs_f64();
-        let ours = (self
-            .sends_since_cut
-            .saturating_sub(self.throttled_since_cut) as f64)
-            .max(self.accepted_since_cut as f64);
-        let given_out = burst + self.ceiling * t;
-        (given_out > 0.0).then(|| self.ceiling * ours / given_out)
+        let x = ((self.ceiling - self.w_max) / rise).max(0.0).cbrt();
+        (self.k * (1.0 + x)).min(1e6)
     }
 }
 
-/// How much slower than nominal the recovery curve runs at rate `w_max`: the climb back must
-/// span at least `recovery_calls` calls, or a slow controller (0.5 calls/s, or one replica of
-/// many) would be back at `w_max` before a single answer could tell it whether that was right.
-fn time_scale(settings: &ControllerSettings, w_max: f64) -> f64 {
-    let k = settings.recovery_time.as_secs_f64();
-    if k <= 0.0 || w_max <= 0.0 {
-        return 1.0;
+/// The recovery clock: `K = recovery_calls / w_max` seconds, so the curve spans the same number
+/// of calls at any rate (see the module documentation, part 4). The one place where time is
+/// stretched for slow or crowded controllers.
+pub fn recovery_time(settings: &ControllerSettings, w_max: f64) -> f64 {
+    let k = settings.recovery_calls / sanitize_rate(w_max);
+    if k.is_finite() && k > 1e-3 {
+        k.min(1e6)
+    } else {
+        1e-3
     }
-    (settings.recovery_calls / w_max / k).clamp(1.0, 1000.0)
 }
 
 /// A usable rate from configuration input: finite and positive, else 0.001 calls/s.
@@ -435,16 +567,15 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Settings with round numbers: no time stretch, no share estimate, prior 1, cuts of 0.8
-    /// down to 0.5, the probe as fast at any plateau.
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// The defaults with round numbers: recovery over 30 calls (3 s at 10/s), cut 0.5.
     fn plain() -> ControllerSettings {
         ControllerSettings {
-            decrease_factor: 0.8,
-            recovery_calls: 0.0,
-            use_share_estimate: false,
-            prior: 1.0,
-            min_decrease_factor: 0.5,
-            probe_crowd_exponent: 0.0,
+            decrease_factor: 0.5,
+            recovery_calls: 30.0,
             ..ControllerSettings::default()
         }
     }
@@ -454,159 +585,24 @@ mod tests {
         (RateController::new(plain(), ceiling, t0), t0)
     }
 
-    #[test]
-    fn plateau_at_the_accepted_rate_of_the_last_cycle() {
-        let settings = ControllerSettings {
-            use_share_estimate: true,
-            ..plain()
-        };
-        let t0 = Instant::now();
-        let mut c = RateController::new(settings, 10.0, t0);
-        // Allowed 10/s, busy, but only 8/s went out and got through.
-        for k in 0..80u32 {
-            let at = t0 + Duration::from_secs(1) * k / 8;
+    /// `n` calls sent and accepted at `rate` from `from`; returns when the last went.
+    fn accept_at(c: &mut RateController, from: Instant, rate: f64, n: u32) -> Instant {
+        let mut at = from;
+        for k in 0..n {
+            at = from + secs(f64::from(k) / rate);
             c.on_send(at);
             c.on_feedback(at, RateFeedback::Accepted);
         }
-        let t1 = t0 + Duration::from_secs(10);
-        c.on_send(t1);
-        c.on_feedback(t1, RateFeedback::Throttled);
-        // The share is 80 calls in 10 s: the plateau is 8/s, not the 10/s of the 429...
-        let plateau = c.rate(t1 + Duration::from_secs(3));
-        assert!((plateau - 8.0).abs() < 0.2, "{plateau}");
-        // ... unless we were short of jobs: then the cycle says nothing about the share.
-        let mut idle = RateController::new(
-            ControllerSettings {
-                use_share_estimate: true,
-                ..plain()
-            },
-            10.0,
-            t0,
-        );
-        for k in 0..20u32 {
-            let at = t0 + Duration::from_millis(500) * k;
-            idle.on_send(at);
-            idle.on_feedback(at, RateFeedback::Accepted);
-        }
-        idle.on_send(t1);
-        idle.on_feedback(t1, RateFeedback::Throttled);
-        assert!((idle.rate(t1 + Duration::from_secs(3)) - 10.0).abs() < 1e-9);
+        at
     }
 
-    #[test]
-    fn the_first_cut_is_our_share_of_what_the_bucket_gave_out() {
-        let t0 = Instant::now();
-        let run = |burst: Option<f64>| {
-            let mut c = RateController::new(plain(), 10.0, t0);
-            if let Some(b) = burst {
-                c.set_server_burst(b);
-            }
-            // Five calls at the ceiling go through, the sixth (at 0.5 s) is throttled: the bucket
-            // (burst 10, full at our first call) gave out 10 + 10 × 0.5 = 15 tokens and we got 5.
-            for k in 0..5u32 {
-                let at = t0 + ms(100) * k;
-                c.on_send(at);
-                c.on_feedback(at, RateFeedback::Accepted);
-            }
-            let at = t0 + ms(500);
-            c.on_send(at);
-            c.on_feedback(at, RateFeedback::Throttled);
-            c
-        };
-        let c = run(Some(10.0));
-        let share = 10.0 * 5.0 / 15.0;
-        assert!((c.rate(t0 + ms(500)) - share).abs() < 1e-9);
-        // The plateau is that share too (then the slow probe above it).
-        assert!((c.rate(t0 + ms(3_500)) - share).abs() < 1e-9);
-        // Without the burst, the usual cut (0.8 here).
-        let plain_cut = run(None);
-        assert!((plain_cut.rate(t0 + ms(500)) - 8.0).abs() < 1e-9);
-        // Only the first cut: a later 429 cuts by the accepted share as before.
-        let mut c = run(Some(10.0));
-        let later = t0 + Duration::from_secs(20);
-        accept_n(&mut c, later, 50);
-        let before = c.rate(later);
-        c.on_send(later);
-        c.on_feedback(later, RateFeedback::Throttled);
-        assert!((c.rate(later) - before * 0.8).abs() < 1e-9);
+    fn throttle(c: &mut RateController, at: Instant) {
+        c.on_send(at);
+        c.on_feedback(at, RateFeedback::Throttled);
     }
 
-    #[test]
-    fn a_429_soon_after_the_first_cut_lowers_the_plateau() {
-        let t0 = Instant::now();
-        let mut c = RateController::new(plain(), 10.0, t0);
-        // As above: the first cut goes to our share, flat (the plateau is that share).
-        first_cut_to_a_third(&mut c, t0);
-        let share = c.rate(t0 + ms(500));
-        // A replica that started later keeps the bucket empty: a 429 0.3 s later, at that share
-        // (too soon to measure a new one). Going back to the share would only find the next 429.
-        let t1 = t0 + ms(800);
-        c.on_send(t1);
-        c.on_feedback(t1, RateFeedback::Throttled);
-        assert_eq!(c.cuts(), 2);
-        let plateau = c.rate(t1 + Duration::from_secs(3));
-        assert!((plateau - share * 0.9).abs() < 1e-9, "{plateau} vs {share}");
-    }
-
-    #[test]
-    fn a_plateau_at_a_fraction_of_the_ceiling_probes_slower() {
-        let t0 = Instant::now();
-        let run = |exponent: f64| {
-            let settings = ControllerSettings {
-                probe_crowd_exponent: exponent,
-                ..plain()
-            };
-            let mut c = RateController::new(settings, 10.0, t0);
-            // The first cut goes to our share, 10/3: the plateau is a third of the ceiling.
-            first_cut_to_a_third(&mut c, t0);
-            c
-        };
-        let (lone, crowded) = (run(0.0), run(0.5));
-        let share = 10.0 / 3.0;
-        // 10 s past the plateau (recovery 3 s), the probe has climbed a third as far: its time
-        // runs √3 times slower and the climb is quadratic in it.
-        let at = t0 + ms(500) + Duration::from_secs(13);
-        let (l, c) = (lone.rate(at) - share, crowded.rate(at) - share);
-        assert!(l > 0.1, "{l}");
-        assert!((c - l / 3.0).abs() < 1e-9, "{c} vs {l}");
-    }
-
-    #[test]
-    fn slow_controllers_recover_over_more_time() {
-        let settings = ControllerSettings {
-            recovery_calls: 30.0,
-            ..plain()
-        };
-        let t0 = Instant::now();
-        let mut c = RateController::new(settings, 1.0, t0);
-        accept_n(&mut c, t0, 50);
-        c.on_send(t0);
-        c.on_feedback(t0, RateFeedback::Throttled);
-        // 30 calls at 1/s: the climb back takes 30 s instead of 3 s.
-        assert!(c.rate(t0 + Duration::from_secs(3)) < 0.9);
-        assert!((c.rate(t0 + Duration::from_secs(30)) - 1.0).abs() < 1e-9);
-    }
-
-    /// With the server's burst (10) known: five calls at 10/s from `t0` go through and the sixth,
-    /// at 0.5 s, is throttled, so the first cut goes to our share of the 15 tokens the bucket gave
-    /// out: 10 × 5 / 15, a third of a ceiling of 10.
-    fn first_cut_to_a_third(c: &mut RateController, t0: Instant) {
-        c.set_server_burst(10.0);
-        for k in 0..5u32 {
-            let at = t0 + ms(100) * k;
-            c.on_send(at);
-            c.on_feedback(at, RateFeedback::Accepted);
-        }
-        c.on_send(t0 + ms(500));
-        c.on_feedback(t0 + ms(500), RateFeedback::Throttled);
-    }
-
-    /// Report `n` accepted calls, each sent and answered at `at`.
-    fn accept_n(c: &mut RateController, at: Instant, n: usize) {
-        for _ in 0..n {
-            c.on_send(at);
-            c.on_feedback(at, RateFeedback::Accepted);
-        }
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-6 * b.abs().max(1.0)
     }
 
     #[test]
@@ -634,48 +630,162 @@ mod tests {
     }
 
     #[test]
-    fn lone_429_cuts_by_decrease_factor_then_recovers() {
+    fn the_first_cut_is_our_share_of_what_the_bucket_gave_out() {
+        let t0 = Instant::now();
+        let run = |burst: Option<f64>| {
+            let mut c = RateController::new(plain(), 10.0, t0);
+            if let Some(b) = burst {
+                c.set_server_burst(b);
+            }
+            // Five calls at the ceiling go through, the sixth (at 0.5 s) is throttled: the bucket
+            // (burst 10, full at our first call) gave out 10 + 10 × 0.5 = 15 tokens; we got 5.
+            accept_at(&mut c, t0, 10.0, 5);
+            throttle(&mut c, t0 + ms(500));
+            c
+        };
+        let c = run(Some(10.0));
+        let share = 10.0 * 5.0 / 15.0;
+        // Cut to β × share, back at the share after K = 30 / share seconds.
+        assert!(close(c.rate(t0 + ms(500)), 0.5 * share), "{}", c.rate(t0));
+        let k = 30.0 / share;
+        assert!(close(c.rate(t0 + ms(500) + secs(k)), share));
+        // Without the burst the bucket's level is taken as 0: the window's own rate, here the
+        // ceiling.
+        let c = run(None);
+        assert!(close(c.rate(t0 + ms(500)), 5.0), "{}", c.rate(t0 + ms(500)));
+    }
+
+    #[test]
+    fn later_cuts_plateau_at_the_accepted_rate_since_the_last_cut() {
         let (mut c, t0) = controller(10.0);
-        accept_n(&mut c, t0, 50);
-        c.on_send(t0);
-        c.on_feedback(t0, RateFeedback::Throttled);
-        assert!((c.rate(t0) - 8.0).abs() < 1e-9, "{}", c.rate(t0));
-        // Concave: more than half of the way back after a third of the recovery time.
-        let third = c.rate(t0 + Duration::from_secs(1));
-        assert!(third > 9.0 && third < 10.0, "{third}");
-        assert!((c.rate(t0 + Duration::from_secs(3)) - 10.0).abs() < 1e-9);
+        accept_at(&mut c, t0, 10.0, 50);
+        let t1 = t0 + Duration::from_secs(5);
+        throttle(&mut c, t1);
+        // Cut from 10 to 5; calls go as fast as allowed for 2 s, climbing back toward 10.
+        let mut sent = 0u32;
+        let mut at = t1 + ms(1);
+        while at < t1 + Duration::from_secs(2) {
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Accepted);
+            sent += 1;
+            at += secs(1.0 / c.rate(at));
+        }
+        let current = c.rate(at);
+        throttle(&mut c, at);
+        // The plateau is what we got over the window (its sends, the last one refused) of
+        // what the bucket gave out: below the rate of the 429, above (1 + β) / 2 of it.
+        let t = at.saturating_duration_since(t1).as_secs_f64();
+        let share = 10.0 * f64::from(sent) / (10.0 * t);
+        let plateau = c.rate(at) / 0.5;
+        assert!(close(plateau, share), "{plateau} vs {share}");
+        assert!(plateau < 0.95 * current && plateau > 0.75 * current);
+    }
+
+    #[test]
+    fn a_window_short_of_jobs_does_not_lower_the_plateau() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        // 1 call/s while 10/s were allowed, then a 429 (a neighbour took the rest): what we got
+        // says nothing about our share, the plateau stays at the rate of the 429.
+        let last = accept_at(&mut c, t0, 1.0, 20);
+        let at = last + Duration::from_secs(1);
+        throttle(&mut c, at);
+        // Got 20 of 200 tokens, but asked for only 21 of 200 allowed: the share is about the
+        // whole rate.
+        assert!((c.rate(at) - 5.0).abs() < 0.3, "{}", c.rate(at));
+    }
+
+    #[test]
+    fn replicas_starting_together_land_near_equal_shares() {
+        // Three replicas at 10/s on a 10/s bucket of burst 10: it runs dry at 0.5 s, each got
+        // about 5 of the 15 tokens. Each one's first cut goes to β × 10 × 6 / 16.
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        accept_at(&mut c, t0, 10.0, 5);
+        throttle(&mut c, t0 + ms(500));
+        let share = 10.0 * 5.0 / 15.0;
+        assert!(close(c.rate(t0 + ms(500) + secs(30.0 / share)), share));
+    }
+
+    #[test]
+    fn a_429_soon_after_a_cut_lowers_the_plateau() {
+        let (mut c, t0) = controller(10.0);
+        accept_at(&mut c, t0, 10.0, 50);
+        let t1 = t0 + Duration::from_secs(5);
+        throttle(&mut c, t1);
+        // Plateau 10 (we had it all), cut to 5, climbing back over 3 s.
+        let t2 = t1 + Duration::from_secs(1);
+        let mut at = t1 + ms(1);
+        while at < t2 {
+            c.on_send(at);
+            c.on_feedback(at, RateFeedback::Accepted);
+            at += secs(1.0 / c.rate(at));
+        }
+        let current = c.rate(t2);
+        throttle(&mut c, t2);
+        // The window's rate (about the average since the cut) is below the rate of the 429,
+        // but the plateau goes no lower than (1 + β) / 2 of it (β = 0.5 here).
+        let plateau = c.rate(t2) / 0.5;
+        assert!(plateau < current * 0.95, "{plateau} vs {current}");
+        assert!(plateau >= current * 0.75 - 1e-9, "{plateau} vs {current}");
+    }
+
+    #[test]
+    fn the_recovery_spans_the_same_number_of_calls_at_any_rate() {
+        for ceiling in [1.0, 10.0, 100.0] {
+            let (mut c, t0) = controller(ceiling);
+            let last = accept_at(&mut c, t0, ceiling, 100);
+            throttle(&mut c, last);
+            let k = 30.0 / ceiling;
+            // Concave: more than half way back after a third of K, at the plateau after K.
+            let third = c.rate(last + secs(k / 3.0));
+            assert!(third > 0.75 * ceiling && third < ceiling, "{third}");
+            assert!(close(c.rate(last + secs(k)), ceiling), "{ceiling}");
+        }
+    }
+
+    #[test]
+    fn above_the_plateau_the_probe_mirrors_the_recovery() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        // As above: plateau 10 × 5 / 15, cut to half of it, K = 30 / plateau.
+        accept_at(&mut c, t0, 10.0, 5);
+        let at = t0 + ms(500);
+        throttle(&mut c, at);
+        let w_max = 10.0 * 5.0 / 15.0;
+        let k = 30.0 / w_max;
+        let cut = c.rate(at);
+        assert!(close(cut, w_max / 2.0));
+        assert!(close(c.rate(at + secs(k)), w_max));
+        // K after the plateau the rate is as far above it as the cut was below it; later it
+        // reaches the ceiling.
+        assert!(close(c.rate(at + secs(2.0 * k)), 2.0 * w_max - cut));
+        assert_eq!(c.rate(at + secs(3.0 * k)), 10.0);
     }
 
     #[test]
     fn further_429s_in_the_same_episode_are_ignored() {
         let (mut c, t0) = controller(10.0);
-        accept_n(&mut c, t0, 50);
+        accept_at(&mut c, t0, 10.0, 50);
+        let t1 = t0 + Duration::from_secs(5);
         // Five calls in flight at the old rate when the first 429 arrives.
         for _ in 0..5 {
-            c.on_send(t0);
+            c.on_send(t1);
         }
-        c.on_feedback(t0, RateFeedback::Throttled);
-        let after_cut = c.rate(t0);
+        c.on_feedback(t1, RateFeedback::Throttled);
+        let after_cut = c.rate(t1);
         for i in 1..5 {
-            c.on_feedback(t0 + ms(60 + i), RateFeedback::Throttled);
+            c.on_feedback(t1 + ms(60 + i), RateFeedback::Throttled);
         }
         assert_eq!(c.cuts(), 1);
-        assert!(c.rate(t0 + ms(70)) >= after_cut);
+        assert!(c.rate(t1 + ms(70)) >= after_cut);
         // A call sent after the cut and throttled is a new episode.
-        c.on_send(t0 + ms(100));
-        c.on_feedback(t0 + ms(200), RateFeedback::Throttled);
+        c.on_send(t1 + ms(100));
+        c.on_feedback(t1 + ms(200), RateFeedback::Throttled);
         assert_eq!(c.cuts(), 2);
-        assert!(c.rate(t0 + ms(200)) < after_cut);
-    }
-
-    #[test]
-    fn without_send_reports_the_episode_is_min_hold() {
-        let (mut c, t0) = controller(10.0);
-        c.on_feedback(t0, RateFeedback::Throttled);
-        c.on_feedback(t0 + ms(10), RateFeedback::Throttled);
-        assert_eq!(c.cuts(), 1);
-        c.on_feedback(t0 + ms(60), RateFeedback::Throttled);
-        assert_eq!(c.cuts(), 2);
+        assert!(c.rate(t1 + ms(200)) < after_cut);
     }
 
     #[test]
@@ -685,29 +795,10 @@ mod tests {
             c.on_send(t0);
         }
         c.on_feedback(t0, RateFeedback::Throttled);
-        c.on_feedback(t0 + ms(1900), RateFeedback::Throttled);
+        c.on_feedback(t0 + ms(9_900), RateFeedback::Throttled);
         assert_eq!(c.cuts(), 1);
-        c.on_feedback(t0 + ms(2100), RateFeedback::Throttled);
+        c.on_feedback(t0 + ms(10_100), RateFeedback::Throttled);
         assert_eq!(c.cuts(), 2);
-    }
-
-    #[test]
-    fn a_storm_of_429s_cuts_deeper() {
-        let (mut c, t0) = controller(10.0);
-        // The very first answer is a 429: nothing says the rate was fine, cut deep.
-        c.on_send(t0);
-        c.on_feedback(t0, RateFeedback::Throttled);
-        assert!((c.rate(t0) - 5.0).abs() < 1e-9, "{}", c.rate(t0));
-        let mut now = t0 + ms(100);
-        let before = c.rate(now);
-        for _ in 0..4 {
-            c.on_send(now);
-            c.on_feedback(now, RateFeedback::Throttled);
-        }
-        assert_eq!(c.cuts(), 2);
-        assert!((c.rate(now) - before * 0.5).abs() < 1e-9, "{}", c.rate(now));
-        now += ms(1);
-        assert!(c.rate(now) < before * 0.51);
     }
 
     #[test]
@@ -716,8 +807,7 @@ mod tests {
         let mut now = t0;
         for _ in 0..200 {
             now += ms(100);
-            c.on_send(now);
-            c.on_feedback(now, RateFeedback::Throttled);
+            throttle(&mut c, now);
             assert!(c.rate(now) >= 0.5 - 1e-12);
         }
         assert!((c.rate(now) - 0.5).abs() < 1e-9);
@@ -728,37 +818,81 @@ mod tests {
     fn fractional_ceiling_and_floor() {
         let (c, t0) = controller(0.5);
         assert_eq!(c.rate(t0), 0.5);
-        assert!((c.floor() - 0.1).abs() < 1e-12);
-        let (c, _) = controller(0.05);
-        assert_eq!(c.floor(), 0.05);
+        assert!((c.floor() - 0.025).abs() < 1e-12);
     }
 
     #[test]
     fn bad_ceilings_do_not_panic() {
         for bad in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
             let (mut c, t0) = controller(bad);
-            c.on_feedback(t0, RateFeedback::Throttled);
+            c.set_server_burst(f64::NAN);
+            throttle(&mut c, t0);
             let r = c.rate(t0);
             assert!(r.is_finite() && r > 0.0);
+            assert!(c.credit(t0).is_finite());
         }
     }
 
     #[test]
-    fn probing_above_w_max_creeps_back_to_the_ceiling() {
-        let (mut c, t0) = controller(10.0);
-        accept_n(&mut c, t0, 50);
-        c.on_send(t0);
-        c.on_feedback(t0, RateFeedback::Throttled);
-        let t1 = t0 + Duration::from_secs(1);
-        c.on_send(t1);
-        c.on_feedback(t1, RateFeedback::Throttled);
-        // The second 429 came before the plateau: w_max = 0.9 × rate at the 429.
-        let at_429 = 8.0 + 2.0 * (1.0 - (1.0f64 - 1.0 / 3.0).powi(3));
-        let w_max = at_429 * 0.9;
-        let plateau = c.rate(t1 + Duration::from_secs(3));
-        assert!((plateau - w_max).abs() < 1e-9, "{plateau} vs {w_max}");
-        let later = c.rate(t1 + Duration::from_secs(8));
-        assert!(later > plateau && later < 10.0, "{later}");
-        assert_eq!(c.rate(t1 + Duration::from_secs(30)), 10.0);
+    fn credit_only_after_a_quiet_start_at_the_ceiling() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        // Quiet for burst / ceiling = 1 s first (plus a round trip, none measured yet); then the
+        // bucket above a reserve of one token.
+        assert_eq!(c.credit(t0 + ms(900)), 0.0);
+        assert!(close(c.credit(t0 + ms(1_000)), 9.0));
+        // Spending it empties it; idling refills it at the ceiling.
+        let t2 = t0 + ms(1_000);
+        for _ in 0..9 {
+            c.on_send(t2);
+            c.on_feedback(t2, RateFeedback::Accepted);
+        }
+        assert!(c.credit(t2) < 1e-9);
+        assert!(close(c.credit(t2 + ms(200)), 2.0));
+        // A 429 empties the bucket; the quiet time restarts when the rate is back at the
+        // ceiling, and the bucket has refilled at the ceiling since the 429.
+        let t3 = t2 + ms(200);
+        throttle(&mut c, t3);
+        assert_eq!(c.credit(t3 + ms(1)), 0.0);
+        let back = t3 + secs(c.time_to_ceiling());
+        assert_eq!(c.credit(back + ms(900)), 0.0);
+        assert!(close(c.credit(back + ms(1_100)), 9.0));
+        // No burst known, no credit.
+        let c = RateController::new(plain(), 10.0, t0);
+        assert_eq!(c.credit(t0 + Duration::from_secs(60)), 0.0);
+    }
+
+    #[test]
+    fn the_reserve_holds_a_round_trip_of_calls() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        // Answers come 300 ms after their calls: the reserve is 1 + 10 × 0.3 = 4 tokens.
+        for k in 0..30u32 {
+            c.on_send(t0 + ms(100) * k);
+        }
+        for k in 0..30u32 {
+            c.on_feedback(t0 + ms(100) * k + ms(300), RateFeedback::Accepted);
+        }
+        let at = t0 + Duration::from_secs(10);
+        assert!(close(c.credit(at), 10.0 - 4.0), "{}", c.credit(at));
+        // Round trips of a second and more at 10/s: the reserve exceeds the bucket.
+        let mut slow = RateController::new(plain(), 10.0, t0);
+        slow.set_server_burst(10.0);
+        slow.on_send(t0);
+        slow.on_feedback(t0 + ms(1_500), RateFeedback::Accepted);
+        assert_eq!(slow.credit(at), 0.0);
+    }
+
+    #[test]
+    fn a_first_call_throttled_means_at_most_half() {
+        // The bucket was not full at our first call after all: someone at least as fast as we
+        // are drained it, so the plateau is half the ceiling, the cut half of that (β = 0.5).
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        throttle(&mut c, t0);
+        assert!(close(c.rate(t0), 2.5), "{}", c.rate(t0));
     }
 }

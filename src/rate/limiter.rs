@@ -11,19 +11,29 @@
 //! - The **governor** limiter is built once with the configured ceiling and burst, on a
 //!   tokio-time clock ([`TokioClock`]). It is the hard guarantee that whatever the controller
 //!   does, we never exceed the operator's configuration.
-//! - The **pacer** spaces calls `1 / rate` apart, reading the controller's rate at each call, so
-//!   a cut or a recovery step takes effect on the very next call. It never bursts: Connect's
-//!   bucket (capacity = burst) is shared, and keeping it full is what absorbs network jitter and
-//!   the neighbours' bursts; a worker that spends it runs with an empty server bucket where every
-//!   early-arriving call is throttled. Because of this the configured burst only bounds the
-//!   governor; in practice the pacer's spacing never lets a burst form.
+//! - The **pacer** is a small token bucket refilled at the controller's rate (read at every
+//!   check, so a cut or a recovery step takes effect on the very next call) and holding about
+//!   one token: calls go `1 / rate` apart, each delayed by a random jitter of up to
+//!   `pacer_jitter` periods that never accumulates.
+//! - **Burst credit.** Connect's bucket starts full and holds `burst` tokens; a lone worker may
+//!   spend them (the bound for a lone worker includes them). It may not spend all: a
+//!   bucket kept empty throttles every call that arrives a little early. So the pacer also lets
+//!   a call go at once whenever [`RateController::credit`] is at least one token: the level of
+//!   Connect's bucket as modelled for a lone caller, above a reserve of one token plus a round
+//!   trip's worth of calls at the ceiling, once the rate has been at the ceiling without a 429
+//!   for `burst / ceiling` plus a round trip (two callers at the ceiling drain a full bucket in
+//!   `burst / ceiling`, so replicas that start together have heard their 429 by then and never
+//!   spend the bucket into their storm). One credit call is in flight at a time: one that finds
+//!   the bucket drained after all (a neighbour) costs one 429, which empties the model. A lone
+//!   worker spends the credit once (early in its run) and then whenever it was idle: a trickle
+//!   of jobs goes out without waiting for the pacer's slot.
 //!
 //! # Protocol for callers
 //!
 //! `acquire().await` before each call, then exactly one `feedback(..)` with the call's outcome
 //! (`Neutral` if the token was acquired but no call was made). Waiters are served in FIFO order
 //! (a fair tokio mutex); the waiter at the head sleeps until its slot and re-reads the rate at
-//! least every [`RECHECK`] so a recovery is noticed. Nothing is reserved before `acquire`
+//! least every `pacer_recheck` so a recovery is noticed. Nothing is reserved before `acquire`
 //! returns, so dropping its future (cancellation) gives the turn to the next waiter and leaks
 //! nothing.
 
@@ -41,68 +51,72 @@ use super::RateFeedback;
 use super::clock::{TokioClock, TokioInstant};
 use super::controller::{ControllerSettings, RateController, sanitize_rate};
 
-/// Longest single sleep of the waiter at the head, so a rate that recovers while it waits
-/// shortens the wait.
-const RECHECK: Duration = Duration::from_millis(200);
-
-/// How late (as a fraction of the period) a call may be and still keep the schedule: a waiter
-/// woken a little late does not push every later call back (no drift below the rate), but a
-/// long idle time gives no credit (no burst).
-const CATCH_UP: f64 = 0.1;
-
 type Governor = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 struct Pacing {
     controller: RateController,
-    /// Scheduled time of the last call, before jitter (may be slightly before it really went
-    /// out).
-    last_slot: Option<Instant>,
-    /// Delay of the next call after its slot, as a fraction of the period.
-    jitter: f64,
+    /// Paced tokens, refilled at the allowed rate up to [`Pacing::capacity`].
+    level: f64,
+    /// When `level` was brought up to date.
+    at: Instant,
+    /// Level the next paced call waits for: 1 plus its jitter.
+    threshold: f64,
+    /// Calls sent and answers heard, and the send count of the last call that went on burst
+    /// credit: the next credit call waits until that one is answered (answers come about in
+    /// send order), so a credit that finds Connect's bucket drained after all (someone else
+    /// emptied it) costs one 429, which empties the model, not the whole credit at once.
+    sends: u64,
+    answers: u64,
+    credit_call: Option<u64>,
     rng: u64,
 }
 
 impl Pacing {
-    fn period(&self, now: Instant) -> Duration {
-        let rate = self.controller.rate(now);
-        Duration::from_secs_f64(1.0 / sanitize_rate(rate))
+    /// One token, plus room for the largest jitter and a late wake-up, so neither shifts the
+    /// schedule; no more, so an idle pacer gives no burst of its own.
+    fn capacity(&self) -> f64 {
+        let s = self.controller.settings();
+        1.0 + s.pacer_jitter.max(0.0) + s.pacer_catch_up.max(0.0)
     }
 
-    /// The next call's slot (before jitter).
-    fn next_slot(&self, now: Instant) -> Instant {
-        match self.last_slot {
-            None => now,
-            Some(last) => last.checked_add(self.period(now)).unwrap_or(now),
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        let rate = sanitize_rate(self.controller.rate(now));
+        self.level = (self.level + dt * rate).min(self.capacity());
+        self.at = now;
+    }
+
+    /// When the next call may go: now if a paced token or a burst credit is there, else when
+    /// the paced level reaches the threshold at the current rate.
+    fn release_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        if self.level >= self.threshold || self.may_spend_credit(now) {
+            return now;
         }
+        let rate = sanitize_rate(self.controller.rate(now));
+        let wait = Duration::from_secs_f64(((self.threshold - self.level) / rate).min(1e6));
+        now.checked_add(wait).unwrap_or(now)
     }
 
-    /// When the next call may go: its slot plus a random delay of up to [`JITTER`] periods.
-    /// The delay never accumulates (the next slot counts from this slot, not from the
-    /// release), so the average rate is exact; it only breaks phase locking: a replica whose
-    /// calls always land just after a token refills would never see a 429 and never yield its
-    /// share to replicas that always land just before.
-    fn release_at(&self, now: Instant) -> Instant {
-        let slot = self.next_slot(now);
-        if self.last_slot.is_none() {
-            return slot;
-        }
-        slot.checked_add(self.period(now).mul_f64(self.jitter))
-            .unwrap_or(slot)
+    fn may_spend_credit(&self, now: Instant) -> bool {
+        let answered = self.credit_call.is_none_or(|n| self.answers >= n);
+        answered && self.controller.credit(now) >= 1.0
     }
 
+    /// A call goes at `now` (after [`Pacing::release_at`] said it may).
     fn commit(&mut self, now: Instant) {
-        let slot = self.next_slot(now);
-        let earliest = now
-            .checked_sub(self.period(now).mul_f64(CATCH_UP + JITTER))
-            .unwrap_or(now);
-        self.last_slot = Some(slot.max(earliest).min(now));
+        self.refill(now);
+        self.sends = self.sends.saturating_add(1);
+        if self.level >= self.threshold {
+            self.level -= 1.0;
+        } else {
+            // On burst credit, which `on_send` takes from the bucket model.
+            self.credit_call = Some(self.sends);
+        }
         self.controller.on_send(now);
-        self.jitter = JITTER * next_unit(&mut self.rng);
+        self.threshold = 1.0 + self.controller.settings().pacer_jitter * next_unit(&mut self.rng);
     }
 }
-
-/// Largest random delay of a call after its slot, as a fraction of the period.
-const JITTER: f64 = 0.2;
 
 /// A uniform number in [0, 1) from a splitmix64 state.
 fn next_unit(state: &mut u64) -> f64 {
@@ -157,6 +171,7 @@ impl AdaptiveLimiter {
     ) -> Self {
         let ceiling = sanitize_rate(ceiling_per_second);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let now = Instant::now();
         let quota = Quota::with_period(Duration::from_secs_f64(1.0 / ceiling))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(burst);
@@ -165,12 +180,17 @@ impl AdaptiveLimiter {
             governor: RateLimiter::direct_with_clock(quota, TokioClock),
             pacing: Mutex::new(Pacing {
                 controller: {
-                    let mut c = RateController::new(settings, ceiling, Instant::now());
+                    let mut c = RateController::new(settings, ceiling, now);
                     c.set_server_burst(f64::from(burst.get()));
                     c
                 },
-                last_slot: None,
-                jitter: 0.0,
+                // The first call goes at once, without jitter.
+                level: 1.0,
+                at: now,
+                threshold: 1.0,
+                sends: 0,
+                answers: 0,
+                credit_call: None,
                 rng: next_seed(),
             }),
             turn: tokio::sync::Mutex::new(()),
@@ -181,11 +201,12 @@ impl AdaptiveLimiter {
     pub async fn acquire(&self) -> Duration {
         let started = Instant::now();
         let _turn = self.turn.lock().await;
+        let recheck = self.with_pacing(|p| p.controller.settings().pacer_recheck);
         loop {
             let now = Instant::now();
             let slot = self.with_pacing(|p| p.release_at(now));
             if slot > now {
-                tokio::time::sleep_until(slot.min(now + RECHECK)).await;
+                tokio::time::sleep_until(slot.min(now + recheck)).await;
                 continue;
             }
             match self.governor.check() {
@@ -196,7 +217,7 @@ impl AdaptiveLimiter {
                 Err(not_until) => {
                     // Only rounding can get here: the pacer never exceeds the ceiling.
                     let wait = not_until.wait_time_from(TokioClock.now());
-                    tokio::time::sleep(wait.clamp(Duration::from_millis(1), RECHECK)).await;
+                    tokio::time::sleep(wait.clamp(Duration::from_millis(1), recheck)).await;
                 }
             }
         }
@@ -205,7 +226,10 @@ impl AdaptiveLimiter {
     /// Reports the outcome of one call made after [`AdaptiveLimiter::acquire`].
     pub fn feedback(&self, feedback: RateFeedback) {
         let now = Instant::now();
-        self.with_pacing(|p| p.controller.on_feedback(now, feedback));
+        self.with_pacing(|p| {
+            p.answers = p.answers.saturating_add(1);
+            p.controller.on_feedback(now, feedback);
+        });
     }
 
     /// Allowed calls/s now (a metrics gauge).
@@ -256,7 +280,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn paces_at_the_ceiling_without_a_burst() {
-        let limiter = AdaptiveLimiter::new(10.0, 10);
+        // Burst 1: nothing above the one-token reserve, so no burst credit.
+        let limiter = AdaptiveLimiter::new(10.0, 1);
         let start = Instant::now();
         let mut sends = Vec::new();
         for _ in 0..21 {
@@ -300,13 +325,61 @@ mod tests {
         }
         assert_eq!(limiter.allowed_rate(), 10.0);
         limiter.feedback(RateFeedback::Throttled);
-        // A lone 429 after a run of successes: the default cut, 10 × 0.7.
-        assert!((limiter.allowed_rate() - 7.0).abs() < 1e-9);
+        // The first 429: cut to β (0.7) × our share of what the bucket gave out, below 7.
+        let cut = limiter.allowed_rate();
+        assert!(cut < 7.0 && cut > 4.0, "{cut}");
         limiter.acquire().await;
         let waited = limiter.acquire().await;
         assert!(waited > Duration::from_millis(100), "{waited:?}");
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(limiter.allowed_rate(), 10.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_worker_spends_the_burst_after_a_quiet_start() {
+        // 10/s burst 10: quiet for 10 / 10 = 1 s (plus a round trip, none here: answers come
+        // at once), then the bucket above one token goes out at once.
+        let limiter = AdaptiveLimiter::new(10.0, 10);
+        let start = Instant::now();
+        let mut sends = Vec::new();
+        while Instant::now() - start < Duration::from_secs(6) {
+            limiter.acquire().await;
+            limiter.feedback(RateFeedback::Accepted);
+            sends.push(Instant::now() - start);
+        }
+        let in_window = |a: u64, b: u64| {
+            sends
+                .iter()
+                .filter(|t| **t >= Duration::from_millis(a) && **t < Duration::from_millis(b))
+                .count()
+        };
+        assert_eq!(in_window(0, 950), 10);
+        let extra = in_window(950, 3_000) - 20;
+        assert!((7..=9).contains(&extra), "{extra}: {sends:?}");
+        assert_eq!(in_window(3_000, 6_000), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_credit_below_the_ceiling_and_after_a_429() {
+        let limiter = AdaptiveLimiter::new(10.0, 10);
+        limiter.acquire().await;
+        limiter.feedback(RateFeedback::Throttled);
+        // Cut to 7/s and climbing back: paced, no burst.
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.acquire().await;
+            limiter.feedback(RateFeedback::Accepted);
+        }
+        assert!(Instant::now() - start > Duration::from_millis(1_000));
+        // Idle at the ceiling for a while: the bucket refilled, ten calls go in well under the
+        // 0.9 s they would take paced.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.acquire().await;
+            limiter.feedback(RateFeedback::Accepted);
+        }
+        assert!(Instant::now() - start < Duration::from_millis(600));
     }
 
     #[tokio::test(start_paused = true)]
@@ -345,8 +418,13 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        // 20 calls at 5/s, no burst: the last one at its slot 19 × 200 ms (+ jitter ≤ 40 ms).
+        // 20 calls at 5/s: paced for the first second (burst / rate), then one call on burst
+        // credit, which is never answered here, so no second one: the last call near
+        // (19 − 1) × 200 ms.
         let elapsed = Instant::now() - start;
-        assert!(elapsed >= Duration::from_millis(3800) && elapsed <= Duration::from_millis(3840));
+        assert!(
+            elapsed >= Duration::from_millis(3_550) && elapsed <= Duration::from_millis(3_700),
+            "{elapsed:?}"
+        );
     }
 }
