@@ -22,6 +22,7 @@ pub struct Metrics {
     pub rate_wait: HistogramVec,
     pub allowed_rate: GaugeVec,
     pub rate_ceiling: GaugeVec,
+    pub rate_sharers: Gauge,
     pub capacity_limited: IntGaugeVec,
     pub capacity_start_rate: GaugeVec,
     pub fleet_limiter_state: IntGauge,
@@ -83,6 +84,7 @@ impl Metrics {
                 Opts::new("resume_chat_allowed_rate", "Calls per second the adaptive limiter allows now."),
                 &["operation"],
             ).unwrap_or_else(|_| unreachable!()),
+            rate_sharers: Gauge::new("resume_chat_rate_sharers", "Replicas of ours estimated to share the Connect quota (jobs queue in-flight messages over ours; 1 alone or until estimated).").unwrap_or_else(|_| unreachable!()),
             rate_ceiling: GaugeVec::new(
                 Opts::new("resume_chat_rate_ceiling", "Configured calls per second (the limiter's ceiling)."),
                 &["operation"],
@@ -138,6 +140,7 @@ impl Metrics {
             Box::new(m.rate_wait.clone()),
             Box::new(m.allowed_rate.clone()),
             Box::new(m.rate_ceiling.clone()),
+            Box::new(m.rate_sharers.clone()),
             Box::new(m.capacity_limited.clone()),
             Box::new(m.capacity_start_rate.clone()),
             Box::new(m.fleet_limiter_state.clone()),
@@ -165,6 +168,7 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), build_commit()])
             .set(1);
+        m.rate_sharers.set(1.0);
         // Series that alerts divide by exist from the start, at zero.
         for op in crate::connect::Operation::ALL {
             m.connect_calls.with_label_values(&[op.as_str(), "OK"]);

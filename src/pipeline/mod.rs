@@ -6,7 +6,9 @@
 //! - [`settle`]: publishes results and deletes jobs in batches;
 //! - [`depth`]: polls queue depths for the metrics;
 //! - [`handoff`]: gives back waiting jobs this replica cannot start soon;
-//! - [`mix`]: the recent mix of operations, to size the work the receiver holds.
+//! - [`mix`]: the recent mix of operations, to size the work the receiver holds;
+//! - [`sharers`]: how many replicas of ours share the quota, from the jobs queue, for the limiters;
+//! - [`permit`]: a call's permit, which owes every limiter its one feedback.
 //!
 //! Shutdown ([`Worker::run`]): on the stop signal the receiver stops at once (the long poll is
 //! dropped), jobs not yet calling Connect are released with visibility 0, calls on the wire get
@@ -21,6 +23,7 @@ pub mod permit;
 pub mod process;
 pub mod receiver;
 pub mod settle;
+pub mod sharers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,6 +328,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         ));
 
         let handoff = tokio::spawn(handoff::run(ctx.clone(), background_stop.clone()));
+        let sharers = tokio::spawn(sharers::run(ctx.clone(), background_stop.clone()));
         if let Some(fleet) = &ctx.fleet {
             // Reach Redis now so the state gauge and the log tell at start-up, not at the first job.
             let link = fleet.link.clone();
@@ -363,6 +367,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         let _ = heartbeat.await;
         let _ = depth.await;
         let _ = handoff.await;
+        let _ = sharers.await;
         summary
     }
 }

@@ -1,0 +1,84 @@
+//! How many replicas of ours share the Connect quota, estimated from SQS, for the rate limiters.
+//!
+//! A replica cannot tell from Connect's answers whether the other callers draining the quota are
+//! replicas of its own fleet (which probe for capacity too, so each must probe gently) or a
+//! foreign caller (whose share should be taken back quickly once it leaves): a 429 looks the same.
+//! The jobs queue tells them apart. Every replica of ours holds the jobs it works as in-flight
+//! messages of that queue, and a foreign caller holds none, so
+//! `ApproximateNumberOfMessagesNotVisible / our in-flight jobs` estimates the replicas working the
+//! backlog. Every [`EVERY`] while this replica has jobs in flight, [`run`] reads the queue's depth
+//! and tells both limiters ([`crate::rate::AdaptiveLimiter::set_sharers`]).
+//!
+//! The estimate errs high, never below 1: messages given back to SQS with a visibility delay
+//! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate
+//! only slows the probe above the plateau; it never raises the rate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::connect::Operation;
+use crate::queue::MessageQueue;
+
+/// Between two estimates: a fleet's make-up changes over tens of seconds (tasks starting,
+/// scaling), and one `GetQueueAttributes` per 5 s per replica costs nothing.
+pub const EVERY: Duration = Duration::from_secs(5);
+
+/// The estimate from the queue's not-visible count and ours: at least 1.
+pub fn estimate(not_visible: u64, ours: usize) -> f64 {
+    if ours == 0 {
+        return 1.0;
+    }
+    (not_visible as f64 / ours as f64).max(1.0)
+}
+
+/// Updates the limiters' sharer estimate until `stop`.
+pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ours = ctx.inflight.len().await;
+        if ours == 0 {
+            continue;
+        }
+        let depth = tokio::select! {
+            _ = stop.cancelled() => return,
+            d = ctx.queue.depth(&ctx.queues.jobs) => d,
+        };
+        match depth {
+            Ok(d) => {
+                let n = estimate(d.in_flight, ours);
+                for op in Operation::ALL {
+                    ctx.limiter(op).set_sharers(n);
+                }
+                ctx.metrics.rate_sharers.set(n);
+            }
+            Err(e) => {
+                ctx.metrics
+                    .sqs_errors
+                    .with_label_values(&["GetQueueAttributes", &e.code])
+                    .inc();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_is_the_queues_in_flight_over_ours_and_never_below_one() {
+        assert_eq!(estimate(30, 10), 3.0);
+        assert_eq!(estimate(5, 10), 1.0, "counts lag: never below one");
+        assert_eq!(estimate(0, 0), 1.0);
+        assert_eq!(estimate(12, 0), 1.0);
+        assert_eq!(estimate(15, 6), 2.5);
+    }
+}
