@@ -219,7 +219,8 @@ def test_stats_shape_and_reset(sim_factory):
             "ok", "throttled", "limit_exceeded", "invalid", "not_found", "access_denied",
             "server_error", "dropped", "idempotent_replays"}
     assert set(stats) == {"operations", "active_chats", "peak_active_chats", "chats_created",
-                          "duplicate_source_chats", "background", "timeline"}
+                          "duplicate_source_chats", "chats_abandoned", "background",
+                          "timeline"}
     assert set(stats["timeline"][0]) == {"second", "StartChatContact",
                                          "CreatePersistentContactAssociation", "background"}
     req = urllib.request.Request(sim.url + "/_sim/reset", method="POST")
