@@ -35,10 +35,15 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub results_published: IntCounter,
     pub job_duration: Histogram,
+    pub connect_window_used: Histogram,
 }
 
 const AGE_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+/// Up to and past the 300 s connect window (observations beyond it are expired results).
+const WINDOW_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 300.0, 900.0,
 ];
 const CALL_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -122,6 +127,9 @@ impl Metrics {
             job_duration: Histogram::with_opts(
                 HistogramOpts::new("resume_chat_job_duration_seconds", "Time from receiving a job to publishing its result.").buckets(AGE_BUCKETS.to_vec()),
             ).unwrap_or_else(|_| unreachable!()),
+            connect_window_used: Histogram::with_opts(
+                HistogramOpts::new("resume_chat_connect_window_used_seconds", "Time from the StartChatContact response to the published result: how much of the participant token's 300 s connect window the worker used.").buckets(WINDOW_BUCKETS.to_vec()),
+            ).unwrap_or_else(|_| unreachable!()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -149,6 +157,7 @@ impl Metrics {
             Box::new(m.ready.clone()),
             Box::new(m.results_published.clone()),
             Box::new(m.job_duration.clone()),
+            Box::new(m.connect_window_used.clone()),
         ];
         for c in collectors {
             // Names are distinct constants; registration cannot fail.

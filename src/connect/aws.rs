@@ -191,7 +191,10 @@ impl ConnectApi for AwsConnect {
                 .map_err(|e| rejected(format!("initialMessage: {e}")))?;
             req = req.initial_message(msg);
         }
-        let out = req.send().await.map_err(to_connect_error)?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| super::duration::explain(job, to_connect_error(e)))?;
         match (out.contact_id, out.participant_id, out.participant_token) {
             (Some(contact_id), Some(participant_id), Some(participant_token)) => Ok(StartedChat {
                 contact_id,

@@ -9,6 +9,11 @@
 //!    result could not be published stays in SQS and is worked again; its ClientToken makes the
 //!    second call a replay, so it yields the same result and opens no second chat.
 //!
+//! Before step 2, a start result whose participant token's connect window has already closed is
+//! turned into a `ConnectWindowExpired` failure (`JobResult::for_publishing_at`); after it, the
+//! time from each start result's Connect response to its publishing is observed in
+//! `resume_chat_connect_window_used_seconds`.
+//!
 //! A failed delete means the job will be delivered again and its result published twice, which
 //! the contract allows (consumers dedupe by `jobId`).
 //!
@@ -18,11 +23,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::inflight::InFlight;
 use crate::metrics::Metrics;
-use crate::outcome::JobResult;
+use crate::outcome::{JobResult, codes};
 use crate::queue::{MAX_BATCH, MessageQueue, OutgoingMessage};
 
 /// How long the settler waits for more results before sending a partial batch.
@@ -106,6 +112,24 @@ impl<Q: MessageQueue> Settler<Q> {
         if ready.is_empty() {
             return;
         }
+        // A start result past its participant token's connect window is not published as a
+        // success (see `JobResult::for_publishing_at`).
+        let now = OffsetDateTime::now_utc();
+        let ready: Vec<SettleRequest> = ready
+            .into_iter()
+            .map(|mut r| {
+                let was = r.result.status;
+                r.result = r.result.for_publishing_at(now);
+                if r.result.status != was {
+                    tracing::warn!(
+                        job_id = r.result.job_id.as_deref().unwrap_or(""),
+                        code = codes::CONNECT_WINDOW_EXPIRED,
+                        "the chat's connect window closed before its result could be published"
+                    );
+                }
+                r
+            })
+            .collect();
 
         // 2. Publish results, retrying entries that failed through no fault of ours.
         let messages: Vec<OutgoingMessage> = ready
@@ -158,6 +182,14 @@ impl<Q: MessageQueue> Settler<Q> {
         self.metrics
             .results_published
             .inc_by(published.iter().filter(|p| **p).count() as u64);
+        let out_at = OffsetDateTime::now_utc();
+        for (r, _) in ready.iter().zip(&published).filter(|(_, p)| **p) {
+            if let Some(responded) = r.result.responded_at {
+                self.metrics
+                    .connect_window_used
+                    .observe((out_at - responded).as_seconds_f64().max(0.0));
+            }
+        }
 
         // 3. Delete the jobs whose results are out.
         let receipts: Vec<String> = ready
