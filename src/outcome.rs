@@ -132,16 +132,17 @@ impl JobResult {
     }
 
     /// The result as it may be published at `now`: a start result whose connect window has
-    /// closed becomes a failure (`ConnectWindowExpired`), because its token can no longer
-    /// connect and Connect has ended (or is about to end) the chat. Re-calling would not help:
+    /// closed, or has less than `margin` left (`CONNECT_MARGIN_SECONDS`: the time consumers
+    /// need to connect), becomes a failure (`ConnectWindowExpired`), because its token can no
+    /// longer connect in time and Connect ends a chat nobody connected to. Re-calling would not help:
     /// the job's ClientToken replays the same token. The consumer needs to know at once, with the
     /// contact id, to send the job again under a new jobId for a fresh chat. Anything else is
     /// returned as it is.
-    pub fn for_publishing_at(self, now: OffsetDateTime) -> Self {
+    pub fn for_publishing_at(self, now: OffsetDateTime, margin: std::time::Duration) -> Self {
         let (Some(by), Some(contact)) = (self.connect_by, self.contact_id.as_deref()) else {
             return self;
         };
-        if now <= by {
+        if now + margin <= by {
             return self;
         }
         let at = |t: OffsetDateTime| {
@@ -151,10 +152,11 @@ impl JobResult {
         };
         let message = format!(
             "chat {contact} was created, but its result could not be published before the \
-             participant token's 5-minute connect window closed at {}; Connect ends a chat nobody \
-             connects to, and a retry with this job's ClientToken would return the same token: \
+             participant token's 5-minute connect window closed at {} (less the {} s margin of \
+             CONNECT_MARGIN_SECONDS); Connect ends a chat nobody connects to, and a retry with this job's ClientToken would return the same token: \
              send the job again with a new jobId for a fresh chat",
-            at(by)
+            at(by),
+            margin.as_secs()
         );
         JobResult {
             responded_at: self.responded_at,
@@ -534,8 +536,14 @@ mod tests {
             None,
         );
         // Up to and at connectBy it is published as it is.
-        assert_eq!(r.clone().for_publishing_at(at(1_300)), r);
-        let late = r.for_publishing_at(at(1_301));
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(r.clone().for_publishing_at(at(1_300), zero), r);
+        // A margin moves the limit earlier.
+        let margin = std::time::Duration::from_secs(60);
+        assert_eq!(r.clone().for_publishing_at(at(1_240), margin), r);
+        let v = parsed(&r.clone().for_publishing_at(at(1_241), margin));
+        assert_eq!(v["error"]["code"], codes::CONNECT_WINDOW_EXPIRED);
+        let late = r.for_publishing_at(at(1_301), zero);
         let v = parsed(&late);
         assert_eq!(v["status"], "failed");
         assert_eq!(v["error"]["code"], codes::CONNECT_WINDOW_EXPIRED);
@@ -558,7 +566,7 @@ mod tests {
         assert_eq!(late.responded_at, Some(at(1_000)));
         // Results without a window are never touched.
         let a = JobResult::associated(&start_job(), "m", 1, at(0), None);
-        assert_eq!(a.clone().for_publishing_at(at(100_000)), a);
+        assert_eq!(a.clone().for_publishing_at(at(100_000), margin), a);
     }
 
     #[test]

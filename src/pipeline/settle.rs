@@ -60,6 +60,8 @@ pub struct Settler<Q> {
     pub queues: Queues,
     pub inflight: Arc<InFlight>,
     pub metrics: Metrics,
+    /// `CONNECT_MARGIN_SECONDS`: least time left of a token's connect window to publish it.
+    pub connect_margin: Duration,
 }
 
 impl<Q: MessageQueue> Settler<Q> {
@@ -119,7 +121,7 @@ impl<Q: MessageQueue> Settler<Q> {
             .into_iter()
             .map(|mut r| {
                 let was = r.result.status;
-                r.result = r.result.for_publishing_at(now);
+                r.result = r.result.for_publishing_at(now, self.connect_margin);
                 if r.result.status != was {
                     tracing::warn!(
                         job_id = r.result.job_id.as_deref().unwrap_or(""),
