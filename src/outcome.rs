@@ -100,8 +100,9 @@ pub struct JobResult {
     /// connect-window metric and check at publishing).
     #[serde(skip)]
     pub responded_at: Option<OffsetDateTime>,
+    /// Boxed: a result travels by value through the pipeline, and most are successes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ResultError>,
+    pub error: Option<Box<ResultError>>,
     pub receive_count: u32,
     #[serde(serialize_with = "rfc3339_utc")]
     pub completed_at: OffsetDateTime,
@@ -209,10 +210,10 @@ impl JobResult {
             continued_from_contact_id: None,
             connect_by: None,
             responded_at: None,
-            error: Some(ResultError {
+            error: Some(Box::new(ResultError {
                 code: code.to_owned(),
                 message: truncate(message),
-            }),
+            })),
             receive_count,
             completed_at: now,
         }

@@ -112,7 +112,7 @@ async fn a_chat_nobody_connects_to_ends_at_its_window_a_connected_one_lives() {
     assert_eq!((s.active_chats, s.chats_abandoned), (1, 1));
     let lone_token = lone["ParticipantToken"].as_str().unwrap_or_default();
     let (code, _) = err(Outcome::Err(
-        core.connect_participant(lone_token).err().expect("403"),
+        core.connect_participant(lone_token).expect_err("403"),
     ));
     assert_eq!(code, ErrorCode::AccessDenied);
     // The replay after the window is the stored response: the same, now useless, token.
