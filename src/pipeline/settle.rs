@@ -9,7 +9,7 @@
 //!    result could not be published stays in SQS and is worked again; its ClientToken makes the
 //!    second call a replay, so it yields the same result and opens no second chat.
 //!
-//! Before step 2, a start result whose participant token's connect window has already closed is
+//! In each round of step 2, a start result whose participant token's connect window has closed is
 //! turned into a `ConnectWindowExpired` failure (`JobResult::for_publishing_at`); after it, the
 //! time from each start result's Connect response to its publishing is observed in
 //! `resume_chat_connect_window_used_seconds`.
@@ -53,6 +53,23 @@ pub struct Queues {
     pub jobs: String,
     pub results: String,
     pub dead_letter: Option<String>,
+}
+
+/// The results-queue message of a result, with the `jobId` and `status` attributes.
+fn result_message(result: &JobResult) -> OutgoingMessage {
+    OutgoingMessage {
+        body: result.to_json(),
+        attributes: vec![
+            (
+                "jobId".to_owned(),
+                result
+                    .job_id
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            ),
+            ("status".to_owned(), result.status.as_str().to_owned()),
+        ],
+    }
 }
 
 pub struct Settler<Q> {
@@ -114,49 +131,21 @@ impl<Q: MessageQueue> Settler<Q> {
         if ready.is_empty() {
             return;
         }
-        // A start result past its participant token's connect window is not published as a
-        // success (see `JobResult::for_publishing_at`).
-        let now = OffsetDateTime::now_utc();
-        let ready: Vec<SettleRequest> = ready
-            .into_iter()
-            .map(|mut r| {
-                let was = r.result.status;
-                r.result = r.result.for_publishing_at(now, self.connect_margin);
-                if r.result.status != was {
-                    tracing::warn!(
-                        job_id = r.result.job_id.as_deref().unwrap_or(""),
-                        code = codes::CONNECT_WINDOW_EXPIRED,
-                        "the chat's connect window closed before its result could be published"
-                    );
-                }
-                r
-            })
-            .collect();
 
-        // 2. Publish results, retrying entries that failed through no fault of ours.
-        let messages: Vec<OutgoingMessage> = ready
-            .iter()
-            .map(|r| OutgoingMessage {
-                body: r.result.to_json(),
-                attributes: vec![
-                    (
-                        "jobId".to_owned(),
-                        r.result
-                            .job_id
-                            .clone()
-                            .unwrap_or_else(|| "unknown".to_owned()),
-                    ),
-                    ("status".to_owned(), r.result.status.as_str().to_owned()),
-                ],
-            })
-            .collect();
+        // 2. Publish results, retrying entries that failed through no fault of ours. Each round
+        // first checks the connect window of what it sends, so a result that kept failing to go
+        // out is not published late as a success.
         let mut pending: Vec<usize> = (0..ready.len()).collect();
         for round in 0..PUBLISH_ROUNDS {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << round)).await;
             }
-            let batch: Vec<OutgoingMessage> =
-                pending.iter().map(|&i| messages[i].clone()).collect();
+            let now = OffsetDateTime::now_utc();
+            let mut batch = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                self.check_window(&mut ready[i], now);
+                batch.push(result_message(&ready[i].result));
+            }
             match self.queue.send_batch(&self.queues.results, &batch).await {
                 Ok(failures) => {
                     // Entries still failing; another round only if one of them may succeed.
@@ -234,6 +223,23 @@ impl<Q: MessageQueue> Settler<Q> {
                 );
             }
             let _ = req.done.send(ok);
+        }
+    }
+
+    /// A start result past its participant token's connect window (less the margin) is not
+    /// published as a success (see `JobResult::for_publishing_at`).
+    fn check_window(&self, req: &mut SettleRequest, now: OffsetDateTime) {
+        let was = req.result.status;
+        req.result = req
+            .result
+            .clone()
+            .for_publishing_at(now, self.connect_margin);
+        if req.result.status != was {
+            tracing::warn!(
+                job_id = req.result.job_id.as_deref().unwrap_or(""),
+                code = codes::CONNECT_WINDOW_EXPIRED,
+                "the chat's connect window closed before its result could be published"
+            );
         }
     }
 
