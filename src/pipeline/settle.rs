@@ -3,7 +3,8 @@
 //! Protocol, per batch of up to 10 finished jobs:
 //! 1. Jobs bound for the dead-letter queue are sent there first, one message per call (bodies can
 //!    be large). If that fails, the job is neither published nor deleted: SQS delivers it again.
-//! 2. Results go out with `SendMessageBatch` (attributes `jobId`, `status`). Failed entries that
+//! 2. Results go out with `SendMessageBatch` (attributes `jobId`, `status`; on a FIFO results
+//!    queue also `MessageGroupId` and `MessageDeduplicationId`, see `queue::fifo`). Failed entries that
 //!    are not the sender's fault are retried, up to three rounds with a short backoff.
 //! 3. Only jobs whose result was published are deleted with `DeleteMessageBatch`. A job whose
 //!    result could not be published stays in SQS and is worked again; its ClientToken makes the
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::outcome::{JobResult, codes};
+use crate::queue::fifo::FifoIds;
 use crate::queue::{MAX_BATCH, MessageQueue, OutgoingMessage};
 
 /// How long the settler waits for more results before sending a partial batch.
@@ -70,6 +72,21 @@ fn result_message(result: &JobResult) -> OutgoingMessage {
             ("status".to_owned(), result.status.as_str().to_owned()),
         ],
     }
+}
+
+/// The FIFO ids of a result (used when the results queue is FIFO): grouped by jobId, and
+/// deduplicated by job and outcome so a redelivered job's identical second result is dropped by
+/// SQS. (A job from a FIFO jobs queue should pass its own group here; the pipeline does not carry
+/// it yet.)
+fn result_fifo_ids(result: &JobResult) -> FifoIds {
+    let code = result.error.as_ref().map_or("none", |e| e.code.as_str());
+    FifoIds::for_result(
+        result.job_id.as_deref(),
+        &result.message_id,
+        result.status.as_str(),
+        code,
+        None,
+    )
 }
 
 pub struct Settler<Q> {
@@ -142,11 +159,17 @@ impl<Q: MessageQueue> Settler<Q> {
             }
             let now = OffsetDateTime::now_utc();
             let mut batch = Vec::with_capacity(pending.len());
+            let mut ids = Vec::with_capacity(pending.len());
             for &i in &pending {
                 self.check_window(&mut ready[i], now);
                 batch.push(result_message(&ready[i].result));
+                ids.push(result_fifo_ids(&ready[i].result));
             }
-            match self.queue.send_batch(&self.queues.results, &batch).await {
+            match self
+                .queue
+                .send_batch_with_ids(&self.queues.results, &batch, &ids)
+                .await
+            {
                 Ok(failures) => {
                     // Entries still failing; another round only if one of them may succeed.
                     let mut still = Vec::with_capacity(failures.len());
