@@ -436,6 +436,7 @@ mod tests {
             body: "{}".into(),
             receive_count: 1,
             sent_timestamp_ms: None,
+            group_id: None,
             attributes: vec![
                 ("jobId".into(), "j".into()),
                 (super::REPLAYED_FROM_ATTRIBUTE.into(), "dlq-msg-1".into()),
@@ -622,6 +623,7 @@ mod tests {
             receive_count: 1,
             sent_timestamp_ms: None,
             attributes: vec![("jobId".into(), "from-attr".into())],
+            group_id: None,
         };
         assert_eq!(job_id_of(&m).as_deref(), Some("from-body"));
         m.body = "not json".into();

@@ -34,6 +34,9 @@ pub struct ReceivedMessage {
     pub sent_timestamp_ms: Option<u64>,
     /// String message attributes (e.g. an operator's tags), kept when moving to the DLQ.
     pub attributes: Vec<(String, String)>,
+    /// SQS `MessageGroupId`: set for messages of a FIFO queue (for the pipeline to keep the
+    /// group's order and to group the job's result and DLQ copy by it).
+    pub group_id: Option<String>,
 }
 
 /// One message to send.

@@ -132,6 +132,7 @@ impl MessageQueue for SqsQueue {
             .visibility_timeout(secs(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
             .send()
             .await
@@ -149,6 +150,9 @@ impl MessageQueue for SqsQueue {
                 let sent_timestamp_ms = system
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|v| v.parse().ok());
+                let group_id = system
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned();
                 let attributes = m
                     .message_attributes
                     .unwrap_or_default()
@@ -162,6 +166,7 @@ impl MessageQueue for SqsQueue {
                     receive_count,
                     sent_timestamp_ms,
                     attributes,
+                    group_id,
                 })
             })
             .collect())
