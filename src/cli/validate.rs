@@ -195,7 +195,10 @@ pub fn hint(field: Option<&str>) -> &'static str {
              (text/plain, text/markdown), 12,000 (application/json) or 12,288 \
              (application/vnd.amazonaws.connect.message.interactive.response)"
         }
-        "chatDurationInMinutes" => "an integer from 60 to 10,080",
+        "chatDurationInMinutes" => {
+            "an integer from 60 to 10,080 (an account without custom chat durations refuses \
+             any: such jobs fail with ChatDurationNotSupported)"
+        }
         "supportedMessagingContentTypes" => {
             "an array that contains text/plain, each one of text/plain, text/markdown, \
              application/json, application/vnd.amazonaws.connect.message.interactive, \
