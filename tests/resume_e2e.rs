@@ -271,20 +271,33 @@ fn validate_explains_each_new_error() {
         job("v-4", json!({"participantConfiguration": "COMPLETE"})),
     ];
     std::fs::write(&file, lines.join("\n")).expect("write");
-    let out = std::process::Command::new(worker_binary())
-        .args(["validate", file.to_str().unwrap_or_default()])
-        .env_clear()
-        .env("CONNECT_INSTANCE_ID", "i")
-        .env("CONNECT_CONTACT_FLOW_ID", "f")
-        .output()
-        .expect("run validate");
+    let path = file.to_str().unwrap_or_default();
+    // `enqueue` checks the file the same way and sends nothing when a line is bad (the queue
+    // URL points nowhere: it is never called).
+    for args in [vec!["validate", path], vec!["enqueue", path]] {
+        let out = std::process::Command::new(worker_binary())
+            .args(&args)
+            .env_clear()
+            .env("CONNECT_INSTANCE_ID", "i")
+            .env("CONNECT_CONTACT_FLOW_ID", "f")
+            .env("JOBS_QUEUE_URL", "http://127.0.0.1:9/000000000000/jobs")
+            .env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .expect("run the command");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?}: {text}");
+        explains_each(&text);
+    }
     let _ = std::fs::remove_file(&file);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+}
+
+fn explains_each(text: &str) {
     for needle in [
         "field `disconnectOnCustomerExit[0]` must be AGENT",
         "[\"AGENT\"]: the agent is disconnected when the customer leaves",

@@ -11,7 +11,8 @@
 //!   `associatePersistentContact`, `initialContactId` on `startPersistentChat`) are ignored, not
 //!   rejected, so a producer can send one shape for both actions.
 //! - The other optional fields are validated for both actions; the associate call simply does not
-//!   use the `StartChatContact`-only ones (attributes, initial message, duration, content types).
+//!   use the `StartChatContact`-only ones (attributes, initial message, duration, content types,
+//!   `disconnectOnCustomerExit`, `segmentAttributes`, `participantConfiguration`).
 //! - Error messages never contain the value of `customerId`, of an attribute, or of message content.
 
 mod members;
