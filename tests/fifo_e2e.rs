@@ -224,7 +224,17 @@ async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_repl
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Connect always fails: the job is retried, received again, and then dead-lettered.
+    // A producer's own group: a customer's jobs in order.
+    sqs.send_message()
+        .queue_url(&jobs)
+        .message_body(start_job("ff-grouped"))
+        .message_group_id("customer-7")
+        .message_deduplication_id("ff-grouped-1")
+        .send()
+        .await
+        .expect("send a grouped job");
+
+    // Connect always fails: each job is retried, received again, and then dead-lettered.
     let sim = start_sim(SimConfig {
         fail_rate: 1.0,
         fail_after_create_ratio: 0.0,
@@ -234,27 +244,61 @@ async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_repl
     let mut env = env_for(&moto, &sim, &jobs, &results, &dlq);
     set(&mut env, "MAX_RECEIVE_COUNT", "1");
     let mut worker = Worker::start(&env);
-    let got = drain(&sqs, &results, 1, WAIT).await;
-    assert_eq!(got.len(), 1, "log:\n{}", worker.log());
-    assert_eq!(
-        got[0].json["error"]["code"], "RetriesExhausted",
-        "{}",
-        got[0].json
-    );
-    assert_eq!(got[0].group.as_deref(), Some("ff-doomed"));
+    let got = drain(&sqs, &results, 2, WAIT).await;
+    assert_eq!(got.len(), 2, "log:\n{}", worker.log());
+    for g in &got {
+        assert_eq!(g.json["error"]["code"], "RetriesExhausted", "{}", g.json);
+        // A result is grouped by its job's own group, which for enqueue is the jobId.
+        let want = match g.json["jobId"].as_str() {
+            Some("ff-grouped") => "customer-7",
+            _ => "ff-doomed",
+        };
+        assert_eq!(g.group.as_deref(), Some(want), "{}", g.json);
+    }
     assert!(
         eventually(Duration::from_secs(10), || {
-            worker.metric("resume_chat_jobs_dead_lettered_total") == 1.0
+            worker.metric("resume_chat_jobs_dead_lettered_total") == 2.0
         })
         .await
     );
+    // Look at the DLQ copies without taking them: each kept its job's group.
+    let peek = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+        .send()
+        .await
+        .expect("peek the DLQ");
+    let mut groups: Vec<String> = peek
+        .messages
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            m.attributes
+                .as_ref()?
+                .get(&MessageSystemAttributeName::MessageGroupId)
+                .cloned()
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["customer-7", "ff-doomed"]);
     worker.signal("TERM");
     assert!(worker.wait_exit(Duration::from_secs(15)).is_some());
 
-    // The FIFO DLQ holds the job (moved with its group and dedup ids); replay it.
+    // The FIFO DLQ holds the jobs (moved with their groups and dedup ids); replay them to a FIFO
+    // queue. Not to `jobs.fifo` itself: the stopped worker's last 20 s long poll is still open on
+    // moto's side and would take (and hide) what arrives there, as it would on SQS.
+    let replayed = create(&sqs, "replayed.fifo", &[fifo()]).await;
+    // The original send of ff-doomed, as `enqueue` made it, is in this queue's deduplication
+    // window too: a replay must not be dropped as its duplicate. (It stays in the queue: moto,
+    // unlike SQS, forgets a deduplication id once its message is deleted.)
+    let out = cli(&moto, &["enqueue", "-", "--queue-url", &replayed], &lines);
+    assert!(out.status.success());
     let out = cli(
         &moto,
-        &["dlq", "replay", "--dlq-url", &dlq, "--queue-url", &jobs],
+        &["dlq", "replay", "--dlq-url", &dlq, "--queue-url", &replayed],
         "",
     );
     let text = format!(
@@ -263,10 +307,16 @@ async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_repl
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    let back = drain(&sqs, &jobs, 1, Duration::from_secs(10)).await;
-    assert_eq!(back.len(), 1, "{text}");
-    assert_eq!(back[0].json["jobId"], "ff-doomed");
-    assert_eq!(back[0].group.as_deref(), Some("ff-doomed"));
+    let back = drain(&sqs, &replayed, 3, Duration::from_secs(10)).await;
+    assert_eq!(
+        back.len(),
+        3,
+        "the enqueued original and both replays: {text}"
+    );
+    for b in &back {
+        // A replay groups by jobId (its place in the original group's order is gone anyway).
+        assert_eq!(b.group.as_deref(), b.json["jobId"].as_str(), "{}", b.json);
+    }
     assert!(
         drain(&sqs, &dlq, 1, Duration::from_secs(2))
             .await

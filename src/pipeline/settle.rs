@@ -74,18 +74,17 @@ fn result_message(result: &JobResult) -> OutgoingMessage {
     }
 }
 
-/// The FIFO ids of a result (used when the results queue is FIFO): grouped by jobId, and
-/// deduplicated by job and outcome so a redelivered job's identical second result is dropped by
-/// SQS. (A job from a FIFO jobs queue should pass its own group here; the pipeline does not carry
-/// it yet.)
-fn result_fifo_ids(result: &JobResult) -> FifoIds {
+/// The FIFO ids of a result (used when the results queue is FIFO): grouped by the job's own
+/// group when it came from a FIFO jobs queue, else by jobId, and deduplicated by job and outcome
+/// so a redelivered job's identical second result is dropped by SQS.
+fn result_fifo_ids(result: &JobResult, job_group: Option<&str>) -> FifoIds {
     let code = result.error.as_ref().map_or("none", |e| e.code.as_str());
     FifoIds::for_result(
         result.job_id.as_deref(),
         &result.message_id,
         result.status.as_str(),
         code,
-        None,
+        job_group,
     )
 }
 
@@ -124,7 +123,16 @@ impl<Q: MessageQueue> Settler<Q> {
         let mut ready = Vec::with_capacity(batch.len());
         for req in batch {
             if let (Some(dlq), Some(body)) = (&self.queues.dead_letter, &req.dead_letter) {
-                match self.queue.send_batch(dlq, std::slice::from_ref(body)).await {
+                // On a FIFO DLQ the copy keeps the job's own group (when it had one).
+                let mut ids = FifoIds::for_message(body);
+                if let Some(group) = self.inflight.group(req.inflight_id).await {
+                    ids.group_id = group;
+                }
+                match self
+                    .queue
+                    .send_batch_with_ids(dlq, std::slice::from_ref(body), &[ids])
+                    .await
+                {
                     Ok(f) if f.is_empty() => self.metrics.jobs_dead_lettered.inc(),
                     Ok(f) => {
                         self.sqs_error(
@@ -149,6 +157,12 @@ impl<Q: MessageQueue> Settler<Q> {
             return;
         }
 
+        // The jobs' FIFO groups (a FIFO jobs queue), read before the registry forgets them.
+        let mut groups = Vec::with_capacity(ready.len());
+        for r in &ready {
+            groups.push(self.inflight.group(r.inflight_id).await);
+        }
+
         // 2. Publish results, retrying entries that failed through no fault of ours. Each round
         // first checks the connect window of what it sends, so a result that kept failing to go
         // out is not published late as a success.
@@ -163,7 +177,7 @@ impl<Q: MessageQueue> Settler<Q> {
             for &i in &pending {
                 self.check_window(&mut ready[i], now);
                 batch.push(result_message(&ready[i].result));
-                ids.push(result_fifo_ids(&ready[i].result));
+                ids.push(result_fifo_ids(&ready[i].result, groups[i].as_deref()));
             }
             match self
                 .queue
