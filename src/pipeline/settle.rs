@@ -298,3 +298,119 @@ impl<Q: MessageQueue> Settler<Q> {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobDefaults, parse_job};
+    use crate::queue::memory::MemoryQueue;
+
+    const JOBS: &str = "mem://jobs";
+    const RESULTS: &str = "mem://results";
+
+    fn settler(queue: Arc<MemoryQueue>, margin: Duration) -> Settler<MemoryQueue> {
+        Settler {
+            queue,
+            queues: Queues {
+                jobs: JOBS.into(),
+                results: RESULTS.into(),
+                dead_letter: None,
+            },
+            inflight: Arc::new(InFlight::new()),
+            metrics: Metrics::new(),
+            connect_margin: margin,
+        }
+    }
+
+    fn started(responded: OffsetDateTime) -> JobResult {
+        let defaults = JobDefaults {
+            instance_id: Some("i".into()),
+            contact_flow_id: Some("f".into()),
+        };
+        let body = r#"{"jobId":"j-1","sourceContactId":"c","participant":{"displayName":"A"}}"#;
+        let job = parse_job(body, &defaults).unwrap_or_else(|e| panic!("{e}"));
+        JobResult::started_chat(
+            &job,
+            "m-1",
+            1,
+            responded,
+            "contact-1".into(),
+            "p".into(),
+            "tok".into(),
+            None,
+        )
+    }
+
+    async fn settle_one(s: &Settler<MemoryQueue>, q: &MemoryQueue, result: JobResult) -> bool {
+        let receipt = {
+            q.push(JOBS, "{}");
+            let got = q
+                .receive(JOBS, 1, Duration::ZERO, Duration::from_secs(30))
+                .await
+                .unwrap_or_default();
+            got.first()
+                .map(|m| m.receipt_handle.clone())
+                .unwrap_or_default()
+        };
+        let id = s.inflight.register(&receipt, Duration::from_secs(30)).await;
+        let (done, rx) = oneshot::channel();
+        s.settle(vec![SettleRequest {
+            result,
+            receipt_handle: receipt,
+            inflight_id: id,
+            dead_letter: None,
+            done,
+        }])
+        .await;
+        rx.await.unwrap_or(false)
+    }
+
+    fn published(q: &MemoryQueue) -> Vec<serde_json::Value> {
+        q.bodies(RESULTS)
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_fresh_token_is_published_and_its_wait_observed() {
+        let q = Arc::new(MemoryQueue::new());
+        let s = settler(q.clone(), Duration::ZERO);
+        assert!(settle_one(&s, &q, started(OffsetDateTime::now_utc())).await);
+        let out = published(&q);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["status"], "succeeded");
+        assert!(out[0]["connectBy"].is_string(), "{}", out[0]);
+        assert_eq!(s.metrics.connect_window_used.get_sample_count(), 1);
+        assert!(s.metrics.connect_window_used.get_sample_sum() < 60.0);
+        assert!(q.is_empty(JOBS), "settled jobs are deleted");
+    }
+
+    #[tokio::test]
+    async fn a_token_past_its_window_is_published_as_connect_window_expired() {
+        let q = Arc::new(MemoryQueue::new());
+        let s = settler(q.clone(), Duration::ZERO);
+        let long_ago = OffsetDateTime::now_utc() - time::Duration::seconds(301);
+        assert!(settle_one(&s, &q, started(long_ago)).await);
+        let out = published(&q);
+        assert_eq!(out[0]["status"], "failed");
+        assert_eq!(out[0]["error"]["code"], codes::CONNECT_WINDOW_EXPIRED);
+        assert!(out[0].get("participantToken").is_none());
+        let expired = s
+            .metrics
+            .jobs_completed
+            .with_label_values(&["failed", codes::CONNECT_WINDOW_EXPIRED])
+            .get();
+        assert_eq!(expired, 1);
+        assert!(s.metrics.connect_window_used.get_sample_sum() > 300.0);
+        // And a margin moves the limit: 60 s left is not enough for a 120 s margin.
+        let q = Arc::new(MemoryQueue::new());
+        let s = settler(q.clone(), Duration::from_secs(120));
+        let recent = OffsetDateTime::now_utc() - time::Duration::seconds(240);
+        assert!(settle_one(&s, &q, started(recent)).await);
+        assert_eq!(
+            published(&q)[0]["error"]["code"],
+            codes::CONNECT_WINDOW_EXPIRED
+        );
+    }
+}
