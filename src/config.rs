@@ -60,6 +60,10 @@ pub struct RawSettings {
     /// /readyz fails when no receive succeeded for this many seconds [default: 90].
     #[arg(long, env = "READY_STALE_SECONDS")]
     pub ready_stale_seconds: Option<String>,
+    /// A start result published with less than this many seconds left of its participant
+    /// token's 300 s connect window is failed as ConnectWindowExpired instead [default: 0].
+    #[arg(long, env = "CONNECT_MARGIN_SECONDS")]
+    pub connect_margin_seconds: Option<String>,
     /// Timeout of one Connect call, in seconds [default: 10].
     #[arg(long, env = "CONNECT_TIMEOUT_SECONDS")]
     pub connect_timeout_seconds: Option<String>,
@@ -165,6 +169,8 @@ pub struct Settings {
     pub visibility_timeout: Duration,
     pub ready_stale: Duration,
     pub connect_timeout: Duration,
+    /// Least time left of the connect window for a start result to be published as a success.
+    pub connect_margin: Duration,
     /// `None`: no `REDIS_URL`, local control only.
     pub fleet: Option<FleetSetting>,
 }
@@ -494,6 +500,14 @@ impl RawSettings {
             1,
             300,
         )?;
+        // Up to the whole window: 300 fails every start result (tests use it).
+        let connect_margin = seconds(
+            &self.connect_margin_seconds,
+            "CONNECT_MARGIN_SECONDS",
+            0,
+            0,
+            300,
+        )?;
         if connect_timeout >= visibility_timeout {
             return Err(bad(
                 "CONNECT_TIMEOUT_SECONDS",
@@ -516,6 +530,7 @@ impl RawSettings {
             visibility_timeout,
             ready_stale,
             connect_timeout,
+            connect_margin,
             fleet,
         })
     }
@@ -547,6 +562,7 @@ mod tests {
         assert_eq!(s.metrics_addr.port(), 9464);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(s.connect_margin, Duration::ZERO);
     }
 
     #[test]

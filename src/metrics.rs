@@ -37,10 +37,15 @@ pub struct Metrics {
     pub credential_errors: IntCounterVec,
     pub recycle_failures: IntCounter,
     pub build_info: IntGaugeVec,
+    pub connect_window_used: Histogram,
 }
 
 const AGE_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+/// Up to and past the 300 s connect window (observations beyond it are expired results).
+const WINDOW_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 300.0, 900.0,
 ];
 const CALL_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -126,6 +131,9 @@ impl Metrics {
                 Opts::new("resume_chat_build_info", "Always 1; the labels say which build runs (version from Cargo.toml, commit from the build environment's GIT_COMMIT or git, else unknown)."),
                 &["version", "commit"],
             ).unwrap_or_else(|_| unreachable!()),
+            connect_window_used: Histogram::with_opts(
+                HistogramOpts::new("resume_chat_connect_window_used_seconds", "Time from the StartChatContact response to the published result: how much of the participant token's 300 s connect window the worker used.").buckets(WINDOW_BUCKETS.to_vec()),
+            ).unwrap_or_else(|_| unreachable!()),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -155,6 +163,7 @@ impl Metrics {
             Box::new(m.credential_errors.clone()),
             Box::new(m.recycle_failures.clone()),
             Box::new(m.build_info.clone()),
+            Box::new(m.connect_window_used.clone()),
         ];
         for c in collectors {
             // Names are distinct constants; registration cannot fail.

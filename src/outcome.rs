@@ -23,7 +23,21 @@ pub mod codes {
     pub const EXPIRED: &str = "Expired";
     /// Transient failures persisted through every retry.
     pub const RETRIES_EXHAUSTED: &str = "RetriesExhausted";
+    /// The chat was created but its result could not be published before the participant
+    /// token's connect window closed (see [`super::CONNECT_WINDOW`]).
+    pub const CONNECT_WINDOW_EXPIRED: &str = "ConnectWindowExpired";
+    /// The account does not support custom chat durations: the job must leave
+    /// `chatDurationInMinutes` out.
+    pub const CHAT_DURATION_NOT_SUPPORTED: &str = "ChatDurationNotSupported";
 }
+
+/// How long the participant token of a new chat can be used to connect: the StartChatContact
+/// documentation says "clients must subscribe to the participant's connection for the created
+/// chat within 5 minutes". Counted from when the worker got the Connect response, the only
+/// instant it knows: the chat was created a little before (one call's latency), or, when the
+/// response was an idempotent replay of an earlier call whose result was never published, up to
+/// that earlier call's age before. So `connectBy` is a bound the chat can only be past sooner.
+pub const CONNECT_WINDOW: time::Duration = time::Duration::seconds(300);
 
 /// An `error.message` longer than this is cut, so a verbose upstream error cannot push the
 /// result past the SQS message size limit.
@@ -76,8 +90,19 @@ pub struct JobResult {
     pub participant_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continued_from_contact_id: Option<String>,
+    /// Start results only: until when the participant token can be used to connect.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_rfc3339_utc"
+    )]
+    pub connect_by: Option<OffsetDateTime>,
+    /// Start results only: when the Connect response arrived (not serialized; for the
+    /// connect-window metric and check at publishing).
+    #[serde(skip)]
+    pub responded_at: Option<OffsetDateTime>,
+    /// Boxed: a result travels by value through the pipeline, and most are successes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ResultError>,
+    pub error: Option<Box<ResultError>>,
     pub receive_count: u32,
     #[serde(serialize_with = "rfc3339_utc")]
     pub completed_at: OffsetDateTime,
@@ -101,7 +126,50 @@ impl JobResult {
             participant_id: Some(participant_id),
             participant_token: Some(participant_token),
             continued_from_contact_id: continued_from,
+            connect_by: Some(now + CONNECT_WINDOW),
+            responded_at: Some(now),
             ..Self::succeeded(job, message_id, receive_count, now)
+        }
+    }
+
+    /// The result as it may be published at `now`: a start result whose connect window has
+    /// closed, or has less than `margin` left (`CONNECT_MARGIN_SECONDS`: the time consumers
+    /// need to connect), becomes a failure (`ConnectWindowExpired`), because its token can no
+    /// longer connect in time and Connect ends a chat nobody connected to. Re-calling would not help:
+    /// the job's ClientToken replays the same token. The consumer needs to know at once, with the
+    /// contact id, to send the job again under a new jobId for a fresh chat. Anything else is
+    /// returned as it is.
+    pub fn for_publishing_at(self, now: OffsetDateTime, margin: std::time::Duration) -> Self {
+        let (Some(by), Some(contact)) = (self.connect_by, self.contact_id.as_deref()) else {
+            return self;
+        };
+        if now + margin <= by {
+            return self;
+        }
+        let at = |t: OffsetDateTime| {
+            t.to_offset(UtcOffset::UTC)
+                .format(&Rfc3339)
+                .unwrap_or_else(|_| t.to_string())
+        };
+        let message = format!(
+            "chat {contact} was created, but its result could not be published before the \
+             participant token's 5-minute connect window closed at {} (less the {} s margin of \
+             CONNECT_MARGIN_SECONDS); Connect ends a chat nobody connects to, and a retry with this job's ClientToken would return the same token: \
+             send the job again with a new jobId for a fresh chat",
+            at(by),
+            margin.as_secs()
+        );
+        JobResult {
+            responded_at: self.responded_at,
+            ..Self::failed(
+                self.job_id,
+                self.action,
+                &self.message_id,
+                self.receive_count,
+                now,
+                codes::CONNECT_WINDOW_EXPIRED,
+                message,
+            )
         }
     }
 
@@ -140,10 +208,12 @@ impl JobResult {
             participant_id: None,
             participant_token: None,
             continued_from_contact_id: None,
-            error: Some(ResultError {
+            connect_by: None,
+            responded_at: None,
+            error: Some(Box::new(ResultError {
                 code: code.to_owned(),
                 message: truncate(message),
-            }),
+            })),
             receive_count,
             completed_at: now,
         }
@@ -159,6 +229,8 @@ impl JobResult {
             participant_id: None,
             participant_token: None,
             continued_from_contact_id: None,
+            connect_by: None,
+            responded_at: None,
             error: None,
             receive_count,
             completed_at: now,
@@ -196,6 +268,7 @@ impl fmt::Debug for JobResult {
                 &self.participant_token.as_ref().map(|_| Redacted),
             )
             .field("continued_from_contact_id", &self.continued_from_contact_id)
+            .field("connect_by", &self.connect_by)
             .field("error", &self.error)
             .field("receive_count", &self.receive_count)
             .field("completed_at", &self.completed_at)
@@ -210,6 +283,13 @@ fn rfc3339_utc<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Erro
     match utc.format(&Rfc3339) {
         Ok(text) => s.serialize_str(&text),
         Err(_) => s.serialize_str(&utc.to_string()),
+    }
+}
+
+fn opt_rfc3339_utc<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339_utc(t, s),
+        None => s.serialize_none(),
     }
 }
 
@@ -276,6 +356,7 @@ mod tests {
                 "jobId": "job-1", "messageId": "msg-1", "action": "startPersistentChat",
                 "status": "succeeded", "contactId": "contact-9", "participantId": "part-3",
                 "participantToken": "tok-secret", "continuedFromContactId": "c-past",
+                "connectBy": "2023-11-14T22:18:20Z",
                 "receiveCount": 2, "completedAt": "2023-11-14T22:13:20Z"
             })
         );
@@ -441,6 +522,52 @@ mod tests {
         assert!(debug.contains("job-1"), "{debug}");
         let job_debug = format!("{j:?} {j:#?}");
         assert!(!job_debug.contains("cust-secret-77"), "{job_debug}");
+    }
+
+    #[test]
+    fn a_start_result_past_its_connect_window_is_published_as_a_failure() {
+        let r = JobResult::started_chat(
+            &start_job(),
+            "m",
+            2,
+            at(1_000),
+            "contact-9".into(),
+            "p".into(),
+            "tok-secret".into(),
+            None,
+        );
+        // Up to and at connectBy it is published as it is.
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(r.clone().for_publishing_at(at(1_300), zero), r);
+        // A margin moves the limit earlier.
+        let margin = std::time::Duration::from_secs(60);
+        assert_eq!(r.clone().for_publishing_at(at(1_240), margin), r);
+        let v = parsed(&r.clone().for_publishing_at(at(1_241), margin));
+        assert_eq!(v["error"]["code"], codes::CONNECT_WINDOW_EXPIRED);
+        let late = r.for_publishing_at(at(1_301), zero);
+        let v = parsed(&late);
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["error"]["code"], codes::CONNECT_WINDOW_EXPIRED);
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("contact-9")
+                && msg.contains("1970-01-01T00:21:40Z")
+                && msg.contains("new jobId"),
+            "{msg}"
+        );
+        assert!(
+            v.get("participantToken").is_none() && v.get("connectBy").is_none(),
+            "{v}"
+        );
+        assert_eq!(
+            (v["jobId"].as_str(), v["receiveCount"].as_u64()),
+            (Some("job-1"), Some(2))
+        );
+        // The metric still knows when the response came.
+        assert_eq!(late.responded_at, Some(at(1_000)));
+        // Results without a window are never touched.
+        let a = JobResult::associated(&start_job(), "m", 1, at(0), None);
+        assert_eq!(a.clone().for_publishing_at(at(100_000), margin), a);
     }
 
     #[test]

@@ -15,7 +15,17 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn both_actions_succeed_with_one_result_each_and_the_jobs_are_deleted() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 5).await;
-    let sim = start_sim(generous_sim()).await;
+    // Past sessions as in the persistent-chat documentation: the start job resumes the whole
+    // session of its initial contact (ENTIRE_PAST_SESSION), the associate job from a segment in
+    // the middle of its session (FROM_SEGMENT).
+    let sim = start_sim(SimConfig {
+        past_sessions: vec![
+            "past-start-1>start-1-c2>start-1-c3".into(),
+            "assoc-1-c1>past-assoc-1>assoc-1-c3".into(),
+        ],
+        ..generous_sim()
+    })
+    .await;
     let worker = Worker::start(&worker_env(&moto, &queues, &sim));
     worker.wait_healthy();
     queues
@@ -47,7 +57,8 @@ async fn both_actions_succeed_with_one_result_each_and_the_jobs_are_deleted() {
             .as_str()
             .is_some_and(|s| s.len() > 20)
     );
-    assert_eq!(start.json["continuedFromContactId"], "past-start-1");
+    // Connect continues from the session's most recent contact, not from the source itself.
+    assert_eq!(start.json["continuedFromContactId"], "start-1-c3");
     assert_eq!(start.json["receiveCount"], 1);
     assert!(
         start.json["completedAt"]
@@ -65,6 +76,7 @@ async fn both_actions_succeed_with_one_result_each_and_the_jobs_are_deleted() {
 
     let assoc = &by_id["assoc-1"];
     assert_eq!(assoc.status(), "succeeded", "{}", assoc.body);
+    // FROM_SEGMENT: from the named segment, not the session's last one.
     assert_eq!(assoc.json["continuedFromContactId"], "past-assoc-1");
     assert!(assoc.json.get("participantToken").is_none());
 

@@ -31,6 +31,8 @@ pub fn router(core: Arc<Core>) -> Router {
             "/contact/persistent-contact-association/{instance_id}/{initial_contact_id}",
             post(associate),
         )
+        .route("/participant/connection", post(participant_connection))
+        .route("/_sim/contacts/{contact_id}", get(contact))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
         .fallback(unknown)
@@ -125,6 +127,48 @@ async fn stats(State(core): State<Arc<Core>>) -> Response {
 async fn reset(State(core): State<Arc<Core>>) -> StatusCode {
     core.reset();
     StatusCode::NO_CONTENT
+}
+
+/// CreateParticipantConnection of the Connect Participant Service (restJson1, `POST
+/// /participant/connection`, the participant token in `X-Amz-Bearer`, no SigV4): marks the chat
+/// connected so the connect window no longer ends it. Answers the connection details the
+/// service would (`Websocket`, `ConnectionCredentials`), or 403 AccessDeniedException for an
+/// unknown token or a chat that has ended.
+async fn participant_connection(State(core): State<Arc<Core>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("x-amz-bearer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match core.connect_participant(token) {
+        Ok(_) => {
+            let mut rng = rand::rng();
+            let expiry = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "Websocket": {
+                    "Url": format!("wss://connect-sim.invalid/connect?token={}", ids::token(&mut rng, 64)),
+                    "ConnectionExpiry": expiry,
+                },
+                "ConnectionCredentials": {
+                    "ConnectionToken": ids::token(&mut rng, 172),
+                    "Expiry": expiry,
+                },
+            });
+            json_response(StatusCode::OK, None, body.to_string())
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn contact(State(core): State<Arc<Core>>, Path(id): Path<String>) -> Response {
+    match core.describe_contact(&id) {
+        Some(v) => json_response(StatusCode::OK, None, v.to_string()),
+        None => error_response(&ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!("connect-sim knows no contact {id}"),
+        )),
+    }
 }
 
 async fn unknown() -> Response {

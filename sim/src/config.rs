@@ -68,6 +68,33 @@ pub struct SimConfig {
     /// (switch it at run time with PUT /_sim/credentials; see credentials.rs). Off when absent.
     #[arg(long, value_enum)]
     pub credential_fault: Option<crate::credentials::CredentialFault>,
+    /// The connect window, in seconds: StartChatContact's documentation says clients must
+    /// connect (CreateParticipantConnection, `POST /participant/connection` here) within 5
+    /// minutes, so a chat nobody connected to ends this long after it was created, freeing its
+    /// capacity (counted in `chats_abandoned`). 0 turns the model off: chats live
+    /// `--chat-seconds` whether or not anyone connects (benchmarks whose chats live longer than
+    /// the window and that connect nobody).
+    #[arg(long, default_value_t = 300.0, value_parser = non_negative_f64)]
+    pub connect_window_seconds: f64,
+    /// Play an account that does not support custom chat durations: a StartChatContact with
+    /// ChatDurationInMinutes answers 400 InvalidRequestException, as the StartChatContact
+    /// documentation warns.
+    #[arg(long)]
+    pub no_custom_chat_durations: bool,
+    /// A past chat session that has ended, as its contact ids in order, e.g. `C1>C2>C3` (the
+    /// persistent-chat documentation's example: C1 the initial contact, C3 its post-chat
+    /// survey). Repeat the flag for more sessions. Any other contact id the sim has not seen is
+    /// an ended one-segment chat session.
+    #[arg(long = "past-session")]
+    pub past_sessions: Vec<String>,
+    /// A contact id with this prefix is a chat contact that is still active (it cannot be
+    /// rehydrated). Empty disables it.
+    #[arg(long, default_value = "active-")]
+    pub active_contact_prefix: String,
+    /// A contact id with this prefix is a voice contact, not a chat (it cannot be rehydrated).
+    /// Empty disables it.
+    #[arg(long, default_value = "voice-")]
+    pub voice_contact_prefix: String,
 }
 
 impl Default for SimConfig {
@@ -84,6 +111,7 @@ impl SimConfig {
             ("start_chat_rate", self.start_chat_rate),
             ("associate_rate", self.associate_rate),
             ("background_rate", self.background_rate),
+            ("connect_window_seconds", self.connect_window_seconds),
         ];
         for (name, v) in rates {
             if !(v.is_finite() && v >= 0.0) {
@@ -162,6 +190,9 @@ mod tests {
         assert!(c.instance_ids.is_empty());
         assert_eq!(c.fail_rate, 0.0);
         assert_eq!(c.drop_rate, 0.0);
+        assert_eq!(c.connect_window_seconds, 300.0);
+        assert!(!c.no_custom_chat_durations);
+        assert!(c.past_sessions.is_empty());
         assert!(c.validate().is_ok());
     }
 

@@ -2,7 +2,9 @@
 //! StartChatContact and CreatePersistentContactAssociation, on Connect's restJson1 wire
 //! protocol, with Connect's quotas (per-operation token buckets for the account, concurrent
 //! active chats per instance, another caller sharing the quota), idempotent ClientTokens,
-//! fault injection and counters.
+//! fault injection and counters; past chat sessions for persistent chat (which contact a resume
+//! continues from, which sources are refused), and the participant token's connect window with
+//! the Participant Service's CreateParticipantConnection (`POST /participant/connection`).
 //!
 //! Use it from tests as a library (`start(SimConfig, "127.0.0.1:0")`, then point an AWS SDK
 //! at `SimHandle::endpoint_url()` and read `SimHandle::stats()`), or run the `connect-sim`

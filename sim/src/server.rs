@@ -98,6 +98,19 @@ impl SimHandle {
         self.core.config()
     }
 
+    /// What the sim knows of a contact: the same JSON as `GET /_sim/contacts/{id}`.
+    pub fn contact(&self, contact_id: &str) -> Option<serde_json::Value> {
+        self.core.describe_contact(contact_id)
+    }
+
+    /// Connects the participant of `participant_token`, as `POST /participant/connection`
+    /// (CreateParticipantConnection) does: `Ok(contact id)`, or the 403 it would answer.
+    pub fn connect_participant(&self, participant_token: &str) -> Result<String, String> {
+        self.core
+            .connect_participant(participant_token)
+            .map_err(|e| e.to_string())
+    }
+
     /// Stops accepting, closes every connection and waits for the server task to end.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);

@@ -76,6 +76,9 @@ pub struct Stats {
     pub chats_created: u64,
     /// Chats created for a `PersistentChat.SourceContactId` that already had a chat created.
     pub duplicate_source_chats: u64,
+    /// Chats that ended because nobody connected within the connect window.
+    #[serde(default)]
+    pub chats_abandoned: u64,
     pub background: BackgroundCounters,
     /// Dense: one entry per second from 0 to the last second that saw a call.
     pub timeline: Vec<TimelineSecond>,

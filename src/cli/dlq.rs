@@ -18,6 +18,9 @@
 //! first was the failure that sent it to the DLQ). Consumers dedupe by jobId and should let the
 //! later result (by `completedAt`) win.
 //!
+//! To a FIFO jobs queue (`.fifo`), each copy carries `MessageGroupId` (its jobId) and a
+//! `MessageDeduplicationId` (see `queue::fifo` and [`replayed`]).
+//!
 //! `--dry-run` moves nothing: it reports the DLQ's approximate depth (`GetQueueAttributes`) and a
 //! sample of up to 10 jobIds, read by receiving with a 5 s visibility and releasing the messages
 //! at once (visibility 0); nothing is deleted. The sample receive does raise the messages'
@@ -31,7 +34,7 @@ use super::CliError;
 use super::batch::{RetryPolicy, send_batch_with_retry, split_batches};
 use super::enqueue::{required_url, sqs_queue};
 use crate::queue::{
-    MAX_BATCH, MessageQueue, OutgoingMessage, QueueError, QueueErrorKind, ReceivedMessage,
+    MAX_BATCH, MessageQueue, OutgoingMessage, QueueError, QueueErrorKind, ReceivedMessage, fifo,
 };
 
 /// Dead-letter queue tools.
@@ -110,6 +113,28 @@ pub struct DryRun {
     pub in_flight: u64,
     /// jobIds of up to 10 messages.
     pub sample: Vec<String>,
+}
+
+/// Message attribute a replay to a FIFO jobs queue sets to the DLQ message's id (see
+/// [`replayed`]).
+pub const REPLAYED_FROM_ATTRIBUTE: &str = "resumeChatReplayedFrom";
+
+/// The copy of a DLQ message for the jobs queue: its body and attributes. To a FIFO jobs queue
+/// it also carries [`REPLAYED_FROM_ATTRIBUTE`] = the DLQ message id (replacing an earlier one),
+/// because its deduplication id is derived from body and attributes (`queue::fifo`): without
+/// it, a job replayed within 5 minutes of its first send would be dropped by SQS as a duplicate
+/// of itself, while a re-run of the same replay (a crash between send and delete) still
+/// deduplicates.
+fn replayed(m: &ReceivedMessage, fifo: bool) -> OutgoingMessage {
+    let mut attributes = m.attributes.clone();
+    if fifo {
+        attributes.retain(|(k, _)| k != REPLAYED_FROM_ATTRIBUTE);
+        attributes.push((REPLAYED_FROM_ATTRIBUTE.to_owned(), m.message_id.clone()));
+    }
+    OutgoingMessage {
+        body: m.body.clone(),
+        attributes,
+    }
 }
 
 /// The jobId of a DLQ message: from the body, else from its `jobId` attribute.
@@ -206,10 +231,7 @@ pub async fn replay<Q: MessageQueue>(
         }
         let outgoing: Vec<OutgoingMessage> = fresh
             .iter()
-            .map(|m| OutgoingMessage {
-                body: m.body.clone(),
-                attributes: m.attributes.clone(),
-            })
+            .map(|m| replayed(m, fifo::is_fifo(jobs_url)))
             .collect();
         for range in split_batches(&outgoing) {
             let (Some(batch), Some(originals)) =
@@ -406,6 +428,36 @@ pub async fn command(command: DlqCommand) -> Result<ExitCode, CliError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_replay_to_a_fifo_queue_names_the_dlq_message_once() {
+        let mut m = super::ReceivedMessage {
+            message_id: "dlq-msg-2".into(),
+            receipt_handle: "r".into(),
+            body: "{}".into(),
+            receive_count: 1,
+            sent_timestamp_ms: None,
+            group_id: None,
+            attributes: vec![
+                ("jobId".into(), "j".into()),
+                (super::REPLAYED_FROM_ATTRIBUTE.into(), "dlq-msg-1".into()),
+            ],
+        };
+        let fifo = super::replayed(&m, true);
+        assert_eq!(
+            fifo.attributes,
+            vec![
+                ("jobId".to_owned(), "j".to_owned()),
+                (
+                    super::REPLAYED_FROM_ATTRIBUTE.to_owned(),
+                    "dlq-msg-2".to_owned()
+                ),
+            ]
+        );
+        m.attributes.truncate(1);
+        // A standard queue gets the message as it was.
+        assert_eq!(super::replayed(&m, false).attributes, m.attributes);
+    }
+
     use super::super::batch::testing::{FlakyQueue, SendPlan};
     use super::*;
     use crate::queue::memory::MemoryQueue;
@@ -571,6 +623,7 @@ mod tests {
             receive_count: 1,
             sent_timestamp_ms: None,
             attributes: vec![("jobId".into(), "from-attr".into())],
+            group_id: None,
         };
         assert_eq!(job_id_of(&m).as_deref(), Some("from-body"));
         m.body = "not json".into();

@@ -15,6 +15,10 @@
 //!    their line numbers and exits 1, so the operator can re-send exactly those lines. Re-sending
 //!    a job that did arrive is harmless: the worker derives the Connect `ClientToken` from the jobId.
 //!
+//! To a FIFO jobs queue (`.fifo`) each job carries `MessageGroupId` = its jobId and a
+//! `MessageDeduplicationId` from its body and attributes (`queue::fifo`), so a re-run of the same
+//! file within SQS's 5-minute deduplication window sends each job once.
+//!
 //! A progress bar is drawn on stderr only when stderr is a terminal.
 
 use std::io::{IsTerminal, Read};

@@ -195,12 +195,27 @@ pub fn hint(field: Option<&str>) -> &'static str {
              (text/plain, text/markdown), 12,000 (application/json) or 12,288 \
              (application/vnd.amazonaws.connect.message.interactive.response)"
         }
-        "chatDurationInMinutes" => "an integer from 60 to 10,080",
+        "chatDurationInMinutes" => {
+            "an integer from 60 to 10,080 (an account without custom chat durations refuses \
+             any: such jobs fail with ChatDurationNotSupported)"
+        }
         "supportedMessagingContentTypes" => {
             "an array that contains text/plain, each one of text/plain, text/markdown, \
              application/json, application/vnd.amazonaws.connect.message.interactive, \
-             application/vnd.amazonaws.connect.message.interactive.response"
+             application/vnd.amazonaws.connect.message.interactive.response (both interactive \
+             types when segmentAttributes sets connect:Subtype to connect:Guide)"
         }
+        "disconnectOnCustomerExit" => {
+            "[\"AGENT\"]: the agent is disconnected when the customer leaves, so the customer can \
+             reach a disconnect flow such as a post-chat survey"
+        }
+        "segmentAttributes" => {
+            "an object of keys of 1–128 characters of A-Z a-z 0-9 _ - : to values with exactly \
+             one of valueString (0–1,024 characters), valueMap, valueInteger (32-bit), valueList \
+             or valueArn (the last two for connect: keys only); connect:Subtype = connect:Guide \
+             needs both interactive content types in supportedMessagingContentTypes"
+        }
+        "participantConfiguration" => "{\"responseMode\": \"INCREMENTAL\" or \"COMPLETE\"}",
         "customerId" => "1–128 characters",
         "notAfter" => "an RFC 3339 timestamp such as 2025-01-31T23:59:00Z",
         _ => "see the job table of the contract in the README",
@@ -375,6 +390,11 @@ mod tests {
             hint(Some("supportedMessagingContentTypes"))
         );
         assert!(hint(Some("chatDurationInMinutes")).contains("60 to 10,080"));
+        assert_eq!(
+            hint(Some("segmentAttributes.connect:Subtype.valueString")),
+            hint(Some("segmentAttributes"))
+        );
+        assert!(hint(Some("supportedMessagingContentTypes")).contains("connect:Guide"));
         assert!(hint(None).contains("JSON object"));
         let fallback = hint(Some("noSuchField"));
         for field in [
@@ -387,6 +407,9 @@ mod tests {
             "initialContactId",
             "participant",
             "attributes",
+            "disconnectOnCustomerExit",
+            "segmentAttributes",
+            "participantConfiguration",
             "initialMessage",
             "chatDurationInMinutes",
             "supportedMessagingContentTypes",

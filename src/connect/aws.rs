@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_connect::types::{ChatMessage, ParticipantDetails, PersistentChat, RehydrationType};
+use aws_sdk_connect::types::{
+    ChatMessage, DisconnectOnCustomerExitParticipantType, ParticipantConfiguration,
+    ParticipantDetails, PersistentChat, RehydrationType, ResponseMode, SegmentAttributeValue,
+};
 
 use super::{Associated, ConnectApi, ConnectError, ErrorClass, StartedChat, classify};
 use crate::job::{self, Job};
@@ -166,6 +169,33 @@ impl ConnectApi for AwsConnect {
         if !job.attributes.is_empty() {
             req = req.set_attributes(Some(job.attributes.clone().into_iter().collect()));
         }
+        if let Some(types) = &job.disconnect_on_customer_exit {
+            req = req.set_disconnect_on_customer_exit(Some(
+                types
+                    .iter()
+                    .map(|t| DisconnectOnCustomerExitParticipantType::from(t.as_str()))
+                    .collect(),
+            ));
+        }
+        if !job.segment_attributes.is_empty() {
+            req = req.set_segment_attributes(Some(
+                job.segment_attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), segment_value(v)))
+                    .collect(),
+            ));
+        }
+        if let Some(mode) = job.response_mode {
+            let mode = match mode {
+                job::ResponseMode::Incremental => ResponseMode::Incremental,
+                job::ResponseMode::Complete => ResponseMode::Complete,
+            };
+            req = req.participant_configuration(
+                ParticipantConfiguration::builder()
+                    .response_mode(mode)
+                    .build(),
+            );
+        }
         if let Some(m) = &job.initial_message {
             let msg = ChatMessage::builder()
                 .content_type(&m.content_type)
@@ -174,7 +204,10 @@ impl ConnectApi for AwsConnect {
                 .map_err(|e| rejected(format!("initialMessage: {e}")))?;
             req = req.initial_message(msg);
         }
-        let out = req.send().await.map_err(to_connect_error)?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| super::duration::explain(job, to_connect_error(e)))?;
         match (out.contact_id, out.participant_id, out.participant_token) {
             (Some(contact_id), Some(participant_id), Some(participant_token)) => Ok(StartedChat {
                 contact_id,
@@ -208,6 +241,25 @@ impl ConnectApi for AwsConnect {
             continued_from_contact_id: out.continued_from_contact_id,
         })
     }
+}
+
+/// A validated segment attribute value in the SDK's shape (one member set).
+fn segment_value(v: &job::SegmentValue) -> SegmentAttributeValue {
+    let b = SegmentAttributeValue::builder();
+    match v {
+        job::SegmentValue::String(s) => b.value_string(s),
+        job::SegmentValue::Arn(s) => b.value_arn(s),
+        job::SegmentValue::Integer(n) => b.value_integer(*n),
+        job::SegmentValue::Map(m) => b.set_value_map(Some(
+            m.iter()
+                .map(|(k, v)| (k.clone(), segment_value(v)))
+                .collect(),
+        )),
+        job::SegmentValue::List(items) => {
+            b.set_value_list(Some(items.iter().map(segment_value).collect()))
+        }
+    }
+    .build()
 }
 
 fn rejected(message: String) -> ConnectError {

@@ -10,6 +10,7 @@
 
 pub mod aws;
 pub mod classify;
+pub mod duration;
 
 use std::future::Future;
 

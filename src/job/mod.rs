@@ -11,9 +11,13 @@
 //!   `associatePersistentContact`, `initialContactId` on `startPersistentChat`) are ignored, not
 //!   rejected, so a producer can send one shape for both actions.
 //! - The other optional fields are validated for both actions; the associate call simply does not
-//!   use the `StartChatContact`-only ones (attributes, initial message, duration, content types).
+//!   use the `StartChatContact`-only ones (attributes, initial message, duration, content types,
+//!   `disconnectOnCustomerExit`, `segmentAttributes`, `participantConfiguration`).
 //! - Error messages never contain the value of `customerId`, of an attribute, or of message content.
 
+mod members;
+#[cfg(test)]
+mod members_tests;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -38,7 +42,19 @@ pub mod limits {
     pub const CUSTOMER_ID_MAX: usize = 128;
     pub const CHAT_DURATION_MIN: i64 = 60;
     pub const CHAT_DURATION_MAX: i64 = 10_080;
+    /// `SegmentAttributeName` in the service model: 1–128 characters.
+    pub const SEGMENT_ATTRIBUTE_NAME_MAX: usize = 128;
+    /// `SegmentAttributeValueString` (also `ValueArn`): 0–1,024 characters.
+    pub const SEGMENT_ATTRIBUTE_STRING_MAX: usize = 1_024;
 }
+
+/// The content types a `connect:Guide` chat (segment attribute `connect:Subtype` =
+/// `connect:Guide`) must declare in `supportedMessagingContentTypes`, as the StartChatContact
+/// documentation requires.
+pub const GUIDE_CONTENT_TYPES: [&str; 2] = [
+    "application/vnd.amazonaws.connect.message.interactive",
+    "application/vnd.amazonaws.connect.message.interactive.response",
+];
 
 /// Content types an initial message may have, with the maximum content length in characters.
 pub const INITIAL_MESSAGE_CONTENT_TYPES: [(&str, usize); 4] = [
@@ -119,6 +135,39 @@ impl fmt::Display for RehydrationType {
     }
 }
 
+/// One `SegmentAttributeValue` of the service model: exactly one of its five forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentValue {
+    /// `ValueString`: 0–1,024 characters.
+    String(String),
+    /// `ValueMap`: names (as segment attribute names) to values.
+    Map(BTreeMap<String, SegmentValue>),
+    /// `ValueInteger`: a 32-bit integer.
+    Integer(i32),
+    /// `ValueList`: system-defined (`connect:`) attributes only.
+    List(Vec<SegmentValue>),
+    /// `ValueArn`: an ARN, system-defined (`connect:`) attributes only.
+    Arn(String),
+}
+
+/// `ParticipantConfiguration.ResponseMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResponseMode {
+    Incremental,
+    Complete,
+}
+
+impl ResponseMode {
+    pub const ALL: [ResponseMode; 2] = [ResponseMode::Incremental, ResponseMode::Complete];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ResponseMode::Incremental => "INCREMENTAL",
+            ResponseMode::Complete => "COMPLETE",
+        }
+    }
+}
+
 /// The first message of the resumed chat, sent on the customer's behalf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialMessage {
@@ -146,6 +195,13 @@ pub struct Job {
     pub initial_message: Option<InitialMessage>,
     pub chat_duration_in_minutes: Option<i32>,
     pub supported_messaging_content_types: Option<Vec<String>>,
+    /// `DisconnectOnCustomerExit`: participant types (only `AGENT` exists) disconnected when the
+    /// customer leaves, so the customer can go on to a disconnect flow such as a survey.
+    pub disconnect_on_customer_exit: Option<Vec<String>>,
+    /// `SegmentAttributes` (e.g. `connect:Subtype`); empty when the job has none.
+    pub segment_attributes: BTreeMap<String, SegmentValue>,
+    /// `ParticipantConfiguration.ResponseMode`.
+    pub response_mode: Option<ResponseMode>,
     /// Sensitive: redacted by `Debug`, never put in logs or error messages.
     pub customer_id: Option<String>,
     pub not_after: Option<OffsetDateTime>,
@@ -198,6 +254,12 @@ impl fmt::Debug for Job {
                 "supported_messaging_content_types",
                 &self.supported_messaging_content_types,
             )
+            .field(
+                "disconnect_on_customer_exit",
+                &self.disconnect_on_customer_exit,
+            )
+            .field("segment_attributes", &self.segment_attributes)
+            .field("response_mode", &self.response_mode)
             .field("customer_id", &self.customer_id.as_ref().map(|_| Redacted))
             .field("not_after", &self.not_after)
             .finish()

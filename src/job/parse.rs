@@ -14,26 +14,27 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::limits::*;
+use super::members;
 use super::{
     Action, INITIAL_MESSAGE_CONTENT_TYPES, InitialMessage, InvalidJob, Job, JobDefaults,
     RehydrationType, SUPPORTED_MESSAGING_CONTENT_TYPES,
 };
 
 /// A rejection before the jobId/action echo is attached.
-struct Bad {
+pub(super) struct Bad {
     field: Option<String>,
     message: String,
 }
 
 /// `field \`path\` <rest>`: the one sentence shape of every field error.
-fn bad(path: &str, rest: impl std::fmt::Display) -> Bad {
+pub(super) fn bad(path: &str, rest: impl std::fmt::Display) -> Bad {
     Bad {
         field: Some(path.to_owned()),
         message: format!("field `{path}` {rest}"),
     }
 }
 
-type Checked<T> = Result<T, Bad>;
+pub(super) type Checked<T> = Result<T, Bad>;
 
 /// Parses and validates one job body; see the module docs of [`crate::job`] for the rules.
 pub fn parse_job(body: &str, defaults: &JobDefaults) -> Result<Job, InvalidJob> {
@@ -141,6 +142,10 @@ fn fields(
     let initial_message = initial_message(obj)?;
     let chat_duration_in_minutes = chat_duration(obj)?;
     let supported_messaging_content_types = supported_types(obj)?;
+    let disconnect_on_customer_exit = members::disconnect_on_customer_exit(obj)?;
+    let segment_attributes =
+        members::segment_attributes(obj, supported_messaging_content_types.as_deref())?;
+    let response_mode = members::response_mode(obj)?;
     let customer_id = opt_bounded(obj, "customerId", CUSTOMER_ID_MAX)?;
     let not_after = not_after(obj)?;
     let instance_id = or_default(
@@ -173,6 +178,9 @@ fn fields(
         initial_message,
         chat_duration_in_minutes,
         supported_messaging_content_types,
+        disconnect_on_customer_exit,
+        segment_attributes,
+        response_mode,
         customer_id,
         not_after,
     })
@@ -381,7 +389,11 @@ fn required_str<'a>(obj: &'a Map<String, Value>, key: &str, max: usize) -> Check
 }
 
 /// The string at `key`, `None` when absent or `null`; `path` names it in errors.
-fn opt_str<'a>(obj: &'a Map<String, Value>, key: &str, path: &str) -> Checked<Option<&'a str>> {
+pub(super) fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Checked<Option<&'a str>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -412,7 +424,7 @@ fn required_for(path: &str, action: Action) -> Bad {
     bad(path, format_args!("is required for action {action}"))
 }
 
-fn must_be(expected: &str, got: &Value) -> String {
+pub(super) fn must_be(expected: &str, got: &Value) -> String {
     format!("must be {expected}, not {}", type_name(got))
 }
 
@@ -429,7 +441,7 @@ fn type_name(v: &Value) -> &'static str {
 
 /// A key as it may appear in a field path: at most 64 characters, control characters escaped, so
 /// a hostile key cannot bloat or break the one-line message.
-fn shown(key: &str) -> String {
+pub(super) fn shown(key: &str) -> String {
     const MAX: usize = 64;
     let mut out: String = key.chars().take(MAX).flat_map(char::escape_debug).collect();
     if key.chars().nth(MAX).is_some() {

@@ -24,6 +24,8 @@ use crate::queue::{MAX_BATCH, MessageQueue};
 struct Entry {
     receipt: String,
     hidden_until: Instant,
+    /// The message's FIFO `MessageGroupId`, for grouping its result and DLQ copy.
+    group_id: Option<String>,
 }
 
 /// See the module doc.
@@ -46,9 +48,26 @@ impl InFlight {
         let entry = Entry {
             receipt: receipt.to_owned(),
             hidden_until: Instant::now() + visibility,
+            group_id: None,
         };
         self.entries.lock().await.insert(id, entry);
         id
+    }
+
+    /// Records the FIFO `MessageGroupId` of a registered message (from a FIFO jobs queue).
+    pub async fn set_group(&self, id: u64, group_id: Option<String>) {
+        if let Some(e) = self.entries.lock().await.get_mut(&id) {
+            e.group_id = group_id;
+        }
+    }
+
+    /// The FIFO group of a registered message, if it came from a FIFO queue.
+    pub async fn group(&self, id: u64) -> Option<String> {
+        self.entries
+            .lock()
+            .await
+            .get(&id)
+            .and_then(|e| e.group_id.clone())
     }
 
     pub async fn remove(&self, id: u64) {

@@ -309,6 +309,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
                 queues: ctx.queues.clone(),
                 inflight: ctx.inflight.clone(),
                 metrics: ctx.metrics.clone(),
+                connect_margin: ctx.settings.connect_margin,
             }
             .run(settle_rx),
         );

@@ -133,6 +133,7 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
                         continue;
                     };
                     let id = ctx.inflight.register(&msg.receipt_handle, visibility).await;
+                    ctx.inflight.set_group(id, msg.group_id.clone()).await;
                     ctx.metrics.jobs_in_flight.inc();
                     let task_ctx = ctx.clone();
                     tasks.spawn(async move {

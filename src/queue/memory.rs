@@ -175,6 +175,7 @@ impl MemoryQueue {
                 receive_count: m.receive_count,
                 sent_timestamp_ms: Some(m.sent_timestamp_ms),
                 attributes: m.attributes.clone(),
+                group_id: None,
             });
         }
         Ok(out)

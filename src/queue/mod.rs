@@ -5,6 +5,7 @@
 //! Batch operations take up to 10 entries (SQS's limit) and report per-entry failures by the
 //! entry's index in the input, so callers handle partial batch failures without string ids.
 
+pub mod fifo;
 pub mod memory;
 pub mod sqs;
 
@@ -33,6 +34,9 @@ pub struct ReceivedMessage {
     pub sent_timestamp_ms: Option<u64>,
     /// String message attributes (e.g. an operator's tags), kept when moving to the DLQ.
     pub attributes: Vec<(String, String)>,
+    /// SQS `MessageGroupId`: set for messages of a FIFO queue (for the pipeline to keep the
+    /// group's order and to group the job's result and DLQ copy by it).
+    pub group_id: Option<String>,
 }
 
 /// One message to send.
@@ -94,12 +98,26 @@ pub trait MessageQueue: Send + Sync + 'static {
         visibility: Duration,
     ) -> impl Future<Output = Result<Vec<ReceivedMessage>, QueueError>> + Send;
 
-    /// Sends up to 10 messages.
+    /// Sends up to 10 messages. To a FIFO queue, each carries the ids of
+    /// [`fifo::FifoIds::for_message`].
     fn send_batch(
         &self,
         queue_url: &str,
         messages: &[OutgoingMessage],
     ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Sends up to 10 messages with their FIFO ids (`ids[i]` for `messages[i]`), used only when
+    /// `queue_url` is a FIFO queue. The default ignores the ids, for queues that do not model
+    /// FIFO.
+    fn send_batch_with_ids(
+        &self,
+        queue_url: &str,
+        messages: &[OutgoingMessage],
+        ids: &[fifo::FifoIds],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send {
+        let _ = ids;
+        self.send_batch(queue_url, messages)
+    }
 
     /// Deletes up to 10 messages by receipt handle.
     fn delete_batch(

@@ -2,6 +2,9 @@
 //! receive, uses batch ids equal to the entry index, and classifies every error into a
 //! [`QueueError`]; this is the only file that matches on `SdkError` for SQS.
 //!
+//! A queue whose URL ends in `.fifo` is a FIFO queue: every message sent to it carries a
+//! `MessageGroupId` and a `MessageDeduplicationId` (see `fifo`); standard queues get neither.
+//!
 //! The SDK's own retries stay on here (standard mode): SQS calls are idempotent or made safe by
 //! receipt handles, and a retried `SendMessageBatch` at worst duplicates a result, which the
 //! contract allows (consumers dedupe by `jobId`).
@@ -15,6 +18,7 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 
+use super::fifo::{FifoIds, is_fifo};
 use super::{
     EntryFailure, MessageQueue, OutgoingMessage, QueueDepth, QueueError, QueueErrorKind,
     ReceivedMessage,
@@ -137,6 +141,7 @@ impl MessageQueue for SqsQueue {
             .visibility_timeout(secs(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
             .message_attribute_names("All")
             .send()
             .await
@@ -154,6 +159,9 @@ impl MessageQueue for SqsQueue {
                 let sent_timestamp_ms = system
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|v| v.parse().ok());
+                let group_id = system
+                    .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                    .cloned();
                 let attributes = m
                     .message_attributes
                     .unwrap_or_default()
@@ -167,6 +175,7 @@ impl MessageQueue for SqsQueue {
                     receive_count,
                     sent_timestamp_ms,
                     attributes,
+                    group_id,
                 })
             })
             .collect())
@@ -177,11 +186,40 @@ impl MessageQueue for SqsQueue {
         queue_url: &str,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<EntryFailure>, QueueError> {
+        let ids: Vec<FifoIds> = if is_fifo(queue_url) {
+            messages.iter().map(FifoIds::for_message).collect()
+        } else {
+            Vec::new()
+        };
+        self.send_batch_with_ids(queue_url, messages, &ids).await
+    }
+
+    async fn send_batch_with_ids(
+        &self,
+        queue_url: &str,
+        messages: &[OutgoingMessage],
+        ids: &[FifoIds],
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let fifo = is_fifo(queue_url);
         let mut entries = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let mut entry = SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())
                 .message_body(&m.body);
+            if fifo {
+                // A FIFO queue refuses the whole call when an entry lacks its group id.
+                let own;
+                let ids = match ids.get(i) {
+                    Some(ids) => ids,
+                    None => {
+                        own = FifoIds::for_message(m);
+                        &own
+                    }
+                };
+                entry = entry
+                    .message_group_id(&ids.group_id)
+                    .message_deduplication_id(&ids.dedup_id);
+            }
             for (k, v) in &m.attributes {
                 if let Some(value) = string_attribute(v) {
                     entry = entry.message_attributes(k, value);

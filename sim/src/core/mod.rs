@@ -8,7 +8,9 @@
 //! contact (404) → idempotent replay (still takes a rate token) → rate bucket (429) →
 //! active chats (429 LimitExceeded, StartChatContact only) → fault injection → success.
 
+mod contacts;
 mod ops;
+mod resume;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +55,8 @@ struct Inner {
     idempotency_expiry: VecDeque<(Instant, Op, String)>,
     /// Source contacts that already had a persistent chat created.
     sources: HashSet<String>,
+    /// Contacts, chat sessions and the connect window (`contacts`).
+    contacts: contacts::Contacts,
     stats: Stats,
     rng: StdRng,
 }
@@ -144,6 +148,7 @@ impl Inner {
             idempotency: HashMap::new(),
             idempotency_expiry: VecDeque::new(),
             sources: HashSet::new(),
+            contacts: contacts::Contacts::new(config),
             stats: Stats::default(),
             rng,
         }
@@ -154,6 +159,16 @@ impl Inner {
     }
 
     fn prune_active(&mut self, now: Instant) {
+        // Chats nobody connected to within the connect window end early (see `contacts`).
+        for (instance, slot) in self.contacts.expire(now) {
+            if let Some(queue) = self.active.get_mut(&instance)
+                && let Some(pos) = queue.iter().position(|&end| end == slot)
+            {
+                queue.remove(pos);
+                self.active_total = self.active_total.saturating_sub(1);
+            }
+        }
+        self.stats.chats_abandoned = self.contacts.abandoned;
         let mut ended = 0u64;
         self.active.retain(|_, queue| {
             while queue.front().is_some_and(|&end| end <= now) {
@@ -226,5 +241,7 @@ impl Inner {
     }
 }
 
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ use super::{Core, Inner, Outcome, Stored};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids;
 use crate::stats::Op;
-use crate::validate::{Associate, StartChat};
+use crate::validate::{Associate, PersistentChat, StartChat};
 
 /// What fault injection decided for a call that passed the quotas.
 #[derive(Clone, Copy)]
@@ -92,7 +92,7 @@ impl Core {
                 .flatten()
                 .find_map(|c| self.check_contact(c).err());
         }
-        if let Some(e) = not_found {
+        if let Some(e) = not_found.or_else(|| self.check_duration(req)) {
             return (Outcome::Err(e), false);
         }
         if let Some(replayed) =
@@ -100,6 +100,10 @@ impl Core {
         {
             return replayed;
         }
+        let continued_from = match self.continued_from(inner, req.persistent_chat.as_ref(), now) {
+            Ok(c) => c,
+            Err(e) => return (Outcome::Err(e), false),
+        };
         if !inner.start_bucket.try_take(now) {
             let e = ApiError::new(ErrorCode::TooManyRequests, "Rate exceeded");
             return (Outcome::Err(e), false);
@@ -121,7 +125,10 @@ impl Core {
             return (failed, false);
         }
 
-        let body: Arc<str> = self.create_chat(inner, req, now).to_string().into();
+        let body: Arc<str> = self
+            .create_chat(inner, req, continued_from.as_deref(), now)
+            .to_string()
+            .into();
         self.remember(
             inner,
             op,
@@ -152,6 +159,14 @@ impl Core {
         {
             return replayed;
         }
+        let source = PersistentChat {
+            rehydration_type: req.rehydration_type.clone(),
+            source_contact_id: req.source_contact_id.clone(),
+        };
+        let continued_from = match self.continued_from(inner, Some(&source), now) {
+            Ok(c) => c.unwrap_or_else(|| req.source_contact_id.clone()),
+            Err(e) => return (Outcome::Err(e), false),
+        };
         if !inner.associate_bucket.try_take(now) {
             let e = ApiError::new(ErrorCode::Throttling, "Rate exceeded");
             return (Outcome::Err(e), false);
@@ -160,7 +175,7 @@ impl Core {
         if let Some(failed) = fault.before_create() {
             return (failed, false);
         }
-        let body: Arc<str> = json!({ "ContinuedFromContactId": req.source_contact_id })
+        let body: Arc<str> = json!({ "ContinuedFromContactId": continued_from })
             .to_string()
             .into();
         self.remember(
@@ -268,13 +283,20 @@ impl Core {
         }
     }
 
-    /// Creates the chat: capacity, counters, and the response body.
-    fn create_chat(&self, inner: &mut Inner, req: &StartChat, now: Instant) -> Value {
+    /// Creates the chat: capacity, counters, the contact record and the response body.
+    fn create_chat(
+        &self,
+        inner: &mut Inner,
+        req: &StartChat,
+        continued_from: Option<&str>,
+        now: Instant,
+    ) -> Value {
+        let ends = now + self.chat_duration;
         inner
             .active
             .entry(req.instance_id.clone())
             .or_default()
-            .push_back(now + self.chat_duration);
+            .push_back(ends);
         inner.active_total += 1;
         inner.stats.chats_created += 1;
         inner.stats.peak_active_chats = inner.stats.peak_active_chats.max(inner.active_total);
@@ -290,8 +312,8 @@ impl Core {
             "ParticipantId": ids::uuid(rng),
             "ParticipantToken": ids::token(rng, 172),
         });
-        if let Some(pc) = &req.persistent_chat {
-            body["ContinuedFromContactId"] = json!(pc.source_contact_id);
+        if let Some(from) = continued_from {
+            body["ContinuedFromContactId"] = json!(from);
         }
         let expiry = expiry_timestamp();
         if req.want_connection_credentials {
@@ -309,6 +331,7 @@ impl Core {
         if req.want_streaming {
             body["StreamingId"] = json!(ids::uuid(rng));
         }
+        self.remember_contact(inner, req, &body, continued_from, ends, now);
         body
     }
 }

@@ -140,8 +140,16 @@ async fn second_chat_for_a_source_contact_is_counted() {
     let core = Core::new(config());
     ok(core.start_chat(&chat("a", "c1")));
     ok(core.start_chat(&chat("a", "c1"))); // replay: not a duplicate
-    ok(core.start_chat(&chat("b", "c1"))); // new token, same source: duplicate
+    // New token, same source, while the first resumed chat of the session is active: refused
+    // (only ended sessions rehydrate).
+    assert_eq!(
+        code(core.start_chat(&chat("b", "c1"))),
+        ErrorCode::InvalidRequest
+    );
     ok(core.start_chat(&chat("c", "c2")));
+    // Once it ended, the same source may be resumed again: a duplicate.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    ok(core.start_chat(&chat("b", "c1")));
     let s = core.stats();
     assert_eq!((s.chats_created, s.duplicate_source_chats), (3, 1));
 }

@@ -10,6 +10,7 @@
 //! labels) so an idempotent retry can be compared with the original.
 
 mod fields;
+mod segments;
 
 use serde_json::{Map, Value};
 
@@ -53,6 +54,11 @@ pub struct StartChat {
     pub want_websocket: bool,
     pub want_connection_credentials: bool,
     pub want_streaming: bool,
+    /// Whether `ChatDurationInMinutes` was set (refused on an account without custom durations).
+    pub chat_duration: bool,
+    /// `SegmentAttributes`, `DisconnectOnCustomerExit` and `ParticipantConfiguration` as sent,
+    /// kept for `GET /_sim/contacts/{id}`.
+    pub details: Value,
     pub fingerprint: u64,
 }
 
@@ -62,6 +68,7 @@ pub struct Associate {
     pub instance_id: String,
     pub initial_contact_id: String,
     pub source_contact_id: String,
+    pub rehydration_type: String,
     pub client_token: Option<String>,
     pub fingerprint: u64,
 }
@@ -140,7 +147,7 @@ pub fn start_chat(body: &[u8]) -> Result<StartChat, ApiError> {
         check_initial_message(&msg)?;
     }
     let client_token = f.opt_str("ClientToken", 0, 500)?;
-    f.opt_int("ChatDurationInMinutes", 60, 10_080)?;
+    let chat_duration = f.opt_int("ChatDurationInMinutes", 60, 10_080)?;
     check_supported_types(&f)?;
     let persistent_chat = match f.opt_obj("PersistentChat")? {
         Some(pc) => Some(check_persistent_chat(&pc)?),
@@ -153,13 +160,13 @@ pub fn start_chat(body: &[u8]) -> Result<StartChat, ApiError> {
         ));
     }
     if let Some(seg) = f.opt_obj("SegmentAttributes")? {
-        for (key, v) in seg.map() {
-            let path = seg.path_of(key);
-            check_len(&path, key.chars().count(), 1, 128)?;
-            if !v.is_object() {
-                return Err(constraint(&path, "Member must be an object"));
-            }
-        }
+        let supported: Vec<&str> = f
+            .opt_list("SupportedMessagingContentTypes", 0, usize::MAX)?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        segments::check(seg.map(), &supported)?;
     }
     f.opt_str("CustomerId", 1, 128)?;
     f.opt_enum_list("DisconnectOnCustomerExit", 1, 1, &["AGENT"])?;
@@ -192,8 +199,25 @@ pub fn start_chat(body: &[u8]) -> Result<StartChat, ApiError> {
         want_websocket: connection_types.contains(&"WEBSOCKET"),
         want_connection_credentials: connection_types.contains(&"CONNECTION_CREDENTIALS"),
         want_streaming,
+        chat_duration: chat_duration.is_some(),
+        details: details(&value),
         fingerprint: fingerprint(&value, &[]),
     })
+}
+
+/// The members a test may want to read back from the created contact.
+fn details(body: &Value) -> Value {
+    let mut out = Map::new();
+    for key in [
+        "SegmentAttributes",
+        "DisconnectOnCustomerExit",
+        "ParticipantConfiguration",
+    ] {
+        if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 /// Parses and validates `POST /contact/persistent-contact-association/{InstanceId}/{InitialContactId}`.
@@ -211,13 +235,14 @@ pub fn associate(
     )?;
     let value = parse_body(body)?;
     let f = Fields::top(&value)?;
-    f.req_enum("RehydrationType", REHYDRATION_TYPES)?;
+    let rehydration_type = f.req_enum("RehydrationType", REHYDRATION_TYPES)?;
     let source_contact_id = f.req_str("SourceContactId", 1, 256)?;
     let client_token = f.opt_str("ClientToken", 0, 500)?;
     Ok(Associate {
         instance_id: instance_id.to_string(),
         initial_contact_id: initial_contact_id.to_string(),
         source_contact_id: source_contact_id.to_string(),
+        rehydration_type: rehydration_type.to_string(),
         client_token: client_token.map(str::to_string),
         fingerprint: fingerprint(
             &value,

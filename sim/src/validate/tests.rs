@@ -271,3 +271,110 @@ fn associate_validates_path_and_body() {
         }
     }
 }
+
+#[test]
+fn segment_attributes_accept_every_value_form() {
+    let body = with(json!({
+        "SegmentAttributes": {
+            "connect:Subtype": {"ValueString": "connect:Guide"},
+            "connect:List": {"ValueList": [{"ValueInteger": 1}, {"ValueMap": {"a": {"ValueString": ""}}}]},
+            "connect:Arn": {"ValueArn": "arn:aws:connect:us-east-1:123456789012:instance/i"},
+            "tier": {"ValueMap": {"level": {"ValueInteger": -2147483648i64}}}
+        },
+        "SupportedMessagingContentTypes": [
+            "text/plain",
+            "application/vnd.amazonaws.connect.message.interactive",
+            "application/vnd.amazonaws.connect.message.interactive.response"
+        ]
+    }));
+    assert!(start_chat(&body).is_ok());
+}
+
+#[test]
+fn segment_attributes_are_validated_as_the_model_says() {
+    let cases: Vec<(Value, ErrorCode, &str)> = vec![
+        (
+            json!({"bad key!": {"ValueString": "x"}}),
+            ErrorCode::InvalidParameter,
+            "bad key!",
+        ),
+        (
+            json!({"k".repeat(129): {"ValueString": "x"}}),
+            ErrorCode::InvalidParameter,
+            "length less than or equal to 128",
+        ),
+        (
+            json!({"t": {"ValueString": "x".repeat(1025)}}),
+            ErrorCode::InvalidParameter,
+            "SegmentAttributes.t.ValueString",
+        ),
+        (
+            json!({"t": {"ValueInteger": 2147483648i64}}),
+            ErrorCode::InvalidParameter,
+            "SegmentAttributes.t.ValueInteger",
+        ),
+        (json!({"t": {}}), ErrorCode::InvalidParameter, "exactly one"),
+        (
+            json!({"t": {"ValueString": "a", "ValueInteger": 1}}),
+            ErrorCode::InvalidParameter,
+            "exactly one",
+        ),
+        (
+            json!({"t": "x"}),
+            ErrorCode::InvalidParameter,
+            "SegmentAttributes.t",
+        ),
+        (
+            json!({"t": {"ValueList": []}}),
+            ErrorCode::InvalidRequest,
+            "system-defined",
+        ),
+        (
+            json!({"t": {"ValueArn": "arn:aws:s3:::b"}}),
+            ErrorCode::InvalidRequest,
+            "system-defined",
+        ),
+        (
+            json!({"connect:A": {"ValueArn": "not-an-arn"}}),
+            ErrorCode::InvalidRequest,
+            "valid ARN",
+        ),
+        (
+            json!({"t": {"ValueMap": {"a b": {"ValueString": "x"}}}}),
+            ErrorCode::InvalidParameter,
+            "a b",
+        ),
+        (
+            json!({"connect:Subtype": {"ValueString": "connect:Guide"}}),
+            ErrorCode::InvalidRequest,
+            "connect:Guide",
+        ),
+    ];
+    for (seg, code, needle) in cases {
+        let (c, msg) = err(&with(json!({ "SegmentAttributes": seg })));
+        assert_eq!(c, code, "{seg}: {msg}");
+        assert!(msg.contains(needle), "{seg}: {msg}");
+        assert!(!msg.contains("xxxxxxxx"), "values are never echoed: {msg}");
+    }
+}
+
+#[test]
+fn disconnect_on_customer_exit_and_response_mode_are_enums() {
+    assert!(
+        start_chat(&with(json!({"DisconnectOnCustomerExit": ["AGENT"],
+        "ParticipantConfiguration": {"ResponseMode": "COMPLETE"}})))
+        .is_ok()
+    );
+    for patch in [
+        json!({"DisconnectOnCustomerExit": []}),
+        json!({"DisconnectOnCustomerExit": ["AGENT", "AGENT"]}),
+        json!({"DisconnectOnCustomerExit": ["CUSTOMER"]}),
+        json!({"ParticipantConfiguration": {"ResponseMode": "FAST"}}),
+    ] {
+        assert_eq!(
+            err(&with(patch.clone())).0,
+            ErrorCode::InvalidParameter,
+            "{patch}"
+        );
+    }
+}

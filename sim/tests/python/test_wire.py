@@ -219,10 +219,61 @@ def test_stats_shape_and_reset(sim_factory):
             "ok", "throttled", "limit_exceeded", "invalid", "not_found", "access_denied",
             "server_error", "dropped", "idempotent_replays"}
     assert set(stats) == {"operations", "active_chats", "peak_active_chats", "chats_created",
-                          "duplicate_source_chats", "background", "timeline"}
+                          "duplicate_source_chats", "chats_abandoned", "background",
+                          "timeline"}
     assert set(stats["timeline"][0]) == {"second", "StartChatContact",
                                          "CreatePersistentContactAssociation", "background"}
     req = urllib.request.Request(sim.url + "/_sim/reset", method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 204
     assert sim.stats()["chats_created"] == 0
+
+
+def participant_client(sim):
+    cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    return boto3.client(
+        "connectparticipant", region_name="us-east-1", endpoint_url=sim.url,
+        aws_access_key_id="AKID", aws_secret_access_key="SECRET", config=cfg)
+
+
+def test_create_participant_connection_keeps_the_chat_past_its_window(sim_factory):
+    import time
+    sim = sim_factory(*ROOMY, "--connect-window-seconds", "1", "--chat-seconds", "30",
+                      "--past-session", "C1>C2>C3")
+    client = sim.client()
+    joined = start_chat(client, "C1")
+    # ENTIRE_PAST_SESSION continues from the session's most recent contact.
+    assert joined["ContinuedFromContactId"] == "C3"
+    lone = start_chat(client, "other-1")
+    out = participant_client(sim).create_participant_connection(
+        Type=["WEBSOCKET", "CONNECTION_CREDENTIALS"], ParticipantToken=joined["ParticipantToken"],
+        ConnectParticipant=True)
+    assert out["Websocket"]["Url"].startswith("wss://")
+    assert out["ConnectionCredentials"]["ConnectionToken"]
+    time.sleep(1.5)
+    stats = sim.stats()
+    assert (stats["active_chats"], stats["chats_abandoned"]) == (1, 1)
+    with pytest.raises(ClientError) as e:
+        participant_client(sim).create_participant_connection(
+            Type=["WEBSOCKET"], ParticipantToken=lone["ParticipantToken"])
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    with urllib.request.urlopen(sim.url + "/_sim/contacts/" + joined["ContactId"], timeout=5) as r:
+        contact = json.load(r)
+    assert contact["Connected"] is True and contact["InitialContactId"] == "C1"
+
+
+def test_session_rules_and_custom_durations_answer_invalid_request(sim_factory):
+    sim = sim_factory(*ROOMY, "--no-custom-chat-durations")
+    client = sim.client()
+    for source in ("active-1", "voice-1"):
+        with pytest.raises(client.exceptions.InvalidRequestException):
+            start_chat(client, source)
+    with pytest.raises(client.exceptions.InvalidRequestException) as e:
+        start_chat(client, "s-1", ChatDurationInMinutes=60)
+    assert "ChatDurationInMinutes" in e.value.response["Error"]["Message"]
+    with pytest.raises(client.exceptions.InvalidParameterException):
+        start_chat(client, "s-2", SegmentAttributes={"bad key!": {"ValueString": "x"}})
+    with pytest.raises(client.exceptions.InvalidRequestException):
+        start_chat(client, "s-3", SegmentAttributes={
+            "connect:Subtype": {"ValueString": "connect:Guide"}})

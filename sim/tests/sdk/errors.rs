@@ -151,11 +151,12 @@ async fn rate_quota_answers_too_many_requests_and_throttling() {
     assert_eq!(e.code(), Some("TooManyRequestsException"));
     assert!(e.message().is_some_and(|m| !m.is_empty()));
 
-    associate(&c, "i1", "s1")
+    // Other sources: the session of s1 has an active chat now and would be refused.
+    associate(&c, "i1", "s3")
         .send()
         .await
         .expect("within burst");
-    let e = associate(&c, "i2", "s2")
+    let e = associate(&c, "i2", "s4")
         .send()
         .await
         .expect_err("429")
