@@ -39,7 +39,7 @@
 //! - `drain_ratio`: (finite backlog) our drain time / the time its jobs need at the ceiling alone.
 //!
 //! `CAPACITY_SEEDS=a-b` overrides the seeds, `CAPACITY_TRACE=seed` prints a timeline of that
-//! seed, `CAPACITY_SETTINGS=share,step,escalation` overrides the machine's settings (tuning).
+//! seed, `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -71,6 +71,10 @@ struct Scenario {
     ceiling: CeilingSpec,
     #[serde(default)]
     inconclusive_fraction: f64,
+    /// Also measure over `[warmup_s, end]`: the steady state, without the search for the
+    /// first free slot.
+    #[serde(default)]
+    warmup_s: Option<f64>,
     instances: Vec<InstanceSpec>,
 }
 
@@ -158,6 +162,10 @@ struct Expect {
     drain_ratio: Option<Bounds>,
     #[serde(default)]
     calls: Option<Bounds>,
+    #[serde(default)]
+    goodput_after_warmup: Option<Bounds>,
+    #[serde(default)]
+    limit_exceeded_after_warmup: Option<Bounds>,
 }
 
 /// splitmix64.
@@ -293,6 +301,8 @@ struct Inst {
     others_area: f64,
     area_at: u64,
     wake_at: Option<u64>,
+    /// (started, calls, refused) at the warm-up's end.
+    at_warmup: Option<(u64, u64, u64)>,
 }
 
 impl Inst {
@@ -303,6 +313,12 @@ impl Inst {
             self.ours_area += dt * f64::from(self.ours);
             self.others_area += dt * f64::from(self.others);
             self.area_at = to;
+        }
+    }
+
+    fn snapshot(&mut self, now: u64, warmup: Option<u64>) {
+        if warmup.is_some_and(|w| now >= w) && self.at_warmup.is_none() {
+            self.at_warmup = Some((self.started, self.calls, self.refused));
         }
     }
 
@@ -350,6 +366,7 @@ fn new_insts(s: &Scenario, seed: u64) -> Vec<Inst> {
             others_area: 0.0,
             area_at: 0,
             wake_at: None,
+            at_warmup: None,
         })
         .collect()
 }
@@ -405,6 +422,8 @@ struct InstResult {
     /// Drain time (s) for a finite backlog.
     drain_s: Option<f64>,
     utilization: f64,
+    /// (started, calls, refused) after the warm-up.
+    after: Option<(u64, u64, u64)>,
 }
 
 fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
@@ -413,6 +432,9 @@ fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
         .zip(&s.instances)
         .map(|(inst, spec)| {
             inst.advance(end, end);
+            let after = inst
+                .at_warmup
+                .map(|(a, b, c)| (inst.started - a, inst.calls - b, inst.refused - c));
             let free = f64::from(spec.max_chats) * end as f64 - inst.others_area;
             InstResult {
                 started: inst.started,
@@ -424,6 +446,7 @@ fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
                 } else {
                     0.0
                 },
+                after,
             }
         })
         .collect()
@@ -432,6 +455,7 @@ fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
 /// The ideal starter: sees every chat end, starts the moment a slot and a token are free.
 fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstResult> {
     let end = ns(s.duration_s);
+    let warmup = s.warmup_s.map(ns);
     let mut insts = new_insts(s, seed);
     let mut q = Queue {
         heap: BinaryHeap::new(),
@@ -453,6 +477,7 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
         }
         for inst in insts.iter_mut() {
             inst.advance(now, end);
+            inst.snapshot(now, warmup);
         }
         match e {
             Event::End { i, ours } => {
@@ -501,8 +526,9 @@ fn settings() -> CapacitySettings {
     let mut s = CapacitySettings::default();
     if let Ok(v) = std::env::var("CAPACITY_SETTINGS") {
         let f: Vec<f64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-        if let [share, step, escalation] = f[..] {
+        if let [share, varied, step, escalation] = f[..] {
             s.limit_exceeded_share = share;
+            s.varied_limit_exceeded_share = varied;
             s.step = step;
             s.escalation = escalation;
         }
@@ -517,6 +543,7 @@ const INCONCLUSIVE_ANSWER: u8 = 2;
 /// Our worker, one capacity machine per instance.
 fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) -> Vec<InstResult> {
     let end = ns(s.duration_s);
+    let warmup = s.warmup_s.map(ns);
     let base = Instant::now();
     let at = |t: u64| base + Duration::from_nanos(t);
     let mut insts = new_insts(s, seed);
@@ -550,6 +577,7 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
         }
         for inst in insts.iter_mut() {
             inst.advance(now, end);
+            inst.snapshot(now, warmup);
         }
         while trace && now >= next_trace {
             let row: Vec<String> = insts
@@ -691,6 +719,8 @@ struct Row {
     ideal_utilization: f64,
     limit_exceeded: f64,
     drain_ratio: Option<f64>,
+    goodput_after: Option<f64>,
+    limit_exceeded_after: Option<f64>,
     started: u64,
     ideal_started: u64,
     calls: u64,
@@ -727,6 +757,13 @@ fn run_seed(s: &Scenario, seed: u64, trace: bool) -> Vec<Row> {
                 drain_ratio: spec
                     .jobs
                     .map(|j| o.drain_s.unwrap_or(f64::INFINITY) / (j as f64 / s.ceiling.rate)),
+                goodput_after: match (o.after, i.after) {
+                    (Some(oa), Some(ia)) if spec.others.is_empty() => {
+                        Some(oa.0 as f64 / (ia.0 as f64).max(1.0))
+                    }
+                    _ => None,
+                },
+                limit_exceeded_after: o.after.map(|a| a.2 as f64 / (a.1 as f64).max(1.0)),
                 started: o.started,
                 ideal_started: i.started,
                 calls: o.calls,
@@ -784,13 +821,19 @@ fn run_file(name: &str) {
     for (i, spec) in s.instances.iter().enumerate() {
         let col = |f: &dyn Fn(&Row) -> f64| -> Vec<f64> { rows.iter().map(|r| f(&r[i])).collect() };
         println!(
-            "  instance {} | seed | goodput | utilization (ideal) | LimitExceeded | calls | started (ideal) | drain ratio",
+            "  instance {} | seed | goodput | utilization (ideal) | LimitExceeded (count) | calls | \
+             started (ideal) | drain ratio | after warm-up: goodput, LimitExceeded |",
             spec.name
         );
+        let opt = |v: Option<f64>, pct: bool| match v {
+            Some(x) if pct => format!("{:.1} %", 100.0 * x),
+            Some(x) => format!("{x:.3}"),
+            None => "-".to_string(),
+        };
         for (seed, r) in seeds.iter().zip(&rows) {
             let r = &r[i];
             println!(
-                "  | {seed} | {:.3} | {:.3} ({:.3}) | {:.1} % ({}) | {} | {} ({}) | {} |",
+                "  | {seed} | {:.3} | {:.3} ({:.3}) | {:.1} % ({}) | {} | {} ({}) | {} | {}, {} |",
                 r.goodput,
                 r.utilization,
                 r.ideal_utilization,
@@ -799,56 +842,55 @@ fn run_file(name: &str) {
                 r.calls,
                 r.started,
                 r.ideal_started,
-                r.drain_ratio.map_or("-".to_string(), |d| format!("{d:.2}")),
+                opt(r.drain_ratio, false),
+                opt(r.goodput_after, false),
+                opt(r.limit_exceeded_after, true),
             );
         }
-        let goodput = col(&|r| r.goodput);
-        let utilization = col(&|r| r.utilization);
-        let limit = col(&|r| r.limit_exceeded);
-        let drain = col(&|r| r.drain_ratio.unwrap_or(f64::NAN));
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        println!(
-            "  | mean | {:.3} | {:.3} | {:.1} % | | | {} |",
-            mean(&goodput),
-            mean(&utilization),
-            100.0 * mean(&limit),
-            if spec.jobs.is_some() {
-                format!("{:.2}", mean(&drain))
-            } else {
-                "-".to_string()
-            }
-        );
-        let label = |m: &str| format!("{name}/{}: {m}", spec.name);
-        check(
-            &label("goodput"),
-            &spec.expect.goodput,
-            &goodput,
-            &mut failures,
-        );
-        check(
-            &label("utilization"),
-            &spec.expect.utilization,
-            &utilization,
-            &mut failures,
-        );
-        check(
-            &label("limit_exceeded"),
-            &spec.expect.limit_exceeded,
-            &limit,
-            &mut failures,
-        );
-        check(
-            &label("calls"),
-            &spec.expect.calls,
-            &col(&|r| r.calls as f64),
-            &mut failures,
-        );
-        check(
-            &label("drain_ratio"),
-            &spec.expect.drain_ratio,
-            &drain,
-            &mut failures,
-        );
+        let metrics: [(&str, &Option<Bounds>, Vec<f64>); 7] = [
+            ("goodput", &spec.expect.goodput, col(&|r| r.goodput)),
+            (
+                "utilization",
+                &spec.expect.utilization,
+                col(&|r| r.utilization),
+            ),
+            (
+                "limit_exceeded",
+                &spec.expect.limit_exceeded,
+                col(&|r| r.limit_exceeded),
+            ),
+            ("calls", &spec.expect.calls, col(&|r| r.calls as f64)),
+            (
+                "drain_ratio",
+                &spec.expect.drain_ratio,
+                col(&|r| r.drain_ratio.unwrap_or(f64::NAN)),
+            ),
+            (
+                "goodput_after_warmup",
+                &spec.expect.goodput_after_warmup,
+                col(&|r| r.goodput_after.unwrap_or(f64::NAN)),
+            ),
+            (
+                "limit_exceeded_after_warmup",
+                &spec.expect.limit_exceeded_after_warmup,
+                col(&|r| r.limit_exceeded_after.unwrap_or(f64::NAN)),
+            ),
+        ];
+        let means: Vec<String> = metrics
+            .iter()
+            .filter(|(_, _, v)| v.iter().all(|x| x.is_finite()))
+            .map(|(label, _, v)| format!("{label} {:.4}", mean(v)))
+            .collect();
+        println!("  mean: {}", means.join(", "));
+        for (label, bounds, values) in &metrics {
+            check(
+                &format!("{name}/{}: {label}", spec.name),
+                bounds,
+                values,
+                &mut failures,
+            );
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
