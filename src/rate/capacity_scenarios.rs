@@ -37,12 +37,14 @@
 //! - `utilization`: our chat-seconds / the capacity others left free (∫ (max − others) dt).
 //! - `limit_exceeded`: refused calls / our calls.
 //! - `drain_ratio`: (finite backlog) our drain time / the time its jobs need at the ceiling alone.
+//! - `excess_wait_s`: (with `arrivals`) how much longer our jobs wait for their chat on average
+//!   than the ideal starter's (from arrival to the answer of the start that succeeded).
 //!
 //! `CAPACITY_SEEDS=a-b` overrides the seeds, `CAPACITY_TRACE=seed` prints a timeline of that
 //! seed, `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,10 +100,29 @@ struct InstanceSpec {
     /// Start jobs for this instance; none = an endless backlog.
     #[serde(default)]
     jobs: Option<u64>,
+    /// Further jobs arriving while the run goes (then `jobs`, default 0, are there at the start).
+    #[serde(default)]
+    arrivals: Option<JobArrivals>,
     #[serde(default)]
     others: Vec<OtherSpec>,
     #[serde(default)]
     expect: Expect,
+}
+
+/// Jobs arriving in batches of `batch`, the batches a Poisson process of `rate / batch` per
+/// second (`regular`: every `batch / rate` seconds instead).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobArrivals {
+    rate: f64,
+    #[serde(default = "one")]
+    batch: u64,
+    #[serde(default)]
+    regular: bool,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -162,6 +183,8 @@ struct Expect {
     drain_ratio: Option<Bounds>,
     #[serde(default)]
     calls: Option<Bounds>,
+    #[serde(default)]
+    excess_wait_s: Option<Bounds>,
     #[serde(default)]
     goodput_after_warmup: Option<Bounds>,
     #[serde(default)]
@@ -235,19 +258,83 @@ const OUR_LIFETIMES: u64 = 1;
 const LATENCY: u64 = 2;
 const INCONCLUSIVE: u64 = 3;
 const OTHERS: u64 = 100;
+const JOBS: u64 = 200;
+
+/// Arrival times (ns) of job batches on each instance.
+fn job_arrivals(s: &Scenario, seed: u64) -> Vec<Vec<u64>> {
+    s.instances
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let Some(a) = &spec.arrivals else {
+                return Vec::new();
+            };
+            let mut rng = Rng::new(seed, JOBS + i as u64);
+            let every = a.batch.max(1) as f64 / a.rate.max(1e-9);
+            let mut out = Vec::new();
+            let mut t = if a.regular {
+                every
+            } else {
+                rng.exponential(1.0 / every)
+            };
+            while t < s.duration_s {
+                out.push(ns(t));
+                t += if a.regular {
+                    every
+                } else {
+                    rng.exponential(1.0 / every)
+                };
+            }
+            out
+        })
+        .collect()
+}
+
+/// Queues the first batch of jobs of each instance.
+fn seed_jobs(q: &mut Queue, jobs: &[Vec<u64>]) {
+    for (i, j) in jobs.iter().enumerate() {
+        if let Some(&t) = j.first() {
+            q.push(t, Event::Jobs { i, n: 0 });
+        }
+    }
+}
+
+/// A batch of jobs arrived: add it, queue the next.
+fn jobs_arrive(
+    s: &Scenario,
+    insts: &mut [Inst],
+    jobs: &[Vec<u64>],
+    q: &mut Queue,
+    i: usize,
+    n: usize,
+) {
+    let batch = s.instances[i].arrivals.as_ref().map_or(0, |a| a.batch);
+    if let Some(p) = insts[i].pending.as_mut() {
+        *p += batch;
+    }
+    let at = jobs[i][n];
+    insts[i]
+        .waiting
+        .extend(std::iter::repeat_n(at, batch as usize));
+    if let Some(&t) = jobs[i].get(n + 1) {
+        q.push(t, Event::Jobs { i, n: n + 1 });
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
     /// Try to start jobs.
     Wake,
     /// One of our calls reaches instance `i`; its answer takes `back` ns more.
-    Arrive { i: usize, back: u64 },
+    Arrive { i: usize, back: u64, since: u64 },
     /// The answer of one of our calls comes back.
-    Answer { i: usize, outcome: u8 },
+    Answer { i: usize, outcome: u8, since: u64 },
     /// A chat ends.
     End { i: usize, ours: bool },
     /// Another caller's start reaches instance `i` (index into its arrivals).
     Other { i: usize, n: usize },
+    /// The n-th batch of jobs for instance `i` arrives.
+    Jobs { i: usize, n: usize },
 }
 
 struct Queue {
@@ -303,6 +390,11 @@ struct Inst {
     wake_at: Option<u64>,
     /// (started, calls, refused) at the warm-up's end.
     at_warmup: Option<(u64, u64, u64)>,
+    /// Arrival times of the pending jobs (with `arrivals`), oldest first, and the waits of
+    /// the jobs whose chat started.
+    waiting: VecDeque<u64>,
+    wait_sum: f64,
+    wait_n: u64,
 }
 
 impl Inst {
@@ -356,17 +448,31 @@ fn new_insts(s: &Scenario, seed: u64) -> Vec<Inst> {
             max: spec.max_chats,
             ours: 0,
             others: 0,
-            pending: spec.jobs,
+            pending: if spec.arrivals.is_some() {
+                Some(spec.jobs.unwrap_or(0))
+            } else {
+                spec.jobs
+            },
             started: 0,
             calls: 0,
             refused: 0,
-            done_at: spec.jobs.filter(|&j| j == 0).map(|_| 0),
+            done_at: spec
+                .jobs
+                .filter(|&j| j == 0 && spec.arrivals.is_none())
+                .map(|_| 0),
             lifetimes: Rng::new(seed, OUR_LIFETIMES + 1000 * i as u64),
             ours_area: 0.0,
             others_area: 0.0,
             area_at: 0,
             wake_at: None,
             at_warmup: None,
+            waiting: if spec.arrivals.is_some() {
+                vec![0; spec.jobs.unwrap_or(0) as usize].into()
+            } else {
+                VecDeque::new()
+            },
+            wait_sum: 0.0,
+            wait_n: 0,
         })
         .collect()
 }
@@ -375,10 +481,18 @@ fn has_job(inst: &Inst) -> bool {
     inst.pending.is_none_or(|p| p > 0)
 }
 
-fn take_job(inst: &mut Inst) {
+/// Takes the oldest job; returns when it arrived.
+fn take_job(inst: &mut Inst) -> u64 {
     if let Some(p) = inst.pending.as_mut() {
         *p -= 1;
     }
+    inst.waiting.pop_front().unwrap_or(0)
+}
+
+/// A job that arrived at `since` got its chat at `now`.
+fn job_done(inst: &mut Inst, since: u64, now: u64) {
+    inst.wait_sum += now.saturating_sub(since) as f64 / NS;
+    inst.wait_n += 1;
 }
 
 fn start_chat(inst: &mut Inst, spec: &InstanceSpec, now: u64, q: &mut Queue, i: usize) {
@@ -386,7 +500,11 @@ fn start_chat(inst: &mut Inst, spec: &InstanceSpec, now: u64, q: &mut Queue, i: 
     inst.started += 1;
     let l = inst.lifetimes.lifetime(&spec.lifetime);
     q.push(now + ns(l), Event::End { i, ours: true });
-    if spec.jobs.is_some() && inst.pending == Some(0) && inst.done_at.is_none() {
+    if spec.jobs.is_some()
+        && spec.arrivals.is_none()
+        && inst.pending == Some(0)
+        && inst.done_at.is_none()
+    {
         inst.done_at = Some(now);
     }
 }
@@ -424,6 +542,8 @@ struct InstResult {
     utilization: f64,
     /// (started, calls, refused) after the warm-up.
     after: Option<(u64, u64, u64)>,
+    /// Mean wait of a job for its chat (s), with `arrivals`.
+    wait_s: Option<f64>,
 }
 
 fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
@@ -447,13 +567,20 @@ fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
                     0.0
                 },
                 after,
+                wait_s: (spec.arrivals.is_some() && inst.wait_n > 0)
+                    .then(|| inst.wait_sum / inst.wait_n as f64),
             }
         })
         .collect()
 }
 
 /// The ideal starter: sees every chat end, starts the moment a slot and a token are free.
-fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstResult> {
+fn run_ideal(
+    s: &Scenario,
+    seed: u64,
+    arrivals: &[Vec<(u64, f64)>],
+    jobs: &[Vec<u64>],
+) -> Vec<InstResult> {
     let end = ns(s.duration_s);
     let warmup = s.warmup_s.map(ns);
     let mut insts = new_insts(s, seed);
@@ -468,6 +595,7 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
         burst: s.ceiling.burst,
     };
     seed_others(&mut q, &mut insts, arrivals);
+    seed_jobs(&mut q, jobs);
     q.push(0, Event::Wake);
     let mut rr = 0usize;
     let mut token_wake = false;
@@ -494,6 +622,7 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
                 }
             }
             Event::Wake => token_wake = false,
+            Event::Jobs { i, n } => jobs_arrive(s, &mut insts, jobs, &mut q, i, n),
             Event::Arrive { .. } | Event::Answer { .. } => {}
         }
         // Start wherever a slot is free, one instance after the other, while tokens last.
@@ -513,7 +642,8 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
                 break;
             }
             ceiling.level -= 1.0;
-            take_job(&mut insts[k]);
+            let since = take_job(&mut insts[k]);
+            job_done(&mut insts[k], since, now);
             insts[k].calls += 1;
             start_chat(&mut insts[k], &s.instances[k], now, &mut q, k);
             rr = (k + 1) % n;
@@ -541,7 +671,13 @@ const REFUSED: u8 = 1;
 const INCONCLUSIVE_ANSWER: u8 = 2;
 
 /// Our worker, one capacity machine per instance.
-fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) -> Vec<InstResult> {
+fn run_ours(
+    s: &Scenario,
+    seed: u64,
+    arrivals: &[Vec<(u64, f64)>],
+    jobs: &[Vec<u64>],
+    trace: bool,
+) -> Vec<InstResult> {
     let end = ns(s.duration_s);
     let warmup = s.warmup_s.map(ns);
     let base = Instant::now();
@@ -565,6 +701,7 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
     let mut latency = Rng::new(seed, LATENCY);
     let mut fails = Rng::new(seed, INCONCLUSIVE);
     seed_others(&mut q, &mut insts, arrivals);
+    seed_jobs(&mut q, jobs);
     q.push(0, Event::Wake);
     let mut rr = 0usize;
     let mut token_wake: Option<u64> = None;
@@ -617,17 +754,18 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
                 }
                 continue;
             }
-            Event::Arrive { i, back } => {
+            Event::Jobs { i, n } => jobs_arrive(s, &mut insts, jobs, &mut q, i, n),
+            Event::Arrive { i, back, since } => {
                 let outcome = if insts[i].free() {
                     start_chat(&mut insts[i], &s.instances[i], now, &mut q, i);
                     STARTED
                 } else {
                     REFUSED
                 };
-                q.push(now + back, Event::Answer { i, outcome });
+                q.push(now + back, Event::Answer { i, outcome, since });
                 continue;
             }
-            Event::Answer { i, outcome } => {
+            Event::Answer { i, outcome, since } => {
                 let o = match outcome {
                     STARTED => CapacityOutcome::Started,
                     REFUSED => CapacityOutcome::LimitExceeded,
@@ -638,10 +776,16 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
                 if outcome == REFUSED {
                     insts[i].refused += 1;
                 }
-                if outcome != STARTED
-                    && let Some(p) = insts[i].pending.as_mut()
-                {
-                    *p += 1;
+                if outcome == STARTED {
+                    job_done(&mut insts[i], since, now);
+                } else {
+                    // The job goes back to the head of the queue, its arrival time kept.
+                    if let Some(p) = insts[i].pending.as_mut() {
+                        *p += 1;
+                    }
+                    if s.instances[i].arrivals.is_some() {
+                        insts[i].waiting.push_front(since);
+                    }
                 }
             }
             Event::Wake => {
@@ -677,7 +821,7 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
                 CapacityAdmit::Go => {
                     idle = 0;
                     ceiling.level -= 1.0;
-                    take_job(&mut insts[k]);
+                    let since = take_job(&mut insts[k]);
                     insts[k].calls += 1;
                     let [lo, hi] = s.latency_ms;
                     let trip = ns((lo + (hi - lo) * latency.next_f64()) / 1000.0);
@@ -688,6 +832,7 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
                             Event::Answer {
                                 i: k,
                                 outcome: INCONCLUSIVE_ANSWER,
+                                since,
                             },
                         );
                     } else {
@@ -696,6 +841,7 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
                             Event::Arrive {
                                 i: k,
                                 back: trip - there,
+                                since,
                             },
                         );
                     }
@@ -721,6 +867,8 @@ struct Row {
     drain_ratio: Option<f64>,
     goodput_after: Option<f64>,
     limit_exceeded_after: Option<f64>,
+    /// Our jobs' mean wait for their chat minus the ideal starter's (s), with `arrivals`.
+    excess_wait_s: Option<f64>,
     started: u64,
     ideal_started: u64,
     calls: u64,
@@ -734,13 +882,15 @@ fn run_seed(s: &Scenario, seed: u64, trace: bool) -> Vec<Row> {
         .enumerate()
         .map(|(i, spec)| other_arrivals(spec, seed, i, s.duration_s))
         .collect();
-    let ideal = run_ideal(s, seed, &arrivals);
-    let ours = run_ours(s, seed, &arrivals, trace);
+    let jobs = job_arrivals(s, seed);
+    let ideal = run_ideal(s, seed, &arrivals, &jobs);
+    let ours = run_ours(s, seed, &arrivals, &jobs, trace);
     ours.iter()
         .zip(&ideal)
         .zip(&s.instances)
         .map(|((o, i), spec)| {
-            let goodput = match (spec.jobs, o.drain_s, i.drain_s) {
+            let finite = spec.jobs.filter(|_| spec.arrivals.is_none());
+            let goodput = match (finite, o.drain_s, i.drain_s) {
                 (Some(_), Some(d), Some(di)) => di / d.max(1e-9),
                 (Some(_), None, _) => 0.0,
                 // Another caller's chats are refused when ours fill the instance, so a starter
@@ -754,8 +904,7 @@ fn run_seed(s: &Scenario, seed: u64, trace: bool) -> Vec<Row> {
                 utilization: o.utilization,
                 ideal_utilization: i.utilization,
                 limit_exceeded: o.refused as f64 / (o.calls as f64).max(1.0),
-                drain_ratio: spec
-                    .jobs
+                drain_ratio: finite
                     .map(|j| o.drain_s.unwrap_or(f64::INFINITY) / (j as f64 / s.ceiling.rate)),
                 goodput_after: match (o.after, i.after) {
                     (Some(oa), Some(ia)) if spec.others.is_empty() => {
@@ -763,6 +912,7 @@ fn run_seed(s: &Scenario, seed: u64, trace: bool) -> Vec<Row> {
                     }
                     _ => None,
                 },
+                excess_wait_s: o.wait_s.zip(i.wait_s).map(|(o, i)| o - i),
                 limit_exceeded_after: o.after.map(|a| a.2 as f64 / (a.1 as f64).max(1.0)),
                 started: o.started,
                 ideal_started: i.started,
@@ -822,7 +972,7 @@ fn run_file(name: &str) {
         let col = |f: &dyn Fn(&Row) -> f64| -> Vec<f64> { rows.iter().map(|r| f(&r[i])).collect() };
         println!(
             "  instance {} | seed | goodput | utilization (ideal) | LimitExceeded (count) | calls | \
-             started (ideal) | drain ratio | after warm-up: goodput, LimitExceeded |",
+             started (ideal) | drain ratio | after warm-up: goodput, LimitExceeded | excess wait |",
             spec.name
         );
         let opt = |v: Option<f64>, pct: bool| match v {
@@ -833,7 +983,7 @@ fn run_file(name: &str) {
         for (seed, r) in seeds.iter().zip(&rows) {
             let r = &r[i];
             println!(
-                "  | {seed} | {:.3} | {:.3} ({:.3}) | {:.1} % ({}) | {} | {} ({}) | {} | {}, {} |",
+                "  | {seed} | {:.3} | {:.3} ({:.3}) | {:.1} % ({}) | {} | {} ({}) | {} | {}, {} | {} |",
                 r.goodput,
                 r.utilization,
                 r.ideal_utilization,
@@ -845,10 +995,16 @@ fn run_file(name: &str) {
                 opt(r.drain_ratio, false),
                 opt(r.goodput_after, false),
                 opt(r.limit_exceeded_after, true),
+                opt(r.excess_wait_s, false),
             );
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let metrics: [(&str, &Option<Bounds>, Vec<f64>); 7] = [
+        let metrics: [(&str, &Option<Bounds>, Vec<f64>); 8] = [
+            (
+                "excess_wait_s",
+                &spec.expect.excess_wait_s,
+                col(&|r| r.excess_wait_s.unwrap_or(f64::NAN)),
+            ),
             ("goodput", &spec.expect.goodput, col(&|r| r.goodput)),
             (
                 "utilization",
@@ -915,4 +1071,7 @@ scenarios!(
     others_half,
     others_come_and_go,
     two_instances_one_full,
+    batches_fixed_5s,
+    arrivals_lognormal_60s,
+    inconclusive_lognormal_60s,
 );
