@@ -15,34 +15,51 @@
 //!
 //! - **Equilibrium.** Each `Started` raises `log r` by `a` (`step`); each `LimitExceeded` lowers
 //!   it by `a·k`. The drift is zero when `LimitExceeded` is `1/(1+k)` of the answers, whatever
-//!   the lifetimes: `k` comes from the refusal budget (`limit_exceeded_share`), not from a fit.
-//!   A pace a little above the departure rate is what that share costs; a pace below it would
-//!   leave freed capacity idle.
+//!   the lifetimes: `k` comes from the issue's refusal budget, not from a fit. A pace a little
+//!   above the departure rate is what that share costs; a pace below it leaves freed capacity
+//!   idle. Every mechanism below keeps this accounting: each refused call keeps its `a·k`, each
+//!   start its `a`, and what they cut or raise beyond that is partly given back.
 //! - **One piece of evidence per refusal.** A `LimitExceeded` for a call that was already in
-//!   flight when an earlier one came back (answers come back roughly in send order, so the
-//!   next `in_flight` answers) says the same thing again: it empties the bucket but does not cut.
-//! - **Consecutive refusals back off faster.** The n-th `LimitExceeded` without a `Started`
-//!   between cuts `a·k·escalation^(n−1)`, at most halving `r` (`max_cut`): the gap between
-//!   probes grows geometrically while the instance stays full (others hold it, or our chats are
-//!   long and none has ended yet), so finding the first free slot after a time `T` costs
-//!   `O(log T)` refused calls. This is the old gate's probe cooldown, merged into the pacer.
-//! - **The run's top is remembered.** A `Started` that ends such a run (two or more refusals)
-//!   moves `log r` halfway back to the rate the run began at (a bisection between a rate known
-//!   to be too high and one at which a slot was found), instead of climbing from the bottom
-//!   by `a` per start.
-//! - **Long runs of successes climb faster.** The n-th consecutive `Started` raises `log r` by
+//!   flight when a refusal came back (answers come back roughly in send order: the next
+//!   `in_flight` answers) says the same thing again: it neither escalates nor empties the bucket
+//!   again. It keeps its `a·k` (the budget is of calls), but all of them together cut at most
+//!   by `max_cut` (a burst of calls in flight must not crash the pace).
+//! - **Consecutive refusals back off faster.** The n-th counted `LimitExceeded` without a
+//!   `Started` between cuts `a·k·escalation^(n−1)`, at most halving `r` (`max_cut`): while the
+//!   instance stays full (others hold it, or none of our long chats has ended yet) the gap
+//!   between probes doubles, so finding the first free slot after a time `T` costs `O(log T)`
+//!   refused calls. This is the old gate's probe cooldown, merged into the pacer.
+//! - **Bisection back.** The `Started` that ends such a run gives back half of what the run
+//!   cut beyond the `a·k` of each of its refusals (half way between the rate the run began at,
+//!   known too high, and the one at which a slot was found). But after a long run (the pace
+//!   fell to a quarter or less) with none of the instance's chats ours (no start of ours since
+//!   the machine last opened), the slot that freed is another caller's and how many more did
+//!   is unknown, perhaps all: the machine opens, and the next refusal is a first one.
+//! - **Long runs of starts climb faster.** The n-th consecutive `Started` raises `log r` by
 //!   `a·escalation^((n − 2k)/k)` once `n > 2k`: in equilibrium a run averages `k`, so a much
-//!   longer one means capacity freed (another caller left) and the pace should find it in a few
-//!   runs' time, not at `a` per start.
+//!   longer one means capacity freed (another caller left). The refusal that ends such a run
+//!   gives back half of the climb beyond the `a` of each start. A start raises the pace only if
+//!   the pace held it back (less than one start saved up in the bucket): a start that did not
+//!   wait says nothing about a faster pace.
 //! - **The first cut.** At the first `LimitExceeded` after an open period `r` starts from our
 //!   own start rate just before it (the last `rate_window` starts): that is what filled the
-//!   instance, far above the departure rate when chats are long, and the consecutive-refusal
-//!   backoff brings it down in a few probes.
+//!   instance, far above the departure rate when chats are long; the backoff brings it down.
+//! - **Retry at once after a first refusal, while that works.** When the last start fitted and
+//!   this one did not, the pace is about right and this call came a little before a chat
+//!   ended. If chat ends follow our own starts (lifetimes alike), that end comes within the
+//!   jitter of the call: the refused call's token goes back, so one start goes as soon as the
+//!   answer is in, and its answer is the same evidence as the refusal. Without it every later
+//!   start would stay one pace gap behind the chat ends it replaces (a slot idle all the time:
+//!   5 % of a 20-chat instance). When lifetimes vary the retry mostly finds the instance still
+//!   full, so retries go on only while at least half of the recent ones (`retry_memory`)
+//!   started a chat, and one in `retry_memory` otherwise. The same observation picks the
+//!   budget: the issue allows 5 % refusals with fixed lifetimes and 10 % with varied ones
+//!   (`limit_exceeded_share`, `varied_limit_exceeded_share`).
 //! - **Burst.** Tokens not used (no job to start) accumulate up to `burst`: capacity that freed
-//!   during an idle period stays free, so the starts it allows may go at once. A refusal empties
-//!   the bucket (the instance is full now). `burst` is the count of our starts the instance held
-//!   when it was found full (the starts of the open period before it): more of our chats than
-//!   that cannot have ended, which is all the machine can know.
+//!   during an idle period stays free, so the starts it allows may go at once. A counted refusal
+//!   empties the bucket (the instance is full now). `burst` is the count of our starts the
+//!   instance took in the open period before it was found full: more of our chats than that
+//!   cannot have ended, which is all the machine can know.
 //! - **Back to open.** The machine cannot see chats end, but it can see its pace stop binding:
 //!   when the bucket overflows by a whole `burst` (tokens offered and never used, with no
 //!   refusal), as many of our chats as it held have had time to end and the caller did not even
@@ -94,9 +111,10 @@ pub struct CapacitySettings {
     /// Start rate assumed when the very first answer is a refusal (nothing measured): 1/s, the
     /// probe cadence of the old gate; the backoff halves it per refusal.
     pub unknown_rate: f64,
-    /// Lowest pace: one start per 10 minutes, a sixth of the longest chats' hour (capacity that
-    /// frees while everything is held by others is found at most that late; the cost is six
-    /// refused calls an hour).
+    /// Lowest pace: one start per 5 minutes. It must stay below the slowest departure rate to
+    /// serve, 20 chats of an hour (one per 3 minutes), or the pace could not settle there;
+    /// capacity that frees while everything is held by others is found at most that late, and
+    /// the cost is 12 refused calls an hour.
     pub min_rate: f64,
     /// Highest pace: 1,000/s, far above any StartChatContact quota (keeps `r` finite; in
     /// practice the pace stops binding and the machine opens long before).
@@ -119,7 +137,7 @@ impl Default for CapacitySettings {
             max_cut: std::f64::consts::LN_2,
             rate_window: 20,
             unknown_rate: 1.0,
-            min_rate: 1.0 / 600.0,
+            min_rate: 1.0 / 300.0,
             max_rate: 1_000.0,
             min_burst: 1.0,
             retry_memory: 8.0,
@@ -178,6 +196,8 @@ pub struct InstanceCapacity {
     in_flight: u32,
     /// Answers still to come for calls that were in flight at the last counted refusal.
     stale: u32,
+    /// How much more the `stale` refusals may cut, together.
+    stale_cut_left: f64,
     /// The retry after a first refusal is the last of the `stale` answers.
     retry_pending: bool,
     /// Running share of such retries that started a chat, and first refusals since the last.
@@ -192,7 +212,8 @@ pub struct InstanceCapacity {
     run_bottom: f64,
     /// Consecutive `Started` since the last counted refusal.
     success_run: u32,
-    /// Times of the last starts of the open period (for the first cut) and their count.
+    /// Times of the last starts of the open period (for the first cut), and the count of
+    /// starts since the machine last opened (in the open period and after).
     open_starts: VecDeque<Instant>,
     open_count: u32,
 }
@@ -210,6 +231,7 @@ impl InstanceCapacity {
             unused: 0.0,
             in_flight: 0,
             stale: 0,
+            stale_cut_left: 0.0,
             retry_pending: false,
             retry_score: 1.0,
             retries_skipped: 0.0,
@@ -263,18 +285,20 @@ impl InstanceCapacity {
             self.refill(now);
         }
         match (self.phase, outcome) {
-            (Phase::Open, CapacityOutcome::Started) => {
-                self.open_count = self.open_count.saturating_add(1);
-                self.open_starts.push_back(now);
-                while self.open_starts.len() > self.settings.rate_window.max(1) {
-                    self.open_starts.pop_front();
-                }
-            }
+            (Phase::Open, CapacityOutcome::Started) => self.report_open_start(now),
             (Phase::Open, CapacityOutcome::LimitExceeded) => self.limit_found(now),
             (Phase::Open, CapacityOutcome::Inconclusive) => {}
-            (Phase::Limited, CapacityOutcome::Started) => self.started(),
-            // A refusal of a call already in flight at the last counted one: known already.
-            (Phase::Limited, CapacityOutcome::LimitExceeded) if stale => {}
+            (Phase::Limited, CapacityOutcome::Started) => self.started(now),
+            // A refusal of a call already in flight at the last counted one: the same evidence,
+            // so it neither escalates nor empties the bucket again, but the budget is of calls,
+            // so it keeps its own cut `a·k` in the equilibrium.
+            (Phase::Limited, CapacityOutcome::LimitExceeded) if stale => {
+                let cut = (self.settings.step * self.k()).min(self.stale_cut_left);
+                self.stale_cut_left -= cut;
+                if let Some(log) = self.log_rate {
+                    self.log_rate = Some(self.clamp_log(log - cut));
+                }
+            }
             (Phase::Limited, CapacityOutcome::LimitExceeded) => self.refused(),
             (Phase::Limited, CapacityOutcome::Inconclusive) => {
                 self.level = (self.level + 1.0).min(self.burst);
@@ -367,6 +391,15 @@ impl InstanceCapacity {
         self.refilled = now;
     }
 
+    /// A start that fitted while open: counted, and timed for the first cut.
+    fn report_open_start(&mut self, now: Instant) {
+        self.open_count = self.open_count.saturating_add(1);
+        self.open_starts.push_back(now);
+        while self.open_starts.len() > self.settings.rate_window.max(1) {
+            self.open_starts.pop_front();
+        }
+    }
+
     fn open(&mut self, now: Instant) {
         self.phase = Phase::Open;
         self.open_starts.clear();
@@ -429,9 +462,12 @@ impl InstanceCapacity {
         self.log_rate = Some(self.clamp_log(log - cut));
         self.fail_run = self.fail_run.saturating_add(1);
         self.success_run = 0;
+
         self.unused = 0.0;
         self.found_full();
         self.stale = self.in_flight;
+        // However many were in flight, together they cut at most by `max_cut` more.
+        self.stale_cut_left = self.settings.max_cut;
         self.retry_pending = false;
         if self.fail_run == 1 && !self.discovering {
             // The first refusal after starts that fitted: the pace is about right and this call
@@ -454,27 +490,44 @@ impl InstanceCapacity {
     }
 
     /// A `Started` while limited.
-    fn started(&mut self) {
+    fn started(&mut self, now: Instant) {
         let k = self.k();
         let s = &self.settings;
         let mut log = self.log_rate.unwrap_or(s.unknown_rate.ln());
         if self.fail_run >= 2 {
             // The run's refusals each keep their own cut (`a·k`), so the share of refusals the
-            // pace settles at stays `1/(1+k)`; of the escalation beyond that, half is given back
-            // (a bisection between the run's top and the rate at which a slot was found).
+            // pace settles at stays `1/(1+k)`; the escalation beyond that is given back.
             let cut = self.run_top - log;
             let kept = f64::from(self.fail_run) * s.step * k;
+            if cut >= 2.0 * s.max_cut && self.open_count == 0 {
+                // A long run, and none of the instance's chats is ours (nothing of ours started
+                // since the machine last opened): the slot that freed is another caller's, and
+                // how many more are free is unknown, perhaps all. Open: every start goes until
+                // the instance is full again, and that refusal is a first one, measured like
+                // the first fill. (With chats of ours on it, slots free as ours end, at about
+                // the pace we started them: the bisection below.)
+                self.open(now);
+                self.report_open_start(now);
+                return;
+            }
+            // Half of it (a bisection between the run's top, known too high, and the rate at
+            // which a slot was found).
             log += (cut / 2.0).min(cut - kept).max(0.0);
         }
         if self.success_run == 0 {
             self.run_bottom = log;
         }
         self.discovering = false;
+        self.open_count = self.open_count.saturating_add(1);
         self.fail_run = 0;
         self.success_run = self.success_run.saturating_add(1);
-        let beyond = (f64::from(self.success_run) - 2.0 * k).max(0.0) / k;
-        let rise = (s.step * s.escalation.powf(beyond)).min(s.max_cut);
-        self.log_rate = Some(self.clamp_log(log + rise));
+        // Only while the pace is what holds starts back: with a whole start saved up in the
+        // bucket the caller did not need the pace, and a start says nothing about a faster one.
+        if self.level < 1.0 {
+            let beyond = (f64::from(self.success_run) - 2.0 * k).max(0.0) / k;
+            log += (s.step * s.escalation.powf(beyond)).min(s.max_cut);
+        }
+        self.log_rate = Some(self.clamp_log(log));
     }
 }
 
@@ -583,8 +636,10 @@ mod tests {
         assert_eq!(m.admit(now), CapacityAdmit::Go);
         let gap = Duration::from_secs_f64(1.0 / cut);
         assert_eq!(m.admit(now), CapacityAdmit::NotBefore(now + gap));
-        // The retry's refusal is the same evidence: no cut.
+        // The retry's refusal is the same evidence: it does not escalate, but it is a refused
+        // call and keeps its own a·k.
         m.report(CapacityOutcome::LimitExceeded, now + ms(100));
+        let cut = cut * (-a * k).exp();
         assert!(close(rate(&m, now + ms(100)), cut));
         // The next refusal counts, the second in a row: twice the cut.
         let now = next(&mut m, now + ms(100));
@@ -606,18 +661,54 @@ mod tests {
         m.report(CapacityOutcome::LimitExceeded, now + ms(50));
         let cut = r * (-a * k).exp();
         assert!(close(rate(&m, now + ms(50)), cut));
+        // They do not escalate (each keeps its own a·k) nor take the retry's token.
         for i in 0..3 {
             m.report(CapacityOutcome::LimitExceeded, now + ms(60 + i));
         }
+        let cut = cut * (-3.0 * a * k).exp();
         assert!(close(rate(&m, now + ms(70)), cut));
         // The retry is covered too.
         assert_eq!(m.admit(now + ms(70)), CapacityAdmit::Go);
         m.report(CapacityOutcome::LimitExceeded, now + ms(150));
+        let cut = cut * (-a * k).exp();
         assert!(close(rate(&m, now + ms(150)), cut));
-        // Then a refusal counts again.
+        // Then a refusal counts again: the second of a run.
         let now = next(&mut m, now + ms(150));
         m.report(CapacityOutcome::LimitExceeded, now);
         assert!(close(rate(&m, now), cut * (-2.0 * a * k).exp()));
+    }
+
+    #[test]
+    fn many_refusals_in_flight_cut_at_most_by_half_together() {
+        let t0 = Instant::now();
+        let (mut m, now) = paced(t0);
+        let (k, a) = ka();
+        // Twenty starts saved up, all sent at once, all refused.
+        let r = rate(&m, now);
+        let now = now + Duration::from_secs_f64(20.0 / r);
+        for _ in 0..20 {
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+        }
+        for i in 0..20 {
+            m.report(CapacityOutcome::LimitExceeded, now + ms(50 + i));
+        }
+        let expected = r * (-a * k).exp() / 2.0;
+        assert!(close(rate(&m, now + ms(70)), expected));
+        assert_eq!(m.state_code(), 1);
+    }
+
+    #[test]
+    fn starts_that_did_not_wait_for_the_pace_do_not_raise_it() {
+        let t0 = Instant::now();
+        let (mut m, now) = paced(t0);
+        let r = rate(&m, now);
+        // Ten starts' worth saved up; five go and fit.
+        let now = now + Duration::from_secs_f64(10.0 / r);
+        for _ in 0..5 {
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, now);
+        }
+        assert!(close(rate(&m, now), r));
     }
 
     #[test]
@@ -753,11 +844,11 @@ mod tests {
         assert!(m.is_limited());
         let (k, a) = ka();
         assert!(close(rate(&m, then + ms(100)), r * (-a * k).exp()));
-        // The nine other calls' refusals are the same evidence.
+        // The nine other calls' refusals are the same evidence: together at most half again.
         for _ in 0..9 {
             m.report(CapacityOutcome::LimitExceeded, then + ms(110));
         }
-        assert!(close(rate(&m, then + ms(110)), r * (-a * k).exp()));
+        assert!(close(rate(&m, then + ms(110)), r * (-a * k).exp() / 2.0));
     }
 
     #[test]
@@ -794,6 +885,38 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_found_after_a_long_full_time_with_none_of_ours_reopens() {
+        let t0 = Instant::now();
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        // Another caller holds the instance: the very first answer is a refusal.
+        assert_eq!(m.admit(t0), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(50));
+        let mut now = t0 + ms(50);
+        for _ in 0..6 {
+            now = next(&mut m, now);
+            m.report(CapacityOutcome::LimitExceeded, now);
+        }
+        assert!(m.is_limited());
+        now = next(&mut m, now);
+        m.report(CapacityOutcome::Started, now);
+        // Its chats end, maybe all of them: every start goes until the next refusal.
+        assert!(!m.is_limited());
+        for _ in 0..50 {
+            assert_eq!(m.admit(now), CapacityAdmit::Go);
+        }
+        // With a chat of ours on it, the same run ends in a bisection instead.
+        let mut m = limited(t0);
+        let mut now = t0 + ms(1_050);
+        for _ in 0..6 {
+            now = next(&mut m, now);
+            m.report(CapacityOutcome::LimitExceeded, now);
+        }
+        now = next(&mut m, now);
+        m.report(CapacityOutcome::Started, now);
+        assert!(m.is_limited());
+    }
+
+    #[test]
     fn the_pace_never_drops_below_the_floor() {
         let t0 = Instant::now();
         let mut m = limited(t0);
@@ -801,10 +924,10 @@ mod tests {
         for _ in 0..200 {
             let before = now;
             now = next(&mut m, now);
-            assert!(now - before <= Duration::from_secs(600) + ms(1));
+            assert!(now - before <= Duration::from_secs(300) + ms(1));
             m.report(CapacityOutcome::LimitExceeded, now);
         }
-        assert!(close(rate(&m, now), 1.0 / 600.0));
+        assert!(close(rate(&m, now), 1.0 / 300.0));
     }
 
     #[test]
