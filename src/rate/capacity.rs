@@ -83,9 +83,10 @@ const TOKEN_EPSILON: f64 = 1e-6;
 #[derive(Clone, Debug, PartialEq)]
 pub struct CapacitySettings {
     /// Share of StartChatContact answers that may be `LimitExceeded` while the instance is
-    /// full: `k = 1/share − 1`. 0.04, from the budget: ≤ 5 % for fixed lifetimes (the
-    /// tighter of its two budgets: the machine cannot tell fixed lifetimes from varied ones),
-    /// less one point for the refusals of backoff runs and of calls already in flight.
+    /// full and chat ends follow our starts (the retries after a first refusal mostly start a
+    /// chat: lifetimes alike): `k = 1/share − 1`. 0.04, from the issue's ≤ 5 % for fixed
+    /// lifetimes, less one point for the refusals the equilibrium does not steer (the search for
+    /// the first chat end after a fill).
     pub limit_exceeded_share: f64,
     /// The same while chat ends do not follow our starts (the retries after a first refusal
     /// mostly fail: lifetimes vary): 0.07, from the issue's ≤ 10 % for varied lifetimes, less
@@ -93,9 +94,9 @@ pub struct CapacitySettings {
     /// ends, the occasional retry), which the scenarios measure at one to three points.
     pub varied_limit_exceeded_share: f64,
     /// `a`: rise of `log r` per `Started` (a refusal lowers it by `a·k`). 0.004: a refusal
-    /// cuts `a·k` ≈ 10 %, the same order as the idle capacity it costs while the pace climbs
-    /// back (`a·k²/4` slots on average with fixed lifetimes, 2.3 % of a 20-chat instance);
-    /// a smaller `a` follows a change in the departure rate too slowly.
+    /// cuts ≈ 10 % (5 % with the varied budget's `k`). Over the scenario family, 0.002 gains
+    /// 1–6 points of goodput but puts two scenarios over the refusal budget (the pace follows
+    /// with smaller steps, so it overshoots longer); 0.008 loses 1–4 points of goodput.
     pub step: f64,
     /// Growth of the cut per consecutive refusal, and of the rise per `k` successes beyond
     /// `2k` in a row. 2: doubling, the usual exponential backoff; finding capacity after a time
