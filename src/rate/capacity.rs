@@ -330,6 +330,13 @@ impl InstanceCapacity {
         level.max(0.0)
     }
 
+    /// Whether dropping this machine loses nothing that matters: open (or about to open) with
+    /// no start in flight, so a fresh one behaves the same. The caller keeps one machine per
+    /// instance id, and instance ids come from jobs: forget such machines to bound the map.
+    pub fn can_forget(&self, now: Instant) -> bool {
+        self.in_flight == 0 && (self.phase == Phase::Open || self.would_open(now))
+    }
+
     /// For the gauge: 0 open, 1 limited.
     pub fn state_code(&self) -> i64 {
         match self.phase {
@@ -915,6 +922,22 @@ mod tests {
         now = next(&mut m, now);
         m.report(CapacityOutcome::Started, now);
         assert!(m.is_limited());
+    }
+
+    #[test]
+    fn only_an_open_machine_with_nothing_in_flight_can_be_forgotten() {
+        let t0 = Instant::now();
+        let mut m = InstanceCapacity::new(CapacitySettings::default(), t0);
+        assert!(m.can_forget(t0));
+        assert_eq!(m.admit(t0), CapacityAdmit::Go);
+        assert!(!m.can_forget(t0));
+        m.report(CapacityOutcome::Started, t0);
+        assert!(m.can_forget(t0));
+        let (m, now) = paced(t0);
+        assert!(!m.can_forget(now));
+        // Unused for long enough, it would open: nothing left to remember.
+        let r = rate(&m, now);
+        assert!(m.can_forget(now + Duration::from_secs_f64(41.0 / r)));
     }
 
     #[test]
