@@ -11,6 +11,7 @@ DIR = Path(__file__).resolve().parent.parent / "tests/data/capacity-scenarios"
 # Which measures each scenario's instances are held to.
 MEASURES = {
     "fixed_5s": {"a": ["utilization", "limit_exceeded"]},
+    "fleet_3_fixed_5s": {"a": ["utilization", "limit_exceeded"]},
     "two_instances_one_full": {"a": ["calls"], "b": ["drain_ratio", "limit_exceeded"]},
     "lognormal_1h": {"a": ["goodput", "limit_exceeded", "goodput_after_warmup", "limit_exceeded_after_warmup"]},
     "batches_fixed_5s": {"a": ["excess_wait_s", "limit_exceeded"]},

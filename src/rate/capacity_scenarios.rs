@@ -16,8 +16,10 @@
 //!   `[from_s, until_s)`, plus `initial` chats at time 0), each with its own lifetime; a refused
 //!   one is dropped. Their arrival times and lifetimes are drawn before the run, so both
 //!   starters below see the same ones.
-//! - Our worker: a backlog of jobs per instance (`jobs`, or endless), one [`InstanceCapacity`]
-//!   per instance, and one rate ceiling (a token bucket, `ceiling`) shared by all our calls.
+//! - Our worker: a backlog of jobs per instance (`jobs`, or endless, or `arrivals`), one
+//!   [`InstanceCapacity`] per instance, and one rate ceiling (a token bucket, `ceiling`) shared
+//!   by all our calls; with `replicas`, that many workers share the backlogs and split the
+//!   ceiling evenly, each with its own machines.
 //!   Whenever something may have changed (an answer, a token, a `NotBefore` instant) it offers
 //!   a start to each instance in turn that has a job: a start goes when the ceiling has a token
 //!   and the instance's machine says `Go`. A call reaches the instance after half its round
@@ -73,11 +75,19 @@ struct Scenario {
     ceiling: CeilingSpec,
     #[serde(default)]
     inconclusive_fraction: f64,
+    /// Replicas of our worker, sharing the backlogs and the ceiling evenly, each with its own
+    /// machines (the others' chats are other callers' to each).
+    #[serde(default = "one_replica")]
+    replicas: usize,
     /// Also measure over `[warmup_s, end]`: the steady state, without the search for the
     /// first free slot.
     #[serde(default)]
     warmup_s: Option<f64>,
     instances: Vec<InstanceSpec>,
+}
+
+fn one_replica() -> usize {
+    1
 }
 
 fn default_seeds() -> [u64; 2] {
@@ -323,12 +333,23 @@ fn jobs_arrive(
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// Try to start jobs.
-    Wake,
-    /// One of our calls reaches instance `i`; its answer takes `back` ns more.
-    Arrive { i: usize, back: u64, since: u64 },
-    /// The answer of one of our calls comes back.
-    Answer { i: usize, outcome: u8, since: u64 },
+    /// Replica `r` tries to start jobs.
+    Wake { r: usize },
+    /// A call of replica `r` reaches instance `i`; its answer takes `back` ns more; its job
+    /// arrived at `since`.
+    Arrive {
+        r: usize,
+        i: usize,
+        back: u64,
+        since: u64,
+    },
+    /// The answer of a call of replica `r` comes back.
+    Answer {
+        r: usize,
+        i: usize,
+        outcome: u8,
+        since: u64,
+    },
     /// A chat ends.
     End { i: usize, ours: bool },
     /// Another caller's start reaches instance `i` (index into its arrivals).
@@ -387,7 +408,6 @@ struct Inst {
     ours_area: f64,
     others_area: f64,
     area_at: u64,
-    wake_at: Option<u64>,
     /// (started, calls, refused) at the warm-up's end.
     at_warmup: Option<(u64, u64, u64)>,
     /// Arrival times of the pending jobs (with `arrivals`), oldest first, and the waits of
@@ -464,7 +484,6 @@ fn new_insts(s: &Scenario, seed: u64) -> Vec<Inst> {
             ours_area: 0.0,
             others_area: 0.0,
             area_at: 0,
-            wake_at: None,
             at_warmup: None,
             waiting: if spec.arrivals.is_some() {
                 vec![0; spec.jobs.unwrap_or(0) as usize].into()
@@ -596,7 +615,7 @@ fn run_ideal(
     };
     seed_others(&mut q, &mut insts, arrivals);
     seed_jobs(&mut q, jobs);
-    q.push(0, Event::Wake);
+    q.push(0, Event::Wake { r: 0 });
     let mut rr = 0usize;
     let mut token_wake = false;
     while let Some(Reverse((now, _, e))) = q.heap.pop() {
@@ -621,7 +640,7 @@ fn run_ideal(
                     q.push(next.0, Event::Other { i, n: n + 1 });
                 }
             }
-            Event::Wake => token_wake = false,
+            Event::Wake { .. } => token_wake = false,
             Event::Jobs { i, n } => jobs_arrive(s, &mut insts, jobs, &mut q, i, n),
             Event::Arrive { .. } | Event::Answer { .. } => {}
         }
@@ -637,7 +656,7 @@ fn run_ideal(
             if ceiling.level(now) < 1.0 {
                 if !token_wake {
                     token_wake = true;
-                    q.push(ceiling.next_token(now), Event::Wake);
+                    q.push(ceiling.next_token(now), Event::Wake { r: 0 });
                 }
                 break;
             }
@@ -670,7 +689,17 @@ const STARTED: u8 = 0;
 const REFUSED: u8 = 1;
 const INCONCLUSIVE_ANSWER: u8 = 2;
 
-/// Our worker, one capacity machine per instance.
+/// One replica of our worker: a capacity machine per instance, its own rate ceiling.
+struct Replica {
+    machines: Vec<InstanceCapacity>,
+    ceiling: Ceiling,
+    /// Per instance: do not offer a start before this (the machine's `NotBefore`).
+    wake_at: Vec<Option<u64>>,
+    token_wake: Option<u64>,
+    rr: usize,
+}
+
+/// Our worker: `replicas` replicas sharing the backlogs, each with its machines.
 fn run_ours(
     s: &Scenario,
     seed: u64,
@@ -683,28 +712,37 @@ fn run_ours(
     let base = Instant::now();
     let at = |t: u64| base + Duration::from_nanos(t);
     let mut insts = new_insts(s, seed);
-    let mut machines: Vec<InstanceCapacity> = s
-        .instances
-        .iter()
-        .map(|_| InstanceCapacity::new(settings(), base))
+    let count = s.replicas.max(1);
+    // The replicas share the account's rate quota evenly (the rate controller's job).
+    let mut reps: Vec<Replica> = (0..count)
+        .map(|_| Replica {
+            machines: s
+                .instances
+                .iter()
+                .map(|_| InstanceCapacity::new(settings(), base))
+                .collect(),
+            ceiling: Ceiling {
+                level: (s.ceiling.burst / count as f64).max(1.0),
+                at: 0,
+                rate: s.ceiling.rate / count as f64,
+                burst: (s.ceiling.burst / count as f64).max(1.0),
+            },
+            wake_at: vec![None; s.instances.len()],
+            token_wake: None,
+            rr: 0,
+        })
         .collect();
     let mut q = Queue {
         heap: BinaryHeap::new(),
         seq: 0,
     };
-    let mut ceiling = Ceiling {
-        level: s.ceiling.burst,
-        at: 0,
-        rate: s.ceiling.rate,
-        burst: s.ceiling.burst,
-    };
     let mut latency = Rng::new(seed, LATENCY);
     let mut fails = Rng::new(seed, INCONCLUSIVE);
     seed_others(&mut q, &mut insts, arrivals);
     seed_jobs(&mut q, jobs);
-    q.push(0, Event::Wake);
-    let mut rr = 0usize;
-    let mut token_wake: Option<u64> = None;
+    for r in 0..count {
+        q.push(0, Event::Wake { r });
+    }
     let trace_step = ns(s.duration_s / 60.0).max(1);
     let mut next_trace = 0u64;
     let mut window: Vec<(u64, u64)> = vec![(0, 0); insts.len()];
@@ -719,17 +757,24 @@ fn run_ours(
         while trace && now >= next_trace {
             let row: Vec<String> = insts
                 .iter()
-                .zip(&machines)
+                .enumerate()
                 .zip(window.iter_mut())
-                .map(|((inst, m), w)| {
+                .map(|((i, inst), w)| {
+                    let rates: Vec<String> = reps
+                        .iter()
+                        .map(|rep| {
+                            rep.machines[i]
+                                .start_rate(at(now))
+                                .map_or("open".to_string(), |r| format!("{r:.3}"))
+                        })
+                        .collect();
                     let row = format!(
                         "ours={:>3} others={:>3} started={:>4} refused={:>3} rate={}",
                         inst.ours,
                         inst.others,
                         inst.started - w.0,
                         inst.refused - w.1,
-                        m.start_rate(at(now))
-                            .map_or("open".to_string(), |r| format!("{r:.3}")),
+                        rates.join("/"),
                     );
                     *w = (inst.started, inst.refused);
                     row
@@ -738,7 +783,8 @@ fn run_ours(
             println!("t={:>8.1} {}", next_trace as f64 / NS, row.join(" | "));
             next_trace += trace_step;
         }
-        match e {
+        // Which replicas may start something now.
+        let woken: Vec<usize> = match e {
             Event::End { i, ours } => {
                 if ours {
                     insts[i].ours -= 1;
@@ -754,102 +800,128 @@ fn run_ours(
                 }
                 continue;
             }
-            Event::Jobs { i, n } => jobs_arrive(s, &mut insts, jobs, &mut q, i, n),
-            Event::Arrive { i, back, since } => {
+            Event::Jobs { i, n } => {
+                jobs_arrive(s, &mut insts, jobs, &mut q, i, n);
+                (0..count).collect()
+            }
+            Event::Arrive { r, i, back, since } => {
                 let outcome = if insts[i].free() {
                     start_chat(&mut insts[i], &s.instances[i], now, &mut q, i);
                     STARTED
                 } else {
                     REFUSED
                 };
-                q.push(now + back, Event::Answer { i, outcome, since });
+                q.push(
+                    now + back,
+                    Event::Answer {
+                        r,
+                        i,
+                        outcome,
+                        since,
+                    },
+                );
                 continue;
             }
-            Event::Answer { i, outcome, since } => {
+            Event::Answer {
+                r,
+                i,
+                outcome,
+                since,
+            } => {
                 let o = match outcome {
                     STARTED => CapacityOutcome::Started,
                     REFUSED => CapacityOutcome::LimitExceeded,
                     _ => CapacityOutcome::Inconclusive,
                 };
-                machines[i].report(o, at(now));
-                insts[i].wake_at = None;
+                reps[r].machines[i].report(o, at(now));
+                reps[r].wake_at[i] = None;
                 if outcome == REFUSED {
                     insts[i].refused += 1;
                 }
                 if outcome == STARTED {
                     job_done(&mut insts[i], since, now);
+                    vec![r]
                 } else {
-                    // The job goes back to the head of the queue, its arrival time kept.
+                    // The job goes back to the head of the queue, its arrival time kept: any
+                    // replica may take it.
                     if let Some(p) = insts[i].pending.as_mut() {
                         *p += 1;
                     }
                     if s.instances[i].arrivals.is_some() {
                         insts[i].waiting.push_front(since);
                     }
+                    (0..count).collect()
                 }
             }
-            Event::Wake => {
-                if token_wake == Some(now) {
-                    token_wake = None;
+            Event::Wake { r } => {
+                let rep = &mut reps[r];
+                if rep.token_wake == Some(now) {
+                    rep.token_wake = None;
                 }
-                for inst in insts.iter_mut() {
-                    if inst.wake_at == Some(now) {
-                        inst.wake_at = None;
+                for w in rep.wake_at.iter_mut() {
+                    if *w == Some(now) {
+                        *w = None;
                     }
                 }
+                vec![r]
             }
-        }
-        // Offer a start to each instance with a job in turn until none takes one.
-        let n = insts.len();
-        let mut idle = 0;
-        while idle < n {
-            let k = rr;
-            rr = (rr + 1) % n;
-            idle += 1;
-            if !has_job(&insts[k]) || insts[k].wake_at.is_some_and(|w| w > now) {
-                continue;
-            }
-            if ceiling.level(now) < 1.0 {
-                let t = ceiling.next_token(now);
-                if token_wake.is_none_or(|w| w > t) {
-                    token_wake = Some(t);
-                    q.push(t, Event::Wake);
+        };
+        for r in woken {
+            let rep = &mut reps[r];
+            // Offer a start to each instance with a job in turn until none takes one.
+            let n = insts.len();
+            let mut idle = 0;
+            while idle < n {
+                let k = rep.rr;
+                rep.rr = (rep.rr + 1) % n;
+                idle += 1;
+                if !has_job(&insts[k]) || rep.wake_at[k].is_some_and(|w| w > now) {
+                    continue;
                 }
-                break;
-            }
-            match machines[k].admit(at(now)) {
-                CapacityAdmit::Go => {
-                    idle = 0;
-                    ceiling.level -= 1.0;
-                    let since = take_job(&mut insts[k]);
-                    insts[k].calls += 1;
-                    let [lo, hi] = s.latency_ms;
-                    let trip = ns((lo + (hi - lo) * latency.next_f64()) / 1000.0);
-                    let there = trip / 2;
-                    if fails.next_f64() < s.inconclusive_fraction {
-                        q.push(
-                            now + trip,
-                            Event::Answer {
-                                i: k,
-                                outcome: INCONCLUSIVE_ANSWER,
-                                since,
-                            },
-                        );
-                    } else {
-                        q.push(
-                            now + there,
-                            Event::Arrive {
-                                i: k,
-                                back: trip - there,
-                                since,
-                            },
-                        );
+                if rep.ceiling.level(now) < 1.0 {
+                    let t = rep.ceiling.next_token(now);
+                    if rep.token_wake.is_none_or(|w| w > t) {
+                        rep.token_wake = Some(t);
+                        q.push(t, Event::Wake { r });
                     }
+                    break;
                 }
-                CapacityAdmit::NotBefore(t) => {
-                    let t = now.max(ns(t.saturating_duration_since(base).as_secs_f64())) + 1;
-                    insts[k].wake_at = Some(t);
-                    q.push(t, Event::Wake);
+                match rep.machines[k].admit(at(now)) {
+                    CapacityAdmit::Go => {
+                        idle = 0;
+                        rep.ceiling.level -= 1.0;
+                        let since = take_job(&mut insts[k]);
+                        insts[k].calls += 1;
+                        let [lo, hi] = s.latency_ms;
+                        let trip = ns((lo + (hi - lo) * latency.next_f64()) / 1000.0);
+                        let there = trip / 2;
+                        if fails.next_f64() < s.inconclusive_fraction {
+                            q.push(
+                                now + trip,
+                                Event::Answer {
+                                    r,
+                                    i: k,
+                                    outcome: INCONCLUSIVE_ANSWER,
+                                    since,
+                                },
+                            );
+                        } else {
+                            q.push(
+                                now + there,
+                                Event::Arrive {
+                                    r,
+                                    i: k,
+                                    back: trip - there,
+                                    since,
+                                },
+                            );
+                        }
+                    }
+                    CapacityAdmit::NotBefore(t) => {
+                        let t = now.max(ns(t.saturating_duration_since(base).as_secs_f64())) + 1;
+                        rep.wake_at[k] = Some(t);
+                        q.push(t, Event::Wake { r });
+                    }
                 }
             }
         }
@@ -1076,4 +1148,6 @@ scenarios!(
     batches_fixed_5s,
     arrivals_lognormal_60s,
     inconclusive_lognormal_60s,
+    fleet_3_lognormal_60s,
+    fleet_3_fixed_5s,
 );
