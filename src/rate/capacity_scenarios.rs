@@ -1150,4 +1150,6 @@ scenarios!(
     inconclusive_lognormal_60s,
     fleet_3_lognormal_60s,
     fleet_3_fixed_5s,
+    rate_bound_lognormal_60s,
+    slow_connect_lognormal_60s,
 );
