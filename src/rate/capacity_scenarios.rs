@@ -1152,4 +1152,5 @@ scenarios!(
     fleet_3_fixed_5s,
     rate_bound_lognormal_60s,
     slow_connect_lognormal_60s,
+    bench_capacity_160,
 );
