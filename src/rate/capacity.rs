@@ -34,7 +34,11 @@
 //!   known too high, and the one at which a slot was found). But after a long run (the pace
 //!   fell to a quarter or less) with none of the instance's chats ours (no start of ours since
 //!   the machine last opened), the slot that freed is another caller's and how many more did
-//!   is unknown, perhaps all: the machine opens, and the next refusal is a first one.
+//!   is unknown, perhaps all: the machine opens, and the next refusal is a first one. With chats
+//!   of ours on it, after a long run the pace may still be far below the rate they end at now
+//!   (the search for the first end after a fill): it climbs back toward the run's top, halving
+//!   the distance per turnover of our chats (`burst` starts), until the next refusal, whose
+//!   give-back (below) lands it between the two (BIC-TCP's binary increase).
 //! - **Long runs of starts climb faster.** The n-th consecutive `Started` raises `log r` by
 //!   `a·escalation^((n − 2k)/k)` once `n > 2k`: in equilibrium a run averages `k`, so a much
 //!   longer one means capacity freed (another caller left). The refusal that ends such a run
@@ -207,6 +211,8 @@ pub struct InstanceCapacity {
     /// Consecutive counted refusals, and `log r` before the first of them.
     fail_run: u32,
     run_top: f64,
+    /// After a long run of refusals ended in a bisection: the `log r` to climb back toward.
+    search_top: Option<f64>,
     /// No start has fitted since the open period ended.
     discovering: bool,
     /// `log r` before the first `Started` of the current run of them.
@@ -240,6 +246,7 @@ impl InstanceCapacity {
             run_top: 0.0,
             run_bottom: 0.0,
             discovering: false,
+            search_top: None,
             success_run: 0,
             open_starts: VecDeque::new(),
             open_count: 0,
@@ -470,6 +477,7 @@ impl InstanceCapacity {
         self.log_rate = Some(self.clamp_log(log - cut));
         self.fail_run = self.fail_run.saturating_add(1);
         self.success_run = 0;
+        self.search_top = None;
 
         self.unused = 0.0;
         self.found_full();
@@ -521,6 +529,12 @@ impl InstanceCapacity {
             // Half of it (a bisection between the run's top, known too high, and the rate at
             // which a slot was found).
             log += (cut / 2.0).min(cut - kept).max(0.0);
+            if cut >= 2.0 * s.max_cut {
+                // After a long run the pace may be far below the rate chats now end at: climb
+                // back toward the run's top, halving the distance per turnover of our chats
+                // (as many starts as the instance took when it was found full), until a refusal.
+                self.search_top = Some(self.run_top - kept);
+            }
         }
         if self.success_run == 0 {
             self.run_bottom = log;
@@ -533,7 +547,11 @@ impl InstanceCapacity {
         // bucket the caller did not need the pace, and a start says nothing about a faster one.
         if self.level < 1.0 {
             let beyond = (f64::from(self.success_run) - 2.0 * k).max(0.0) / k;
-            log += (s.step * s.escalation.powf(beyond)).min(s.max_cut);
+            let mut rise = (s.step * s.escalation.powf(beyond)).min(s.max_cut);
+            if let Some(top) = self.search_top {
+                rise = rise.max((top - log) * std::f64::consts::LN_2 / self.burst.max(1.0));
+            }
+            log += rise;
         }
         self.log_rate = Some(self.clamp_log(log));
     }
@@ -743,7 +761,10 @@ mod tests {
         let cut = top - expected;
         let back = (cut / 2.0).min(cut - 8.0 * a * k);
         assert!(back > 0.0);
-        assert!(close(rate(&m, now).ln(), expected + back + a));
+        // And the start's own rise: the climb back toward the top (a long run), at least `a`.
+        let mid = expected + back;
+        let climb = ((top - 8.0 * a * k - mid) * std::f64::consts::LN_2 / 20.0).max(a);
+        assert!(close(rate(&m, now).ln(), mid + climb));
     }
 
     #[test]
@@ -938,6 +959,43 @@ mod tests {
         // Unused for long enough, it would open: nothing left to remember.
         let r = rate(&m, now);
         assert!(m.can_forget(now + Duration::from_secs_f64(41.0 / r)));
+    }
+
+    #[test]
+    fn after_a_long_run_the_pace_climbs_back_toward_its_top() {
+        let t0 = Instant::now();
+        let mut m = limited(t0);
+        let (k, a) = ka();
+        let top = 20f64.ln();
+        let mut now = t0 + ms(1_050);
+        for _ in 0..7 {
+            now = next(&mut m, now);
+            m.report(CapacityOutcome::LimitExceeded, now);
+        }
+        now = next(&mut m, now);
+        m.report(CapacityOutcome::Started, now);
+        let target = top - 8.0 * a * k;
+        // Each start that waited for the pace halves the distance to the top in `burst` (20).
+        for _ in 0..5 {
+            let before = rate(&m, now).ln();
+            now = next(&mut m, now);
+            m.report(CapacityOutcome::Started, now);
+            let rise = rate(&m, now).ln() - before;
+            assert!(close(
+                rise,
+                (target - before) * std::f64::consts::LN_2 / 20.0
+            ));
+        }
+        // A refusal ends the climb: from then on the usual steps.
+        now = next(&mut m, now);
+        m.report(CapacityOutcome::LimitExceeded, now);
+        // (The retry.)
+        now = next(&mut m, now);
+        m.report(CapacityOutcome::Started, now);
+        let before = rate(&m, now).ln();
+        now = next(&mut m, now);
+        m.report(CapacityOutcome::Started, now);
+        assert!(close(rate(&m, now).ln() - before, a));
     }
 
     #[test]
