@@ -99,8 +99,9 @@ pub struct CapacitySettings {
     pub varied_limit_exceeded_share: f64,
     /// `a`: rise of `log r` per `Started` (a refusal lowers it by `a·k`). 0.004: a refusal
     /// cuts ≈ 10 % (5 % with the varied budget's `k`). Over the scenario family, 0.002 gains
-    /// 1–6 points of goodput but puts two scenarios over the refusal budget (the pace follows
-    /// with smaller steps, so it overshoots longer); 0.008 loses 1–4 points of goodput.
+    /// 0–6 points of goodput but puts three scenarios over the refusal budget (the pace follows
+    /// with smaller steps, so it overshoots longer); 0.008 loses 1–5 points of goodput
+    /// (`docs/capacity-control.md`).
     pub step: f64,
     /// Growth of the cut per consecutive refusal, and of the rise per `k` successes beyond
     /// `2k` in a row. 2: doubling, the usual exponential backoff; finding capacity after a time
