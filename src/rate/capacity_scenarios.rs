@@ -16,8 +16,10 @@
 //!   `[from_s, until_s)`, plus `initial` chats at time 0), each with its own lifetime; a refused
 //!   one is dropped. Their arrival times and lifetimes are drawn before the run, so both
 //!   starters below see the same ones.
-//! - Our worker: a backlog of jobs per instance (`jobs`, or endless), one [`InstanceCapacity`]
-//!   per instance, and one rate ceiling (a token bucket, `ceiling`) shared by all our calls.
+//! - Our worker: a backlog of jobs per instance (`jobs`, or endless, or `arrivals`), one
+//!   [`InstanceCapacity`] per instance, and one rate ceiling (a token bucket, `ceiling`) shared
+//!   by all our calls; with `replicas`, that many workers share the backlogs and split the
+//!   ceiling evenly, each with its own machines.
 //!   Whenever something may have changed (an answer, a token, a `NotBefore` instant) it offers
 //!   a start to each instance in turn that has a job: a start goes when the ceiling has a token
 //!   and the instance's machine says `Go`. A call reaches the instance after half its round
@@ -37,12 +39,14 @@
 //! - `utilization`: our chat-seconds / the capacity others left free (∫ (max − others) dt).
 //! - `limit_exceeded`: refused calls / our calls.
 //! - `drain_ratio`: (finite backlog) our drain time / the time its jobs need at the ceiling alone.
+//! - `excess_wait_s`: (with `arrivals`) how much longer our jobs wait for their chat on average
+//!   than the ideal starter's (from arrival to the answer of the start that succeeded).
 //!
 //! `CAPACITY_SEEDS=a-b` overrides the seeds, `CAPACITY_TRACE=seed` prints a timeline of that
-//! seed, `CAPACITY_SETTINGS=share,step,escalation` overrides the machine's settings (tuning).
+//! seed, `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,7 +75,19 @@ struct Scenario {
     ceiling: CeilingSpec,
     #[serde(default)]
     inconclusive_fraction: f64,
+    /// Replicas of our worker, sharing the backlogs and the ceiling evenly, each with its own
+    /// machines (the others' chats are other callers' to each).
+    #[serde(default = "one_replica")]
+    replicas: usize,
+    /// Also measure over `[warmup_s, end]`: the steady state, without the search for the
+    /// first free slot.
+    #[serde(default)]
+    warmup_s: Option<f64>,
     instances: Vec<InstanceSpec>,
+}
+
+fn one_replica() -> usize {
+    1
 }
 
 fn default_seeds() -> [u64; 2] {
@@ -94,10 +110,29 @@ struct InstanceSpec {
     /// Start jobs for this instance; none = an endless backlog.
     #[serde(default)]
     jobs: Option<u64>,
+    /// Further jobs arriving while the run goes (then `jobs`, default 0, are there at the start).
+    #[serde(default)]
+    arrivals: Option<JobArrivals>,
     #[serde(default)]
     others: Vec<OtherSpec>,
     #[serde(default)]
     expect: Expect,
+}
+
+/// Jobs arriving in batches of `batch`, the batches a Poisson process of `rate / batch` per
+/// second (`regular`: every `batch / rate` seconds instead).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobArrivals {
+    rate: f64,
+    #[serde(default = "one")]
+    batch: u64,
+    #[serde(default)]
+    regular: bool,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -158,6 +193,12 @@ struct Expect {
     drain_ratio: Option<Bounds>,
     #[serde(default)]
     calls: Option<Bounds>,
+    #[serde(default)]
+    excess_wait_s: Option<Bounds>,
+    #[serde(default)]
+    goodput_after_warmup: Option<Bounds>,
+    #[serde(default)]
+    limit_exceeded_after_warmup: Option<Bounds>,
 }
 
 /// splitmix64.
@@ -227,19 +268,94 @@ const OUR_LIFETIMES: u64 = 1;
 const LATENCY: u64 = 2;
 const INCONCLUSIVE: u64 = 3;
 const OTHERS: u64 = 100;
+const JOBS: u64 = 200;
+
+/// Arrival times (ns) of job batches on each instance.
+fn job_arrivals(s: &Scenario, seed: u64) -> Vec<Vec<u64>> {
+    s.instances
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let Some(a) = &spec.arrivals else {
+                return Vec::new();
+            };
+            let mut rng = Rng::new(seed, JOBS + i as u64);
+            let every = a.batch.max(1) as f64 / a.rate.max(1e-9);
+            let mut out = Vec::new();
+            let mut t = if a.regular {
+                every
+            } else {
+                rng.exponential(1.0 / every)
+            };
+            while t < s.duration_s {
+                out.push(ns(t));
+                t += if a.regular {
+                    every
+                } else {
+                    rng.exponential(1.0 / every)
+                };
+            }
+            out
+        })
+        .collect()
+}
+
+/// Queues the first batch of jobs of each instance.
+fn seed_jobs(q: &mut Queue, jobs: &[Vec<u64>]) {
+    for (i, j) in jobs.iter().enumerate() {
+        if let Some(&t) = j.first() {
+            q.push(t, Event::Jobs { i, n: 0 });
+        }
+    }
+}
+
+/// A batch of jobs arrived: add it, queue the next.
+fn jobs_arrive(
+    s: &Scenario,
+    insts: &mut [Inst],
+    jobs: &[Vec<u64>],
+    q: &mut Queue,
+    i: usize,
+    n: usize,
+) {
+    let batch = s.instances[i].arrivals.as_ref().map_or(0, |a| a.batch);
+    if let Some(p) = insts[i].pending.as_mut() {
+        *p += batch;
+    }
+    let at = jobs[i][n];
+    insts[i]
+        .waiting
+        .extend(std::iter::repeat_n(at, batch as usize));
+    if let Some(&t) = jobs[i].get(n + 1) {
+        q.push(t, Event::Jobs { i, n: n + 1 });
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// Try to start jobs.
-    Wake,
-    /// One of our calls reaches instance `i`; its answer takes `back` ns more.
-    Arrive { i: usize, back: u64 },
-    /// The answer of one of our calls comes back.
-    Answer { i: usize, outcome: u8 },
+    /// Replica `r` tries to start jobs.
+    Wake { r: usize },
+    /// A call of replica `r` reaches instance `i`; its answer takes `back` ns more; its job
+    /// arrived at `since`.
+    Arrive {
+        r: usize,
+        i: usize,
+        back: u64,
+        since: u64,
+    },
+    /// The answer of a call of replica `r` comes back.
+    Answer {
+        r: usize,
+        i: usize,
+        outcome: u8,
+        since: u64,
+    },
     /// A chat ends.
     End { i: usize, ours: bool },
     /// Another caller's start reaches instance `i` (index into its arrivals).
     Other { i: usize, n: usize },
+    /// The n-th batch of jobs for instance `i` arrives.
+    Jobs { i: usize, n: usize },
 }
 
 struct Queue {
@@ -292,7 +408,13 @@ struct Inst {
     ours_area: f64,
     others_area: f64,
     area_at: u64,
-    wake_at: Option<u64>,
+    /// (started, calls, refused) at the warm-up's end.
+    at_warmup: Option<(u64, u64, u64)>,
+    /// Arrival times of the pending jobs (with `arrivals`), oldest first, and the waits of
+    /// the jobs whose chat started.
+    waiting: VecDeque<u64>,
+    wait_sum: f64,
+    wait_n: u64,
 }
 
 impl Inst {
@@ -303,6 +425,12 @@ impl Inst {
             self.ours_area += dt * f64::from(self.ours);
             self.others_area += dt * f64::from(self.others);
             self.area_at = to;
+        }
+    }
+
+    fn snapshot(&mut self, now: u64, warmup: Option<u64>) {
+        if warmup.is_some_and(|w| now >= w) && self.at_warmup.is_none() {
+            self.at_warmup = Some((self.started, self.calls, self.refused));
         }
     }
 
@@ -340,16 +468,30 @@ fn new_insts(s: &Scenario, seed: u64) -> Vec<Inst> {
             max: spec.max_chats,
             ours: 0,
             others: 0,
-            pending: spec.jobs,
+            pending: if spec.arrivals.is_some() {
+                Some(spec.jobs.unwrap_or(0))
+            } else {
+                spec.jobs
+            },
             started: 0,
             calls: 0,
             refused: 0,
-            done_at: spec.jobs.filter(|&j| j == 0).map(|_| 0),
+            done_at: spec
+                .jobs
+                .filter(|&j| j == 0 && spec.arrivals.is_none())
+                .map(|_| 0),
             lifetimes: Rng::new(seed, OUR_LIFETIMES + 1000 * i as u64),
             ours_area: 0.0,
             others_area: 0.0,
             area_at: 0,
-            wake_at: None,
+            at_warmup: None,
+            waiting: if spec.arrivals.is_some() {
+                vec![0; spec.jobs.unwrap_or(0) as usize].into()
+            } else {
+                VecDeque::new()
+            },
+            wait_sum: 0.0,
+            wait_n: 0,
         })
         .collect()
 }
@@ -358,10 +500,18 @@ fn has_job(inst: &Inst) -> bool {
     inst.pending.is_none_or(|p| p > 0)
 }
 
-fn take_job(inst: &mut Inst) {
+/// Takes the oldest job; returns when it arrived.
+fn take_job(inst: &mut Inst) -> u64 {
     if let Some(p) = inst.pending.as_mut() {
         *p -= 1;
     }
+    inst.waiting.pop_front().unwrap_or(0)
+}
+
+/// A job that arrived at `since` got its chat at `now`.
+fn job_done(inst: &mut Inst, since: u64, now: u64) {
+    inst.wait_sum += now.saturating_sub(since) as f64 / NS;
+    inst.wait_n += 1;
 }
 
 fn start_chat(inst: &mut Inst, spec: &InstanceSpec, now: u64, q: &mut Queue, i: usize) {
@@ -369,7 +519,11 @@ fn start_chat(inst: &mut Inst, spec: &InstanceSpec, now: u64, q: &mut Queue, i: 
     inst.started += 1;
     let l = inst.lifetimes.lifetime(&spec.lifetime);
     q.push(now + ns(l), Event::End { i, ours: true });
-    if spec.jobs.is_some() && inst.pending == Some(0) && inst.done_at.is_none() {
+    if spec.jobs.is_some()
+        && spec.arrivals.is_none()
+        && inst.pending == Some(0)
+        && inst.done_at.is_none()
+    {
         inst.done_at = Some(now);
     }
 }
@@ -405,6 +559,10 @@ struct InstResult {
     /// Drain time (s) for a finite backlog.
     drain_s: Option<f64>,
     utilization: f64,
+    /// (started, calls, refused) after the warm-up.
+    after: Option<(u64, u64, u64)>,
+    /// Mean wait of a job for its chat (s), with `arrivals`.
+    wait_s: Option<f64>,
 }
 
 fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
@@ -413,6 +571,9 @@ fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
         .zip(&s.instances)
         .map(|(inst, spec)| {
             inst.advance(end, end);
+            let after = inst
+                .at_warmup
+                .map(|(a, b, c)| (inst.started - a, inst.calls - b, inst.refused - c));
             let free = f64::from(spec.max_chats) * end as f64 - inst.others_area;
             InstResult {
                 started: inst.started,
@@ -424,14 +585,23 @@ fn results(s: &Scenario, insts: &mut [Inst], end: u64) -> Vec<InstResult> {
                 } else {
                     0.0
                 },
+                after,
+                wait_s: (spec.arrivals.is_some() && inst.wait_n > 0)
+                    .then(|| inst.wait_sum / inst.wait_n as f64),
             }
         })
         .collect()
 }
 
 /// The ideal starter: sees every chat end, starts the moment a slot and a token are free.
-fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstResult> {
+fn run_ideal(
+    s: &Scenario,
+    seed: u64,
+    arrivals: &[Vec<(u64, f64)>],
+    jobs: &[Vec<u64>],
+) -> Vec<InstResult> {
     let end = ns(s.duration_s);
+    let warmup = s.warmup_s.map(ns);
     let mut insts = new_insts(s, seed);
     let mut q = Queue {
         heap: BinaryHeap::new(),
@@ -444,7 +614,8 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
         burst: s.ceiling.burst,
     };
     seed_others(&mut q, &mut insts, arrivals);
-    q.push(0, Event::Wake);
+    seed_jobs(&mut q, jobs);
+    q.push(0, Event::Wake { r: 0 });
     let mut rr = 0usize;
     let mut token_wake = false;
     while let Some(Reverse((now, _, e))) = q.heap.pop() {
@@ -453,6 +624,7 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
         }
         for inst in insts.iter_mut() {
             inst.advance(now, end);
+            inst.snapshot(now, warmup);
         }
         match e {
             Event::End { i, ours } => {
@@ -468,7 +640,8 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
                     q.push(next.0, Event::Other { i, n: n + 1 });
                 }
             }
-            Event::Wake => token_wake = false,
+            Event::Wake { .. } => token_wake = false,
+            Event::Jobs { i, n } => jobs_arrive(s, &mut insts, jobs, &mut q, i, n),
             Event::Arrive { .. } | Event::Answer { .. } => {}
         }
         // Start wherever a slot is free, one instance after the other, while tokens last.
@@ -483,12 +656,13 @@ fn run_ideal(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>]) -> Vec<InstR
             if ceiling.level(now) < 1.0 {
                 if !token_wake {
                     token_wake = true;
-                    q.push(ceiling.next_token(now), Event::Wake);
+                    q.push(ceiling.next_token(now), Event::Wake { r: 0 });
                 }
                 break;
             }
             ceiling.level -= 1.0;
-            take_job(&mut insts[k]);
+            let since = take_job(&mut insts[k]);
+            job_done(&mut insts[k], since, now);
             insts[k].calls += 1;
             start_chat(&mut insts[k], &s.instances[k], now, &mut q, k);
             rr = (k + 1) % n;
@@ -501,8 +675,9 @@ fn settings() -> CapacitySettings {
     let mut s = CapacitySettings::default();
     if let Ok(v) = std::env::var("CAPACITY_SETTINGS") {
         let f: Vec<f64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-        if let [share, step, escalation] = f[..] {
+        if let [share, varied, step, escalation] = f[..] {
             s.limit_exceeded_share = share;
+            s.varied_limit_exceeded_share = varied;
             s.step = step;
             s.escalation = escalation;
         }
@@ -514,33 +689,60 @@ const STARTED: u8 = 0;
 const REFUSED: u8 = 1;
 const INCONCLUSIVE_ANSWER: u8 = 2;
 
-/// Our worker, one capacity machine per instance.
-fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) -> Vec<InstResult> {
+/// One replica of our worker: a capacity machine per instance, its own rate ceiling.
+struct Replica {
+    machines: Vec<InstanceCapacity>,
+    ceiling: Ceiling,
+    /// Per instance: do not offer a start before this (the machine's `NotBefore`).
+    wake_at: Vec<Option<u64>>,
+    token_wake: Option<u64>,
+    rr: usize,
+}
+
+/// Our worker: `replicas` replicas sharing the backlogs, each with its machines.
+fn run_ours(
+    s: &Scenario,
+    seed: u64,
+    arrivals: &[Vec<(u64, f64)>],
+    jobs: &[Vec<u64>],
+    trace: bool,
+) -> Vec<InstResult> {
     let end = ns(s.duration_s);
+    let warmup = s.warmup_s.map(ns);
     let base = Instant::now();
     let at = |t: u64| base + Duration::from_nanos(t);
     let mut insts = new_insts(s, seed);
-    let mut machines: Vec<InstanceCapacity> = s
-        .instances
-        .iter()
-        .map(|_| InstanceCapacity::new(settings(), base))
+    let count = s.replicas.max(1);
+    // The replicas share the account's rate quota evenly (the rate controller's job).
+    let mut reps: Vec<Replica> = (0..count)
+        .map(|_| Replica {
+            machines: s
+                .instances
+                .iter()
+                .map(|_| InstanceCapacity::new(settings(), base))
+                .collect(),
+            ceiling: Ceiling {
+                level: (s.ceiling.burst / count as f64).max(1.0),
+                at: 0,
+                rate: s.ceiling.rate / count as f64,
+                burst: (s.ceiling.burst / count as f64).max(1.0),
+            },
+            wake_at: vec![None; s.instances.len()],
+            token_wake: None,
+            rr: 0,
+        })
         .collect();
     let mut q = Queue {
         heap: BinaryHeap::new(),
         seq: 0,
     };
-    let mut ceiling = Ceiling {
-        level: s.ceiling.burst,
-        at: 0,
-        rate: s.ceiling.rate,
-        burst: s.ceiling.burst,
-    };
     let mut latency = Rng::new(seed, LATENCY);
     let mut fails = Rng::new(seed, INCONCLUSIVE);
     seed_others(&mut q, &mut insts, arrivals);
-    q.push(0, Event::Wake);
-    let mut rr = 0usize;
-    let mut token_wake: Option<u64> = None;
+    seed_jobs(&mut q, jobs);
+    for r in 0..count {
+        q.push(0, Event::Wake { r });
+    }
     let trace_step = ns(s.duration_s / 60.0).max(1);
     let mut next_trace = 0u64;
     let mut window: Vec<(u64, u64)> = vec![(0, 0); insts.len()];
@@ -550,21 +752,29 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
         }
         for inst in insts.iter_mut() {
             inst.advance(now, end);
+            inst.snapshot(now, warmup);
         }
         while trace && now >= next_trace {
             let row: Vec<String> = insts
                 .iter()
-                .zip(&machines)
+                .enumerate()
                 .zip(window.iter_mut())
-                .map(|((inst, m), w)| {
+                .map(|((i, inst), w)| {
+                    let rates: Vec<String> = reps
+                        .iter()
+                        .map(|rep| {
+                            rep.machines[i]
+                                .start_rate(at(now))
+                                .map_or("open".to_string(), |r| format!("{r:.3}"))
+                        })
+                        .collect();
                     let row = format!(
                         "ours={:>3} others={:>3} started={:>4} refused={:>3} rate={}",
                         inst.ours,
                         inst.others,
                         inst.started - w.0,
                         inst.refused - w.1,
-                        m.start_rate(at(now))
-                            .map_or("open".to_string(), |r| format!("{r:.3}")),
+                        rates.join("/"),
                     );
                     *w = (inst.started, inst.refused);
                     row
@@ -573,7 +783,8 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
             println!("t={:>8.1} {}", next_trace as f64 / NS, row.join(" | "));
             next_trace += trace_step;
         }
-        match e {
+        // Which replicas may start something now.
+        let woken: Vec<usize> = match e {
             Event::End { i, ours } => {
                 if ours {
                     insts[i].ours -= 1;
@@ -589,93 +800,128 @@ fn run_ours(s: &Scenario, seed: u64, arrivals: &[Vec<(u64, f64)>], trace: bool) 
                 }
                 continue;
             }
-            Event::Arrive { i, back } => {
+            Event::Jobs { i, n } => {
+                jobs_arrive(s, &mut insts, jobs, &mut q, i, n);
+                (0..count).collect()
+            }
+            Event::Arrive { r, i, back, since } => {
                 let outcome = if insts[i].free() {
                     start_chat(&mut insts[i], &s.instances[i], now, &mut q, i);
                     STARTED
                 } else {
                     REFUSED
                 };
-                q.push(now + back, Event::Answer { i, outcome });
+                q.push(
+                    now + back,
+                    Event::Answer {
+                        r,
+                        i,
+                        outcome,
+                        since,
+                    },
+                );
                 continue;
             }
-            Event::Answer { i, outcome } => {
+            Event::Answer {
+                r,
+                i,
+                outcome,
+                since,
+            } => {
                 let o = match outcome {
                     STARTED => CapacityOutcome::Started,
                     REFUSED => CapacityOutcome::LimitExceeded,
                     _ => CapacityOutcome::Inconclusive,
                 };
-                machines[i].report(o, at(now));
-                insts[i].wake_at = None;
+                reps[r].machines[i].report(o, at(now));
+                reps[r].wake_at[i] = None;
                 if outcome == REFUSED {
                     insts[i].refused += 1;
                 }
-                if outcome != STARTED
-                    && let Some(p) = insts[i].pending.as_mut()
-                {
-                    *p += 1;
+                if outcome == STARTED {
+                    job_done(&mut insts[i], since, now);
+                    vec![r]
+                } else {
+                    // The job goes back to the head of the queue, its arrival time kept: any
+                    // replica may take it.
+                    if let Some(p) = insts[i].pending.as_mut() {
+                        *p += 1;
+                    }
+                    if s.instances[i].arrivals.is_some() {
+                        insts[i].waiting.push_front(since);
+                    }
+                    (0..count).collect()
                 }
             }
-            Event::Wake => {
-                if token_wake == Some(now) {
-                    token_wake = None;
+            Event::Wake { r } => {
+                let rep = &mut reps[r];
+                if rep.token_wake == Some(now) {
+                    rep.token_wake = None;
                 }
-                for inst in insts.iter_mut() {
-                    if inst.wake_at == Some(now) {
-                        inst.wake_at = None;
+                for w in rep.wake_at.iter_mut() {
+                    if *w == Some(now) {
+                        *w = None;
                     }
                 }
+                vec![r]
             }
-        }
-        // Offer a start to each instance with a job in turn until none takes one.
-        let n = insts.len();
-        let mut idle = 0;
-        while idle < n {
-            let k = rr;
-            rr = (rr + 1) % n;
-            idle += 1;
-            if !has_job(&insts[k]) || insts[k].wake_at.is_some_and(|w| w > now) {
-                continue;
-            }
-            if ceiling.level(now) < 1.0 {
-                let t = ceiling.next_token(now);
-                if token_wake.is_none_or(|w| w > t) {
-                    token_wake = Some(t);
-                    q.push(t, Event::Wake);
+        };
+        for r in woken {
+            let rep = &mut reps[r];
+            // Offer a start to each instance with a job in turn until none takes one.
+            let n = insts.len();
+            let mut idle = 0;
+            while idle < n {
+                let k = rep.rr;
+                rep.rr = (rep.rr + 1) % n;
+                idle += 1;
+                if !has_job(&insts[k]) || rep.wake_at[k].is_some_and(|w| w > now) {
+                    continue;
                 }
-                break;
-            }
-            match machines[k].admit(at(now)) {
-                CapacityAdmit::Go => {
-                    idle = 0;
-                    ceiling.level -= 1.0;
-                    take_job(&mut insts[k]);
-                    insts[k].calls += 1;
-                    let [lo, hi] = s.latency_ms;
-                    let trip = ns((lo + (hi - lo) * latency.next_f64()) / 1000.0);
-                    let there = trip / 2;
-                    if fails.next_f64() < s.inconclusive_fraction {
-                        q.push(
-                            now + trip,
-                            Event::Answer {
-                                i: k,
-                                outcome: INCONCLUSIVE_ANSWER,
-                            },
-                        );
-                    } else {
-                        q.push(
-                            now + there,
-                            Event::Arrive {
-                                i: k,
-                                back: trip - there,
-                            },
-                        );
+                if rep.ceiling.level(now) < 1.0 {
+                    let t = rep.ceiling.next_token(now);
+                    if rep.token_wake.is_none_or(|w| w > t) {
+                        rep.token_wake = Some(t);
+                        q.push(t, Event::Wake { r });
                     }
+                    break;
                 }
-                CapacityAdmit::NotBefore(t) => {
-                    let t = now.max(ns(t.saturating_duration_since(base).as_secs_f64())) + 1;
-                    insts[k].wake_at = Some(t);
-                    q.push(t, Event::Wake);
+                match rep.machines[k].admit(at(now)) {
+                    CapacityAdmit::Go => {
+                        idle = 0;
+                        rep.ceiling.level -= 1.0;
+                        let since = take_job(&mut insts[k]);
+                        insts[k].calls += 1;
+                        let [lo, hi] = s.latency_ms;
+                        let trip = ns((lo + (hi - lo) * latency.next_f64()) / 1000.0);
+                        let there = trip / 2;
+                        if fails.next_f64() < s.inconclusive_fraction {
+                            q.push(
+                                now + trip,
+                                Event::Answer {
+                                    r,
+                                    i: k,
+                                    outcome: INCONCLUSIVE_ANSWER,
+                                    since,
+                                },
+                            );
+                        } else {
+                            q.push(
+                                now + there,
+                                Event::Arrive {
+                                    r,
+                                    i: k,
+                                    back: trip - there,
+                                    since,
+                                },
+                            );
+                        }
+                    }
+                    CapacityAdmit::NotBefore(t) => {
+                        let t = now.max(ns(t.saturating_duration_since(base).as_secs_f64())) + 1;
+                        rep.wake_at[k] = Some(t);
+                        q.push(t, Event::Wake { r });
+                    }
                 }
             }
         }
@@ -691,6 +937,10 @@ struct Row {
     ideal_utilization: f64,
     limit_exceeded: f64,
     drain_ratio: Option<f64>,
+    goodput_after: Option<f64>,
+    limit_exceeded_after: Option<f64>,
+    /// Our jobs' mean wait for their chat minus the ideal starter's (s), with `arrivals`.
+    excess_wait_s: Option<f64>,
     started: u64,
     ideal_started: u64,
     calls: u64,
@@ -704,13 +954,15 @@ fn run_seed(s: &Scenario, seed: u64, trace: bool) -> Vec<Row> {
         .enumerate()
         .map(|(i, spec)| other_arrivals(spec, seed, i, s.duration_s))
         .collect();
-    let ideal = run_ideal(s, seed, &arrivals);
-    let ours = run_ours(s, seed, &arrivals, trace);
+    let jobs = job_arrivals(s, seed);
+    let ideal = run_ideal(s, seed, &arrivals, &jobs);
+    let ours = run_ours(s, seed, &arrivals, &jobs, trace);
     ours.iter()
         .zip(&ideal)
         .zip(&s.instances)
         .map(|((o, i), spec)| {
-            let goodput = match (spec.jobs, o.drain_s, i.drain_s) {
+            let finite = spec.jobs.filter(|_| spec.arrivals.is_none());
+            let goodput = match (finite, o.drain_s, i.drain_s) {
                 (Some(_), Some(d), Some(di)) => di / d.max(1e-9),
                 (Some(_), None, _) => 0.0,
                 // Another caller's chats are refused when ours fill the instance, so a starter
@@ -724,9 +976,16 @@ fn run_seed(s: &Scenario, seed: u64, trace: bool) -> Vec<Row> {
                 utilization: o.utilization,
                 ideal_utilization: i.utilization,
                 limit_exceeded: o.refused as f64 / (o.calls as f64).max(1.0),
-                drain_ratio: spec
-                    .jobs
+                drain_ratio: finite
                     .map(|j| o.drain_s.unwrap_or(f64::INFINITY) / (j as f64 / s.ceiling.rate)),
+                goodput_after: match (o.after, i.after) {
+                    (Some(oa), Some(ia)) if spec.others.is_empty() => {
+                        Some(oa.0 as f64 / (ia.0 as f64).max(1.0))
+                    }
+                    _ => None,
+                },
+                excess_wait_s: o.wait_s.zip(i.wait_s).map(|(o, i)| o - i),
+                limit_exceeded_after: o.after.map(|a| a.2 as f64 / (a.1 as f64).max(1.0)),
                 started: o.started,
                 ideal_started: i.started,
                 calls: o.calls,
@@ -784,13 +1043,19 @@ fn run_file(name: &str) {
     for (i, spec) in s.instances.iter().enumerate() {
         let col = |f: &dyn Fn(&Row) -> f64| -> Vec<f64> { rows.iter().map(|r| f(&r[i])).collect() };
         println!(
-            "  instance {} | seed | goodput | utilization (ideal) | LimitExceeded | calls | started (ideal) | drain ratio",
+            "  instance {} | seed | goodput | utilization (ideal) | LimitExceeded (count) | calls | \
+             started (ideal) | drain ratio | after warm-up: goodput, LimitExceeded | excess wait |",
             spec.name
         );
+        let opt = |v: Option<f64>, pct: bool| match v {
+            Some(x) if pct => format!("{:.1} %", 100.0 * x),
+            Some(x) => format!("{x:.3}"),
+            None => "-".to_string(),
+        };
         for (seed, r) in seeds.iter().zip(&rows) {
             let r = &r[i];
             println!(
-                "  | {seed} | {:.3} | {:.3} ({:.3}) | {:.1} % ({}) | {} | {} ({}) | {} |",
+                "  | {seed} | {:.3} | {:.3} ({:.3}) | {:.1} % ({}) | {} | {} ({}) | {} | {}, {} | {} |",
                 r.goodput,
                 r.utilization,
                 r.ideal_utilization,
@@ -799,56 +1064,61 @@ fn run_file(name: &str) {
                 r.calls,
                 r.started,
                 r.ideal_started,
-                r.drain_ratio.map_or("-".to_string(), |d| format!("{d:.2}")),
+                opt(r.drain_ratio, false),
+                opt(r.goodput_after, false),
+                opt(r.limit_exceeded_after, true),
+                opt(r.excess_wait_s, false),
             );
         }
-        let goodput = col(&|r| r.goodput);
-        let utilization = col(&|r| r.utilization);
-        let limit = col(&|r| r.limit_exceeded);
-        let drain = col(&|r| r.drain_ratio.unwrap_or(f64::NAN));
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        println!(
-            "  | mean | {:.3} | {:.3} | {:.1} % | | | {} |",
-            mean(&goodput),
-            mean(&utilization),
-            100.0 * mean(&limit),
-            if spec.jobs.is_some() {
-                format!("{:.2}", mean(&drain))
-            } else {
-                "-".to_string()
-            }
-        );
-        let label = |m: &str| format!("{name}/{}: {m}", spec.name);
-        check(
-            &label("goodput"),
-            &spec.expect.goodput,
-            &goodput,
-            &mut failures,
-        );
-        check(
-            &label("utilization"),
-            &spec.expect.utilization,
-            &utilization,
-            &mut failures,
-        );
-        check(
-            &label("limit_exceeded"),
-            &spec.expect.limit_exceeded,
-            &limit,
-            &mut failures,
-        );
-        check(
-            &label("calls"),
-            &spec.expect.calls,
-            &col(&|r| r.calls as f64),
-            &mut failures,
-        );
-        check(
-            &label("drain_ratio"),
-            &spec.expect.drain_ratio,
-            &drain,
-            &mut failures,
-        );
+        let metrics: [(&str, &Option<Bounds>, Vec<f64>); 8] = [
+            (
+                "excess_wait_s",
+                &spec.expect.excess_wait_s,
+                col(&|r| r.excess_wait_s.unwrap_or(f64::NAN)),
+            ),
+            ("goodput", &spec.expect.goodput, col(&|r| r.goodput)),
+            (
+                "utilization",
+                &spec.expect.utilization,
+                col(&|r| r.utilization),
+            ),
+            (
+                "limit_exceeded",
+                &spec.expect.limit_exceeded,
+                col(&|r| r.limit_exceeded),
+            ),
+            ("calls", &spec.expect.calls, col(&|r| r.calls as f64)),
+            (
+                "drain_ratio",
+                &spec.expect.drain_ratio,
+                col(&|r| r.drain_ratio.unwrap_or(f64::NAN)),
+            ),
+            (
+                "goodput_after_warmup",
+                &spec.expect.goodput_after_warmup,
+                col(&|r| r.goodput_after.unwrap_or(f64::NAN)),
+            ),
+            (
+                "limit_exceeded_after_warmup",
+                &spec.expect.limit_exceeded_after_warmup,
+                col(&|r| r.limit_exceeded_after.unwrap_or(f64::NAN)),
+            ),
+        ];
+        let means: Vec<String> = metrics
+            .iter()
+            .filter(|(_, _, v)| v.iter().all(|x| x.is_finite()))
+            .map(|(label, _, v)| format!("{label} {:.4}", mean(v)))
+            .collect();
+        println!("  mean: {}", means.join(", "));
+        for (label, bounds, values) in &metrics {
+            check(
+                &format!("{name}/{}: {label}", spec.name),
+                bounds,
+                values,
+                &mut failures,
+            );
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -868,9 +1138,19 @@ scenarios!(
     fixed_5s,
     uniform_1_15s,
     lognormal_5s,
+    lognormal_5s_c100,
     lognormal_60s,
     lognormal_1h,
     others_half,
     others_come_and_go,
+    others_fill_then_leave,
     two_instances_one_full,
+    batches_fixed_5s,
+    arrivals_lognormal_60s,
+    inconclusive_lognormal_60s,
+    fleet_3_lognormal_60s,
+    fleet_3_fixed_5s,
+    rate_bound_lognormal_60s,
+    slow_connect_lognormal_60s,
+    bench_capacity_160,
 );
