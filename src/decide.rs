@@ -10,6 +10,7 @@
 //! # The protocol of one delivery
 //!
 //! ```text
+//! Received ─▶ (a FIFO group's message) AwaitTurn ─▶ Turn(true) ─▶ as below;  Turn(false) ─▶ GiveBack(0)
 //! Received ─▶ Publish(RetriesExhausted | Invalid | Expired)            (settled at once)
 //!          └▶ StartChatContact: AskCapacity ─▶ Capacity(Go) ─▶ Acquire
 //!                                           └▶ Capacity(NotBefore) ─▶ HoldForCapacity ─▶ Woke ─▶ AskCapacity
@@ -33,6 +34,11 @@
 //! - `Credentials` (expired or unrecognized credentials, bad signature) → back to SQS after a
 //!   short delay (recycled at the receive budget): not the job's fault, it must not fail;
 //! - `Rejected` → a failed result with Connect's code.
+//!
+//! A FIFO group's message waits for its turn first (`pipeline::groups`): one job of a group at a
+//! time, in order. It is never recycled (a FIFO queue takes no per-message delay and a copy would
+//! go to the end of its group); at the receive budget a wait that is not its fault is spent in
+//! the worker instead, hidden by the heartbeat, since its group waits for it either way.
 
 use std::time::Duration;
 
@@ -141,6 +147,12 @@ pub struct JobState {
     pub publish_started: Option<Instant>,
     /// The delay and reason of a recycle under way, for a plain give-back should it fail.
     pub recycling: Option<(Duration, RequeueReason)>,
+    /// The message belongs to a FIFO group: it waits for its turn first, and is never recycled
+    /// (a FIFO queue takes no per-message delay, and a re-sent copy would go to the end of the
+    /// group).
+    pub grouped: bool,
+    /// What arrived, kept while a grouped job waits for its turn.
+    pub received: Option<Result<(Operation, Option<OffsetDateTime>), String>>,
 }
 
 impl JobState {
@@ -156,6 +168,16 @@ impl JobState {
             publish_failures: 0,
             publish_started: None,
             recycling: None,
+            grouped: false,
+            received: None,
+        }
+    }
+
+    /// A delivery of a FIFO group's message.
+    pub fn grouped(receive_count: u32) -> Self {
+        JobState {
+            grouped: true,
+            ..JobState::new(receive_count)
         }
     }
 }
@@ -175,6 +197,9 @@ pub enum RequeueReason {
     Shutdown,
     /// This replica cannot start the job soon at its current rate (`pipeline::handoff`).
     Handoff,
+    /// An earlier job of its FIFO group went back to SQS: it follows, unworked, to keep the
+    /// group's order.
+    Group,
 }
 
 impl RequeueReason {
@@ -186,6 +211,7 @@ impl RequeueReason {
             RequeueReason::Unpublished => "unpublished",
             RequeueReason::Shutdown => "shutdown",
             RequeueReason::Handoff => "handoff",
+            RequeueReason::Group => "group",
         }
     }
 }
@@ -231,6 +257,8 @@ pub struct CapacityView {
 pub enum Event {
     /// The delivery arrived: the parsed job's operation and `notAfter`, or why it is invalid.
     Received(Result<(Operation, Option<OffsetDateTime>), String>),
+    /// A grouped job's turn came (`true`), or an earlier job of its group went back (`false`).
+    Turn(bool),
     /// The instance's capacity machine answered an [`Step::AskCapacity`].
     Capacity(CapacityView),
     /// A hold or a backoff is over (or the instance's capacity changed while held).
@@ -255,6 +283,8 @@ pub enum Event {
 /// The next thing the pipeline does with the job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
+    /// Wait until the earlier jobs of the job's FIFO group held here are done; report `Turn`.
+    AwaitTurn,
     /// Ask the instance's capacity machine whether a start could go now (nothing is taken).
     AskCapacity,
     /// Keep the job in the worker until `until`, or until the instance's capacity changes; then
@@ -286,6 +316,24 @@ pub enum Step {
 /// The decision. See the module doc for the protocol.
 pub fn decide(s: &DecideSettings, job: &mut JobState, event: Event, now: Now, jitter: f64) -> Step {
     match event {
+        Event::Received(parsed) if job.grouped => {
+            job.received = Some(parsed);
+            Step::AwaitTurn
+        }
+        Event::Turn(false) => Step::GiveBack {
+            after: Duration::ZERO,
+            reason: RequeueReason::Group,
+        },
+        Event::Turn(true) => {
+            let parsed = job
+                .received
+                .take()
+                .unwrap_or_else(|| Err("internal error: no job to work".to_owned()));
+            job.grouped = false;
+            let step = decide(s, job, Event::Received(parsed), now, jitter);
+            job.grouped = true;
+            step
+        }
         Event::Received(parsed) => {
             if job.receive_count > s.max_receive_count {
                 return publish(job, Verdict::RetriesExhausted, now);
@@ -356,7 +404,7 @@ pub fn decide(s: &DecideSettings, job: &mut JobState, event: Event, now: Now, ji
             ErrorClass::LimitExceeded => Step::AskCapacity,
             ErrorClass::Credentials => {
                 let after = whole_seconds(equal_jitter(s.credentials_wait, jitter));
-                give_back_or_recycle(s, job, after, RequeueReason::Credentials)
+                give_back_or_recycle(s, job, after, RequeueReason::Credentials, now)
             }
             ErrorClass::Rejected => publish(job, Verdict::Failed { code, message }, now),
         },
@@ -445,7 +493,7 @@ fn capacity_wait(
         return Step::HoldForCapacity { until: at };
     }
     let after = equal_jitter(expected, jitter).clamp(s.capacity_min_wait, s.capacity_max_wait);
-    give_back_or_recycle(s, job, whole_seconds(after), RequeueReason::Capacity)
+    give_back_or_recycle(s, job, whole_seconds(after), RequeueReason::Capacity, now)
 }
 
 /// A wait that is not the job's fault (capacity, credentials) must not use up its receive budget:
@@ -455,12 +503,20 @@ fn give_back_or_recycle(
     job: &mut JobState,
     after: Duration,
     reason: RequeueReason,
+    now: Now,
 ) -> Step {
-    if job.receive_count >= s.max_receive_count {
+    if job.receive_count < s.max_receive_count {
+        Step::GiveBack { after, reason }
+    } else if job.grouped {
+        // A FIFO message cannot be recycled; given back it would use up its last receive. Its
+        // group waits for it either way (SQS delivers no later message of the group while it is
+        // invisible), so it waits here, hidden by the heartbeat: one slot, no receive spent.
+        Step::Backoff {
+            until: now.mono + after,
+        }
+    } else {
         job.recycling = Some((after, reason));
         Step::Recycle { after }
-    } else {
-        Step::GiveBack { after, reason }
     }
 }
 

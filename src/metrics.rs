@@ -189,6 +189,7 @@ impl Metrics {
             "unpublished",
             "shutdown",
             "handoff",
+            "group",
         ] {
             m.jobs_requeued.with_label_values(&[reason]);
         }

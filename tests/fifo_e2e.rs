@@ -323,3 +323,80 @@ async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_repl
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_groups_jobs_are_worked_in_order_through_capacity_waits_and_groups_in_parallel() {
+    let moto = Moto::start();
+    let sqs = sqs_client(&moto.endpoint);
+    let fifo = || (QueueAttributeName::FifoQueue, "true".to_owned());
+    let dlq = create(&sqs, "dlq.fifo", &[fifo()]).await;
+    let redrive = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"50"}}"#,
+        arn(&sqs, &dlq).await
+    );
+    let jobs = create(
+        &sqs,
+        "jobs.fifo",
+        &[
+            fifo(),
+            (QueueAttributeName::VisibilityTimeout, "30".into()),
+            (QueueAttributeName::RedrivePolicy, redrive),
+        ],
+    )
+    .await;
+    let results = create(&sqs, "results.fifo", &[fifo()]).await;
+    // Two groups of four, sent interleaved; one receive may return several of a group.
+    for i in 0..4 {
+        for g in ["a", "b"] {
+            sqs.send_message()
+                .queue_url(&jobs)
+                .message_body(start_job(&format!("{g}{i}")))
+                .message_group_id(format!("customer-{g}"))
+                .message_deduplication_id(format!("{g}{i}"))
+                .send()
+                .await
+                .expect("send");
+        }
+    }
+    // Room for two chats of 1.5 s: the groups' jobs keep running into the limit, so capacity
+    // waits (held or given back) happen while the order must hold.
+    let sim = start_sim(SimConfig {
+        max_active_chats: 2,
+        chat_seconds: 1.5,
+        latency_ms: 50,
+        connect_window_seconds: 0.0,
+        ..generous_sim()
+    })
+    .await;
+    let worker = Worker::start(&env_for(&moto, &sim, &jobs, &results, &dlq));
+    let got = drain(&sqs, &results, 8, Duration::from_secs(120)).await;
+    assert_eq!(got.len(), 8, "log:\n{}", worker.log());
+    assert!(
+        got.iter().all(|g| g.json["status"] == "succeeded"),
+        "{:?}",
+        got.iter().map(|g| &g.json).collect::<Vec<_>>()
+    );
+    // A FIFO results queue returns each group's results in the order they were published.
+    for g in ["a", "b"] {
+        let order: Vec<&str> = got
+            .iter()
+            .filter(|r| r.group.as_deref() == Some(&format!("customer-{g}")))
+            .filter_map(|r| r.json["jobId"].as_str())
+            .collect();
+        let want: Vec<String> = (0..4).map(|i| format!("{g}{i}")).collect();
+        assert_eq!(order, want, "group {g} in order");
+    }
+    assert!(
+        sim.stats().operations.start_chat_contact.limit_exceeded > 0,
+        "capacity ran out on the way"
+    );
+    assert_eq!(sim.stats().chats_created, 8, "no second chat");
+    // Groups in parallel: the results of the two groups interleave.
+    let first_b = got
+        .iter()
+        .position(|r| r.json["jobId"].as_str().is_some_and(|j| j.starts_with('b')));
+    let last_a = got
+        .iter()
+        .rposition(|r| r.json["jobId"].as_str().is_some_and(|j| j.starts_with('a')));
+    assert!(first_b < last_a, "groups interleave");
+}

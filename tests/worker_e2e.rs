@@ -497,7 +497,6 @@ async fn metrics_health_and_readiness_are_served() {
         "resume_chat_connect_call_duration_seconds_bucket",
         "resume_chat_rate_wait_seconds_bucket",
         "resume_chat_allowed_rate",
-        "resume_chat_capacity_limited",
         "resume_chat_visibility_extensions_total",
         "resume_chat_last_receive_success_timestamp_seconds",
     ] {

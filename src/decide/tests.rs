@@ -503,3 +503,54 @@ fn recycling_and_interruptions() {
         );
     }
 }
+
+#[test]
+fn a_fifo_groups_job_waits_its_turn_and_is_never_recycled() {
+    let s = DecideSettings::default();
+    let base = Instant::now();
+    let now = now_at(base, 0);
+    let mut job = JobState::grouped(1);
+    assert_eq!(
+        decide(&s, &mut job, received(START), now, 0.5),
+        Step::AwaitTurn
+    );
+    assert_eq!(
+        decide(&s, &mut job.clone(), Event::Turn(true), now, 0.5),
+        Step::AskCapacity
+    );
+    // An earlier job of its group went back: it follows at once, unworked.
+    assert_eq!(
+        decide(&s, &mut job, Event::Turn(false), now, 0.5),
+        Step::GiveBack {
+            after: Duration::ZERO,
+            reason: RequeueReason::Group,
+        }
+    );
+    // At the receive budget a capacity wait stays in the worker instead of a recycle (a FIFO
+    // queue takes no per-message delay); below it, the usual give-back keeps its place.
+    for (rc, expected) in [
+        (
+            10,
+            Step::Backoff {
+                until: now.mono + Duration::from_secs(30),
+            },
+        ),
+        (
+            3,
+            Step::GiveBack {
+                after: Duration::from_secs(30),
+                reason: RequeueReason::Capacity,
+            },
+        ),
+    ] {
+        let mut job = JobState::grouped(rc);
+        decide(&s, &mut job, received(START), now, 0.5);
+        decide(&s, &mut job, Event::Turn(true), now, 0.5);
+        let full = view(
+            CapacityAdmit::NotBefore(base + Duration::from_secs(40)),
+            0,
+            Some(0.1),
+        );
+        assert_eq!(decide(&s, &mut job, full, now, 0.5), expected, "rc {rc}");
+    }
+}

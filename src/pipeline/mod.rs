@@ -6,6 +6,7 @@
 //! - [`settle`]: publishes results and deletes jobs in batches;
 //! - [`depth`]: polls queue depths for the metrics;
 //! - [`handoff`]: gives back waiting jobs this replica cannot start soon;
+//! - [`groups`]: the jobs of one FIFO group one at a time, in order;
 //! - [`mix`]: the recent mix of operations, to size the work the receiver holds;
 //! - [`sharers`]: how many replicas of ours share the quota, from the jobs queue, for the limiters;
 //! - [`permit`]: a call's permit, which owes every limiter its one feedback.
@@ -16,6 +17,7 @@
 //! run returns. Nothing is deleted without its result published first.
 
 pub mod depth;
+pub mod groups;
 pub mod handoff;
 pub mod inflight;
 pub mod mix;
@@ -71,6 +73,8 @@ pub struct Context<Q, C> {
     /// Whether the jobs queue was last seen drained (handoff's depth checks).
     pub handoff: handoff::BacklogState,
     pub mix: mix::JobMix,
+    /// The order of FIFO groups' jobs held here.
+    pub groups: Arc<groups::GroupOrder>,
     /// Cancelled on SIGTERM/SIGINT: stop receiving, release waiting jobs.
     pub stop_receiving: CancellationToken,
     /// Cancelled when the grace period is over: abandon calls on the wire.
@@ -259,13 +263,23 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             metrics.fleet_limiter_state.set(FleetState::Disabled as i64);
         }
         let capacity = {
-            let limited = metrics.capacity_limited.clone();
-            let rate = metrics.capacity_start_rate.clone();
-            Arc::new(CapacityBook::new(CapacitySettings::default(), move |g| {
-                limited.with_label_values(&[&g.instance]).set(g.state_code);
-                rate.with_label_values(&[&g.instance])
-                    .set(g.start_rate.unwrap_or(0.0));
-            }))
+            let (limited, rate) = (
+                metrics.capacity_limited.clone(),
+                metrics.capacity_start_rate.clone(),
+            );
+            let (forget_limited, forget_rate) = (limited.clone(), rate.clone());
+            Arc::new(CapacityBook::new(
+                CapacitySettings::default(),
+                move |g| {
+                    limited.with_label_values(&[&g.instance]).set(g.state_code);
+                    rate.with_label_values(&[&g.instance])
+                        .set(g.start_rate.unwrap_or(0.0));
+                },
+                move |instance| {
+                    let _ = forget_limited.remove_label_values(&[instance]);
+                    let _ = forget_rate.remove_label_values(&[instance]);
+                },
+            ))
         };
         let (settle_tx, settle_rx) = mpsc::channel(settings.max_in_flight.max(16));
         let ctx = Arc::new(Context {
@@ -287,6 +301,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             waiting_associate: Arc::default(),
             handoff: handoff::BacklogState::default(),
             mix: mix::JobMix::default(),
+            groups: Arc::default(),
             stop_receiving: stop,
             abandon: CancellationToken::new(),
             settle_tx,

@@ -113,7 +113,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_report_reaches_every_limiter_once() {
-        let book = Arc::new(CapacityBook::new(CapacitySettings::default(), |_| {}));
+        let book = Arc::new(CapacityBook::new(
+            CapacitySettings::default(),
+            |_| {},
+            |_| {},
+        ));
         let limiter = Arc::new(AdaptiveLimiter::new(10.0, 10));
         let mut permit = Permit::default();
         limiter.acquire().await;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, warn};
 
 use super::Context;
+use super::groups::GroupPlace;
 use super::permit::Permit;
 use crate::connect::{ConnectApi, ConnectError, ErrorClass, Operation};
 use crate::decide::{
@@ -30,6 +31,7 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(
     ctx: Arc<Context<Q, C>>,
     msg: ReceivedMessage,
     inflight_id: u64,
+    place: Option<GroupPlace>,
 ) {
     let span = tracing::info_span!("job", message_id = %msg.message_id, job_id = tracing::field::Empty, receive_count = msg.receive_count);
     async move {
@@ -45,12 +47,17 @@ pub async fn process<Q: MessageQueue, C: ConnectApi>(
             Ok(job) => Ok((operation(job), job.not_after)),
             Err(e) => Err(e.to_string()),
         };
+        let state = match place {
+            Some(_) => JobState::grouped(msg.receive_count),
+            None => JobState::new(msg.receive_count),
+        };
         let mut run = JobRun {
             ctx: &ctx,
             msg: &msg,
             inflight_id,
             parsed,
-            state: JobState::new(msg.receive_count),
+            state,
+            place,
             started: tokio::time::Instant::now(),
             permit: None,
             hold: None,
@@ -82,6 +89,8 @@ struct JobRun<'a, Q, C> {
     inflight_id: u64,
     parsed: Result<Job, InvalidJob>,
     state: JobState,
+    /// Its place in its FIFO group, for a message of a FIFO jobs queue.
+    place: Option<GroupPlace>,
     started: tokio::time::Instant,
     /// What the next call was granted so far (capacity lease, rate token).
     permit: Option<Permit>,
@@ -110,6 +119,7 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
                 rand::random(),
             );
             event = match step {
+                Step::AwaitTurn => self.await_turn().await,
                 Step::AskCapacity => self.ask_capacity(),
                 Step::HoldForCapacity { until } => self.hold_for_capacity(until).await,
                 Step::Acquire => self.acquire().await,
@@ -118,9 +128,29 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
                 Step::Backoff { until } => self.backoff(until).await,
                 Step::Publish(verdict) => self.publish(verdict).await,
                 Step::Recycle { after } => self.recycle(after).await,
-                Step::GiveBack { after, reason } => return self.give_back(after, reason).await,
-                Step::Done => return,
+                Step::GiveBack { after, reason } => {
+                    self.give_back(after, reason).await;
+                    // The later jobs of its group held here follow it back.
+                    return self.leave_group(false);
+                }
+                Step::Done => return self.leave_group(true),
             };
+        }
+    }
+
+    async fn await_turn(&mut self) -> Event {
+        let Some(place) = self.place.as_mut() else {
+            return Event::Turn(true);
+        };
+        tokio::select! {
+            turn = place.turn() => Event::Turn(turn),
+            _ = self.ctx.stop_receiving.cancelled() => Event::Stopped,
+        }
+    }
+
+    fn leave_group(&mut self, settled: bool) {
+        if let Some(place) = self.place.take() {
+            place.finish(settled);
         }
     }
 

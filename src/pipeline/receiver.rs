@@ -135,9 +135,11 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
                     let id = ctx.inflight.register(&msg.receipt_handle, visibility).await;
                     ctx.inflight.set_group(id, msg.group_id.clone()).await;
                     ctx.metrics.jobs_in_flight.inc();
+                    // A FIFO group's messages take their places in the order SQS returned them.
+                    let place = msg.group_id.as_deref().map(|g| ctx.groups.enter(g));
                     let task_ctx = ctx.clone();
                     tasks.spawn(async move {
-                        super::process::process(task_ctx.clone(), msg, id).await;
+                        super::process::process(task_ctx.clone(), msg, id, place).await;
                         task_ctx.metrics.jobs_in_flight.dec();
                         drop(permit);
                     });

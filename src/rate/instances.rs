@@ -32,7 +32,13 @@ struct Slot {
     machine: InstanceCapacity,
     holding: usize,
     changes: watch::Sender<u64>,
+    /// Whether the machine was ever limited: only such instances get gauges, so jobs naming
+    /// made-up instances cannot grow the metrics.
+    gauged: bool,
 }
+
+/// Above this many machines, the ones that can be forgotten are (instance ids come from jobs).
+const PRUNE_ABOVE: usize = 64;
 
 /// Gauges of one instance, for the metrics.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,8 +52,10 @@ pub struct InstanceGauges {
 pub struct CapacityBook {
     settings: CapacitySettings,
     slots: Mutex<HashMap<String, Slot>>,
-    /// Called after every report with the instance's gauges.
+    /// Called after a report with the gauges of an instance that has been limited, and with
+    /// `None` for its rate when the machine is forgotten (the gauges go).
     on_change: Box<dyn Fn(&InstanceGauges) + Send + Sync>,
+    on_forget: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 /// What [`CapacityBook::ask`] answered.
@@ -63,20 +71,33 @@ impl CapacityBook {
     pub fn new(
         settings: CapacitySettings,
         on_change: impl Fn(&InstanceGauges) + Send + Sync + 'static,
+        on_forget: impl Fn(&str) + Send + Sync + 'static,
     ) -> Self {
         CapacityBook {
             settings,
             slots: Mutex::new(HashMap::new()),
             on_change: Box::new(on_change),
+            on_forget: Box::new(on_forget),
         }
     }
 
     fn with_slot<T>(&self, instance: &str, f: impl FnOnce(&mut Slot) -> T) -> T {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() > PRUNE_ABOVE && !slots.contains_key(instance) {
+            let now = Instant::now();
+            slots.retain(|id, s| {
+                let keep = s.holding > 0 || !s.machine.can_forget(now);
+                if !keep && s.gauged {
+                    (self.on_forget)(id);
+                }
+                keep
+            });
+        }
         let slot = slots.entry(instance.to_owned()).or_insert_with(|| Slot {
             machine: InstanceCapacity::new(self.settings.clone(), Instant::now()),
             holding: 0,
             changes: watch::channel(0).0,
+            gauged: false,
         });
         f(slot)
     }
@@ -139,13 +160,16 @@ impl CapacityBook {
         let gauges = self.with_slot(instance, |s| {
             s.machine.report(outcome, now);
             s.changes.send_modify(|n| *n = n.wrapping_add(1));
-            InstanceGauges {
+            s.gauged |= s.machine.is_limited();
+            s.gauged.then(|| InstanceGauges {
                 instance: instance.to_owned(),
                 state_code: s.machine.state_code(),
                 start_rate: s.machine.start_rate(now),
-            }
+            })
         });
-        (self.on_change)(&gauges);
+        if let Some(g) = gauges {
+            (self.on_change)(&g);
+        }
     }
 
     /// When every instance this worker has started chats on is out of capacity, the starts per
@@ -203,8 +227,31 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn machines_of_made_up_instances_are_forgotten_and_get_no_gauges() {
+        let gauged = Arc::new(Mutex::new(Vec::new()));
+        let g = gauged.clone();
+        let book = Arc::new(CapacityBook::new(
+            CapacitySettings::default(),
+            move |x| g.lock().unwrap().push(x.instance.clone()),
+            |_| {},
+        ));
+        for i in 0..1_000 {
+            let id = format!("made-up-{i}");
+            let claimed = book.claim(&id);
+            // Connect answered 404 for it: says nothing about capacity.
+            claimed.lease.unwrap().report(CapacityOutcome::Inconclusive);
+        }
+        assert!(book.slots.lock().unwrap().len() <= PRUNE_ABOVE + 1);
+        assert!(gauged.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn instances_are_independent_and_a_dropped_lease_is_inconclusive() {
-        let book = Arc::new(CapacityBook::new(CapacitySettings::default(), |_| {}));
+        let book = Arc::new(CapacityBook::new(
+            CapacitySettings::default(),
+            |_| {},
+            |_| {},
+        ));
         assert_eq!(book.peek("A").admit, CapacityAdmit::Go);
         let a = book.claim("A");
         assert_eq!(a.admit, CapacityAdmit::Go);
