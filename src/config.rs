@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::job::JobDefaults;
 
-/// Settings as given, before validation. Field docs are the `--help` text.
-#[derive(clap::Args, Clone, Debug, Default)]
+/// Settings as given, before validation. Field docs are the `--help` text. `Debug` masks the
+/// Redis password (`REDIS_PASSWORD`, and any in `REDIS_URL`).
+#[derive(clap::Args, Clone, Default)]
 pub struct RawSettings {
     /// URL of the SQS queue the jobs arrive on (required).
     #[arg(long, env = "JOBS_QUEUE_URL")]
@@ -89,6 +90,47 @@ pub struct RawSettings {
     /// Prefix of the fleet limiter's Redis keys (`{prefix}:{operation}`) [default: resume-chat-worker].
     #[arg(long, env = "FLEET_LIMITER_PREFIX")]
     pub fleet_limiter_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSettings")
+            .field("jobs_queue_url", &self.jobs_queue_url)
+            .field("results_queue_url", &self.results_queue_url)
+            .field("dead_letter_queue_url", &self.dead_letter_queue_url)
+            .field("connect_instance_id", &self.connect_instance_id)
+            .field("connect_contact_flow_id", &self.connect_contact_flow_id)
+            .field("start_chat_rate", &self.start_chat_rate)
+            .field("start_chat_burst", &self.start_chat_burst)
+            .field("associate_rate", &self.associate_rate)
+            .field("associate_burst", &self.associate_burst)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("shutdown_grace_seconds", &self.shutdown_grace_seconds)
+            .field("log_format", &self.log_format)
+            .field("max_receive_count", &self.max_receive_count)
+            .field(
+                "visibility_timeout_seconds",
+                &self.visibility_timeout_seconds,
+            )
+            .field("ready_stale_seconds", &self.ready_stale_seconds)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_deref()
+                    .map(crate::rate::fleet::connection::redact),
+            )
+            .field(
+                "redis_password",
+                &self.redis_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("redis_cluster", &self.redis_cluster)
+            .field("fleet_limiter_prefix", &self.fleet_limiter_prefix)
+            .finish()
+    }
 }
 
 /// A token bucket's ceiling.
@@ -712,6 +754,17 @@ mod tests {
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(
             debug.contains("rediss://worker:***@cache.internal:6379"),
+            "{debug}"
+        );
+        // Not in the raw settings' Debug either.
+        let raw = RawSettings {
+            redis_url: Some("rediss://worker:hunter2@cache.internal:6379".into()),
+            redis_password: Some("hunter3".into()),
+            ..minimal()
+        };
+        let debug = format!("{raw:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("hunter3"),
             "{debug}"
         );
         // From REDIS_PASSWORD: redacted in Debug.

@@ -18,18 +18,24 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
+/// How long one refusal of the worker's credentials keeps `/readyz` at 503 without another. While
+/// jobs wait, the receiver's probe (one job per 5 s) refreshes it well within this; an idle
+/// worker is ready again after it, and its next job is the probe.
+pub const CREDENTIALS_STALE: Duration = Duration::from_secs(60);
+
 /// Readiness: the receiver reports each successful receive and each failure; `/readyz` is 200
 /// while the last success is recent and the last failure was not a hard one (missing queue or
 /// denied access). Connect calls report credential refusals and successes: from the first
 /// refusal (`ExpiredTokenException` and the like) to the next successful call, `/readyz` is 503
-/// with the code as its reason.
+/// with the code as its reason; a refusal older than [`CREDENTIALS_STALE`] with none since no
+/// longer counts (an idle worker has no call to prove the credentials work again).
 #[derive(Debug)]
 pub struct Health {
     stale_after: Duration,
     last_success: Mutex<Option<Instant>>,
     problem: Mutex<Option<String>>,
-    /// Why Connect refuses the worker's credentials, until a call succeeds.
-    connect_problem: std::sync::Mutex<Option<String>>,
+    /// Why Connect refuses the worker's credentials and when it last did, until a call succeeds.
+    connect_problem: std::sync::Mutex<Option<(String, Instant)>>,
     stopping: AtomicBool,
 }
 
@@ -51,9 +57,14 @@ impl Health {
             .connect_problem
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let new = p.is_none();
-        *p = Some(format!(
-            "Amazon Connect refuses the worker's credentials ({code}); jobs wait in SQS until a call succeeds"
+        let new = p
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > CREDENTIALS_STALE);
+        *p = Some((
+            format!(
+                "Amazon Connect refuses the worker's credentials ({code}); jobs wait in SQS until a call succeeds"
+            ),
+            Instant::now(),
         ));
         new
     }
@@ -64,15 +75,22 @@ impl Health {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .is_some()
+            .is_some_and(|(_, at)| at.elapsed() <= CREDENTIALS_STALE)
     }
 
     /// Whether Connect currently refuses the worker's credentials.
     pub fn connect_credentials_failing(&self) -> bool {
+        self.connect_problem().is_some()
+    }
+
+    /// The refusal's reason while it is fresh.
+    fn connect_problem(&self) -> Option<String> {
         self.connect_problem
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() <= CREDENTIALS_STALE)
+            .map(|(why, _)| why.clone())
     }
 
     pub async fn receive_succeeded(&self) {
@@ -98,12 +116,7 @@ impl Health {
         if let Some(p) = self.problem.lock().await.clone() {
             return Err(p);
         }
-        let connect = self
-            .connect_problem
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(p) = connect {
+        if let Some(p) = self.connect_problem() {
             return Err(p);
         }
         match *self.last_success.lock().await {
@@ -175,4 +188,35 @@ pub async fn serve(
             .await;
     });
     Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_credential_refusal_is_not_ready_until_a_success_or_a_quiet_minute() {
+        let h = Health::new(Duration::from_secs(90));
+        h.receive_succeeded().await;
+        assert!(h.readiness().await.is_ok());
+        assert!(h.connect_credentials_refused("ExpiredTokenException"));
+        assert!(
+            !h.connect_credentials_refused("ExpiredTokenException"),
+            "one outage"
+        );
+        let why = h.readiness().await.expect_err("not ready");
+        assert!(why.contains("ExpiredTokenException"), "{why}");
+        assert!(h.connect_call_succeeded(), "ends the outage");
+        assert!(h.readiness().await.is_ok());
+        assert!(!h.connect_call_succeeded());
+
+        h.connect_credentials_refused("InvalidSignatureException");
+        tokio::time::advance(CREDENTIALS_STALE / 2).await;
+        h.receive_succeeded().await;
+        assert!(h.connect_credentials_failing());
+        tokio::time::advance(CREDENTIALS_STALE).await;
+        h.receive_succeeded().await;
+        assert!(!h.connect_credentials_failing(), "stale");
+        assert!(h.readiness().await.is_ok());
+    }
 }

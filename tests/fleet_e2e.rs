@@ -169,3 +169,71 @@ async fn a_worker_starts_and_works_while_redis_is_down_then_shares_once_it_is_up
     assert_eq!(unreachable(&worker.log()), 1);
     drop(redis);
 }
+
+/// The worker binary as on ElastiCache with in-transit encryption and an ACL user: `rediss://`
+/// with a CA file, the user in `REDIS_URL`, its password in `REDIS_PASSWORD`. It shares the quota
+/// through Redis and never logs the password; with a wrong password it says why and runs on
+/// local control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_uses_a_tls_redis_with_an_acl_user_and_a_password_of_its_own() {
+    let ca = redis_server::TestCa::new();
+    let redis = RedisServer::start_tls_acl(&ca, "worker", "Ru5ty-s3cret");
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 10).await;
+    let sim = start_sim(generous_sim()).await;
+    let mut env = worker_env(&moto, &queues, &sim);
+    set(
+        &mut env,
+        "REDIS_URL",
+        &format!("rediss://worker@localhost:{}", redis.port),
+    );
+    set(&mut env, "REDIS_CA_FILE", &ca.path("ca.crt"));
+    set(&mut env, "REDIS_PASSWORD", "Ru5ty-s3cret");
+    let worker = Worker::start(&env);
+    worker.wait_healthy();
+    let bodies: Vec<String> = (0..6).map(|i| start_job(&format!("tls-{i}"))).collect();
+    queues.send_jobs(&bodies).await;
+    let results = queues.results(6, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), 6, "log:\n{}", worker.log());
+    assert!(results.iter().all(|r| r.status() == "succeeded"));
+
+    assert_eq!(
+        worker.metric("resume_chat_fleet_limiter_state"),
+        1.0,
+        "{}",
+        worker.log()
+    );
+    assert_eq!(worker.metric("resume_chat_fleet_limiter_errors_total"), 0.0);
+    assert!(worker.log().contains("sharing the quota via Redis"));
+    // The GCRA ran in this Redis (its key expires a second after the last grant, so look at
+    // the command counts instead).
+    let stats = redis.cli(&["INFO", "commandstats"]).unwrap_or_default();
+    assert!(stats.contains("cmdstat_evalsha:calls="), "{stats}");
+
+    // A second worker with a wrong password (started after the jobs, so it takes none of them).
+    set(&mut env, "REDIS_PASSWORD", "wrong-pa55");
+    let refused = Worker::start(&env);
+    refused.wait_healthy();
+    // Fallback (2) from the start; the warning comes with the first refused attempt.
+    assert!(
+        eventually(Duration::from_secs(10), || refused
+            .log()
+            .contains("Redis unreachable"))
+        .await,
+        "{}",
+        refused.log()
+    );
+    assert_eq!(refused.metric("resume_chat_fleet_limiter_state"), 2.0);
+    let log = refused.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Redis unreachable"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(
+        line.contains("Redis refused the credentials"),
+        "the cause is named: {line}"
+    );
+    for log in [worker.log(), refused.log()] {
+        assert!(!log.contains("Ru5ty-s3cret") && !log.contains("wrong-pa55"));
+    }
+}

@@ -499,9 +499,20 @@ async fn metrics_health_and_readiness_are_served() {
         "resume_chat_allowed_rate",
         "resume_chat_visibility_extensions_total",
         "resume_chat_last_receive_success_timestamp_seconds",
+        "resume_chat_recycle_failures_total",
+        // The prometheus crate's process collector.
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
+    let build = format!(
+        "resume_chat_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        resume_chat_worker::metrics::build_commit(),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build), "{build} missing from:\n{text}");
     assert_eq!(
         metric_value(
             &text,

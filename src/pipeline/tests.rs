@@ -577,3 +577,44 @@ async fn at_the_end_of_a_backlog_a_held_back_replica_hands_off_what_it_cannot_st
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn credential_refusals_fail_no_job_even_past_the_receive_limit() {
+    // Twelve refusals (ExpiredTokenException) before Connect accepts the credentials again, and
+    // only 2 receives per job: every job still ends succeeded, none dead-lettered, because a
+    // refusal gives the job back without a result, the receiver takes one job per pause while
+    // refusals last, and a job at its limit is recycled as a new message.
+    let script = (0..12)
+        .map(|_| Err((ErrorClass::Credentials, "ExpiredTokenException")))
+        .collect();
+    let bodies = [job("c1"), job("c2"), job("c3")];
+    let h = start(
+        settings(|r| r.max_receive_count = Some("2".into())),
+        ScriptedConnect::new(script),
+        &bodies,
+    );
+    until(|| h.queue.len(RESULTS) == 3 && h.queue.is_empty(JOBS)).await;
+    for r in results(&h.queue) {
+        assert_eq!(r["status"], "succeeded", "{r}");
+    }
+    assert!(h.queue.is_empty(DLQ));
+    let refused: u64 = ["StartChatContact"]
+        .iter()
+        .map(|op| {
+            h.metrics
+                .credential_errors
+                .with_label_values(&[op, "ExpiredTokenException"])
+                .get()
+        })
+        .sum();
+    assert_eq!(refused, 12);
+    assert_eq!(
+        h.metrics
+            .jobs_requeued
+            .with_label_values(&["credentials"])
+            .get(),
+        12
+    );
+    h.stop.cancel();
+    let _ = h.run.await;
+}

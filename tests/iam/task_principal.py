@@ -102,11 +102,14 @@ def task_sqs_policy(arns, drops):
     for st in doc["Statement"]:
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
-        for resource in resources:
+        for n, resource in enumerate(resources):
             kept = [a for a in actions if f"{a}@{by_arn.get(resource)}" not in drops]
             kept += [BATCH[a] for a in kept if a in BATCH]
             if kept:
-                statements.append({**st, "Action": kept, "Resource": resource})
+                split = {**st, "Action": kept, "Resource": resource}
+                if len(resources) > 1 and "Sid" in st:
+                    split["Sid"] = f"{st['Sid']}{n}"  # Sids must stay unique
+                statements.append(split)
     return {"Version": doc.get("Version", "2012-10-17"), "Statement": statements}
 
 

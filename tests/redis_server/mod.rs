@@ -134,6 +134,23 @@ pub struct RedisServer {
     auth: CliAuth,
 }
 
+/// `--user` directives: the default user off, `user` with exactly the fleet limiter's commands,
+/// and `admin` (password `admin-pass`) for the test's own `redis-cli`.
+fn acl_args(user: &str, password: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    for directive in [
+        "default off".to_owned(),
+        format!(
+            "{user} on >{password} ~test:* ~resume-chat-worker:* -@all +evalsha +script|load +get +set +time +ping +info"
+        ),
+        "admin on >admin-pass ~* &* +@all".to_owned(),
+    ] {
+        args.push("--user".to_owned());
+        args.extend(directive.split(' ').map(str::to_owned));
+    }
+    args
+}
+
 /// The arguments every test server gets: loopback, no persistence.
 fn base_args(port: u16) -> Vec<String> {
     [
@@ -164,8 +181,24 @@ impl RedisServer {
     /// TLS only (no plain port), the server certificate from `ca`; clients need no certificate
     /// (as ElastiCache in transit encryption).
     pub fn start_tls(ca: &TestCa) -> RedisServer {
+        Self::start_secure(Some(ca), None)
+    }
+
+    /// [`RedisServer::start_acl`]'s users on [`RedisServer::start_tls`]'s TLS port.
+    pub fn start_tls_acl(ca: &TestCa, user: &str, password: &str) -> RedisServer {
+        Self::start_secure(Some(ca), Some((user, password)))
+    }
+
+    fn start_secure(ca: Option<&TestCa>, acl: Option<(&str, &str)>) -> RedisServer {
+        let Some(ca) = ca else {
+            let (user, password) = acl.expect("TLS or ACL");
+            return Self::start_acl(user, password);
+        };
         let port = free_port();
         let mut args = base_args(0);
+        if let Some((user, password)) = acl {
+            args.extend(acl_args(user, password));
+        }
         args.extend(
             [
                 "--tls-port",
@@ -184,7 +217,7 @@ impl RedisServer {
         );
         let auth = CliAuth {
             tls_ca: Some(ca.path("ca.crt")),
-            user: None,
+            user: acl.map(|_| ("admin".to_owned(), "admin-pass".to_owned())),
         };
         Self::spawn(port, args, auth)
     }
@@ -194,16 +227,7 @@ impl RedisServer {
     pub fn start_acl(user: &str, password: &str) -> RedisServer {
         let port = free_port();
         let mut args = base_args(port);
-        for directive in [
-            "default off".to_owned(),
-            format!(
-                "{user} on >{password} ~test:* ~resume-chat-worker:* -@all +evalsha +script|load +get +set +time +ping +info"
-            ),
-            "admin on >admin-pass ~* &* +@all".to_owned(),
-        ] {
-            args.push("--user".to_owned());
-            args.extend(directive.split(' ').map(str::to_owned));
-        }
+        args.extend(acl_args(user, password));
         let auth = CliAuth {
             tls_ca: None,
             user: Some(("admin".to_owned(), "admin-pass".to_owned())),

@@ -4,6 +4,7 @@
 //! so the SDK is linked once.
 
 mod common;
+mod credentials;
 mod errors;
 mod faults;
 mod http;
