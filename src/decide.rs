@@ -429,14 +429,17 @@ pub fn decide(s: &DecideSettings, job: &mut JobState, event: Event, now: Now, ji
             }
         }
         Event::Recycled(true) => Step::Done,
-        // The copy could not be sent (denied, throttled): a plain give-back, which costs a
-        // receive; the receive budget still bounds the job.
+        // The copy could not be sent (denied, throttled, SQS down). A give-back would spend the
+        // job's last receive on a wait that is not its fault, so it waits here instead, hidden by
+        // the heartbeat, and the next wait at the budget tries the recycle again.
         Event::Recycled(false) => {
-            let (after, reason) = job
+            let (after, _) = job
                 .recycling
                 .take()
                 .unwrap_or((s.capacity_min_wait, RequeueReason::Capacity));
-            Step::GiveBack { after, reason }
+            Step::Backoff {
+                until: now.mono + after,
+            }
         }
         Event::HandedOff => Step::GiveBack {
             after: Duration::ZERO,

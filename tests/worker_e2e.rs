@@ -787,7 +787,8 @@ async fn the_task_policy_is_enforced_and_allows_the_capacity_recycle() {
 }
 
 /// Without `sqs:SendMessage` on the jobs queue (the template's bug of issue 12) the recycle is
-/// denied: the worker says so with the job id, counts it, and gives the job back as is.
+/// denied: the worker says so with the job id, counts it, and keeps the job waiting in the worker
+/// (its receive budget intact) instead of giving it back to use up its last receive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_recycle_is_logged_with_the_job_id_and_counted() {
     let moto = Moto::start();
@@ -811,14 +812,23 @@ async fn a_denied_recycle_is_logged_with_the_job_id_and_counted() {
     // A 403 (moto's XML body carries no code the JSON SDK reads).
     assert_eq!(line["code"], "Http403", "{line}");
     let m = worker.metrics();
-    assert_eq!(
+    assert!(
         metric_value(
             &m,
             r#"resume_chat_sqs_errors_total{operation="SendMessage",code="Http403"}"#
-        ),
-        1.0,
+        ) >= 1.0,
         "{m}"
     );
+    // Not given back to burn its last receive: no RetriesExhausted result, nothing in the DLQ.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        worker
+            .metric(r#"resume_chat_jobs_completed_total{status="failed",code="RetriesExhausted"}"#),
+        0.0,
+        "{}",
+        worker.log()
+    );
+    assert_eq!(queues.depth(&queues.dlq).await, (0, 0));
 }
 
 /// A worker with MAX_RECEIVE_COUNT=2 and one start-chat job that never finds chat capacity: its

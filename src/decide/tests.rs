@@ -460,13 +460,17 @@ fn recycling_and_interruptions() {
         decide(&s, &mut job.clone(), Event::Recycled(true), now, 0.5),
         Step::Done
     );
-    // A copy that could not be sent: a plain give-back with the same delay.
+    // A copy that could not be sent: the job keeps its receive budget by waiting here as long,
+    // then asks its instance again (and at the budget, tries the recycle again).
     assert_eq!(
         decide(&s, &mut job, Event::Recycled(false), now, 0.5),
-        Step::GiveBack {
-            after: Duration::from_secs(45),
-            reason: RequeueReason::Capacity,
+        Step::Backoff {
+            until: now.mono + Duration::from_secs(45)
         }
+    );
+    assert_eq!(
+        decide(&s, &mut job, Event::Woke, now, 0.5),
+        Step::AskCapacity
     );
     // A credentials outage at the receive budget is recycled too, and its give-back says why.
     let mut job = working(START, 10, base);
@@ -484,9 +488,8 @@ fn recycling_and_interruptions() {
     );
     assert_eq!(
         decide(&s, &mut job, Event::Recycled(false), now, 0.5),
-        Step::GiveBack {
-            after: Duration::from_secs(7),
-            reason: RequeueReason::Credentials,
+        Step::Backoff {
+            until: now.mono + Duration::from_secs(7)
         }
     );
     for (event, reason) in [
