@@ -95,12 +95,12 @@ impl Metrics {
                 &["operation"],
             ).unwrap_or_else(|_| unreachable!()),
             capacity_limited: IntGaugeVec::new(
-                Opts::new("resume_chat_capacity_limited", "1 while the Connect instance has been found out of chat capacity (LimitExceededException) and starts on it are paced, else 0."),
-                &["instance"],
+                Opts::new("resume_chat_capacity_limited", "1 while the Connect instance has been found out of chat capacity (LimitExceededException) and starts on it are paced, else 0 (only instances that were ever limited)."),
+                &["connect_instance"],
             ).unwrap_or_else(|_| unreachable!()),
             capacity_start_rate: GaugeVec::new(
                 Opts::new("resume_chat_capacity_start_rate", "StartChatContact calls per second the instance's capacity machine allows while it is limited (0 when open)."),
-                &["instance"],
+                &["connect_instance"],
             ).unwrap_or_else(|_| unreachable!()),
             fleet_limiter_state: IntGauge::new("resume_chat_fleet_limiter_state", "Fleet-wide limiter in Redis: 0 disabled (no REDIS_URL), 1 shared via Redis, 2 fallback to local control (Redis unreachable or not reached yet).").unwrap_or_else(|_| unreachable!()),
             fleet_limiter_errors: IntCounter::new("resume_chat_fleet_limiter_errors_total", "Failed Redis calls of the fleet-wide limiter (each one means local control only for that call).").unwrap_or_else(|_| unreachable!()),
