@@ -363,6 +363,9 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
     }
 
     async fn publish(&mut self, verdict: Verdict) -> Event {
+        // No call follows (an expired job may hold an unused permit): report it now.
+        self.permit = None;
+        self.hold = None;
         let result = self.result(&verdict);
         let outcome = result.status.as_str();
         let code = result.error.as_ref().map(|e| e.code.clone());
