@@ -214,11 +214,16 @@ pub struct RateController {
     /// `β × w_max`: the start of the recovery curve (the rate right after the last cut, before
     /// the floor clamps it).
     cut_rate: f64,
-    /// Time of the last cut (or, before any, a time long enough ago that the curve is at the
-    /// ceiling).
-    epoch: Instant,
+    /// Curve time `τ` of the recovery curve (seconds since the last cut on the curve's own
+    /// clock, which runs `sharers` times slower above the fair share), as of `curve_at`.
+    /// Before any cut it is `K`: the curve is at its plateau, the ceiling.
+    curve_time: f64,
+    curve_at: Instant,
     /// The recovery clock `K` of the current curve, seconds.
     k: f64,
+    /// How many replicas of ours share the quota (an estimate, at least 1), see
+    /// [`RateController::set_sharers`].
+    sharers: f64,
     /// Since when the rate is at the ceiling (for the burst credit).
     at_ceiling_since: Instant,
     episode: Option<Episode>,
@@ -290,9 +295,11 @@ impl RateController {
             floor,
             w_max: ceiling,
             cut_rate: ceiling,
-            // As if the last cut were long ago: the curve is past its plateau, at the ceiling.
-            epoch: now.checked_sub(Duration::from_secs_f64(k)).unwrap_or(now),
+            // As if the last cut were long ago: the curve is at its plateau, the ceiling.
+            curve_time: k,
+            curve_at: now,
             k,
+            sharers: 1.0,
             at_ceiling_since: now,
             episode: None,
             sends: 0,
@@ -377,13 +384,90 @@ impl RateController {
 
     /// Allowed calls/s at `now`.
     pub fn rate(&self, now: Instant) -> f64 {
-        let t = now.saturating_duration_since(self.epoch).as_secs_f64();
-        let x = (t - self.k) / self.k;
+        self.curve(self.curve_time_at(now))
+    }
+
+    /// How many replicas of ours share the quota, from `now` on: an estimate (it may be noisy
+    /// or stale), at least 1; 1 until set. The curve's clock runs `sharers` times slower above
+    /// the fair share `ceiling / sharers` (module documentation, part 5).
+    pub fn set_sharers(&mut self, now: Instant, sharers: f64) {
+        self.advance(now);
+        let n = if sharers.is_finite() { sharers } else { 1.0 };
+        self.sharers = n.clamp(1.0, 1.0 / self.settings.floor_fraction.max(1e-6));
+        if self.rate(now) < self.ceiling {
+            self.at_ceiling_since = self.reaches(now, self.ceiling);
+        }
+    }
+
+    /// The estimate of replicas sharing the quota in use.
+    pub fn sharers(&self) -> f64 {
+        self.sharers
+    }
+
+    /// Our fair share of the quota among our replicas, `ceiling / sharers`.
+    fn fair_share(&self) -> f64 {
+        self.ceiling / self.sharers
+    }
+
+    /// The recovery curve at curve time `τ`: CUBIC's window in rate form.
+    fn curve(&self, tau: f64) -> f64 {
+        let x = (tau - self.k) / self.k;
         clamp(
             self.w_max + (self.w_max - self.cut_rate) * x * x * x,
             self.floor,
             self.ceiling,
         )
+    }
+
+    /// The curve time at which the curve reaches `level` (∞ if never).
+    fn curve_time_of(&self, level: f64) -> f64 {
+        if level > self.ceiling {
+            return f64::INFINITY;
+        }
+        let rise = self.w_max - self.cut_rate;
+        if rise <= 0.0 {
+            return if level <= self.w_max {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        let tau = self.k + self.k * ((level - self.w_max) / rise).cbrt();
+        if tau.is_nan() { 0.0 } else { tau.max(0.0) }
+    }
+
+    /// Curve time at `now`: real time below the fair share, `sharers` times slower above it.
+    fn curve_time_at(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.curve_at).as_secs_f64();
+        let tau = self.curve_time;
+        let slow = self.curve_time_of(self.fair_share());
+        if tau >= slow {
+            tau + dt / self.sharers
+        } else if tau + dt <= slow {
+            tau + dt
+        } else {
+            slow + (tau + dt - slow) / self.sharers
+        }
+    }
+
+    /// When (at the current `sharers`) the rate reaches `level`, seen from `now` (brought up to
+    /// date): `now` if it is there, far in the future if never.
+    fn reaches(&self, now: Instant, level: f64) -> Instant {
+        let target = self.curve_time_of(level);
+        let tau = self.curve_time;
+        let slow = self.curve_time_of(self.fair_share());
+        let real = if target <= tau {
+            0.0
+        } else if tau >= slow {
+            (target - tau) * self.sharers
+        } else if target <= slow {
+            target - tau
+        } else {
+            (slow - tau) + (target - slow) * self.sharers
+        };
+        let real = if real.is_finite() { real.min(1e6) } else { 1e6 };
+        now.checked_add(Duration::from_secs_f64(real))
+            .unwrap_or(now)
     }
 
     /// Calls that may go at once on top of the paced rate at `now`: the level of the server
@@ -406,7 +490,9 @@ impl RateController {
             return 0.0;
         }
         let reserve = 1.0 + self.ceiling * rtt * self.settings.burst_reserve;
-        let credit = self.alone_level_at(now) - reserve;
+        // With siblings the model's bucket is theirs too: each spends its part of what is above
+        // the reserve, so together they spend no more than a lone worker would.
+        let credit = (self.alone_level_at(now) - reserve) / self.sharers;
         if credit.is_finite() {
             credit.max(0.0)
         } else {
@@ -422,6 +508,8 @@ impl RateController {
 
     /// Brings the integrals up to `now`.
     fn advance(&mut self, now: Instant) {
+        self.curve_time = self.curve_time_at(now);
+        self.curve_at = self.curve_at.max(now);
         self.alone_level = self.alone_level_at(now);
         self.alone_at = now;
         let rate = self.rate(now);
@@ -500,7 +588,7 @@ impl RateController {
             (None, Some(w))
                 if self.settings.plateau_at_share && self.cuts == 0 && w.accepted == 0 =>
             {
-                current.min(self.ceiling / 2.0)
+                current.min(self.ceiling / 2.0_f64.max(self.sharers))
             }
             _ => current,
         };
@@ -508,8 +596,9 @@ impl RateController {
         // Not clamped to the floor: the curve must rise even from a plateau at the floor.
         self.cut_rate = self.w_max * beta;
         self.k = recovery_time(&self.settings, self.w_max);
-        self.epoch = now;
-        self.at_ceiling_since = now + Duration::from_secs_f64(self.time_to_ceiling());
+        self.curve_time = 0.0;
+        self.curve_at = now;
+        self.at_ceiling_since = self.reaches(now, self.ceiling);
         self.window = Some(Window::new(now, 0.0));
         self.episode = Some(Episode {
             at: now,
@@ -517,16 +606,6 @@ impl RateController {
             sends_at_cut: self.sends.max(self.answers),
         });
         self.cuts = self.cuts.saturating_add(1);
-    }
-
-    /// Seconds from the cut until the curve reaches the ceiling.
-    fn time_to_ceiling(&self) -> f64 {
-        let rise = self.w_max - self.cut_rate;
-        if rise <= 0.0 {
-            return self.k.min(1e6);
-        }
-        let x = ((self.ceiling - self.w_max) / rise).max(0.0).cbrt();
-        (self.k * (1.0 + x)).min(1e6)
     }
 }
 
@@ -855,7 +934,7 @@ mod tests {
         let t3 = t2 + ms(200);
         throttle(&mut c, t3);
         assert_eq!(c.credit(t3 + ms(1)), 0.0);
-        let back = t3 + secs(c.time_to_ceiling());
+        let back = c.reaches(t3, 10.0);
         assert_eq!(c.credit(back + ms(900)), 0.0);
         assert!(close(c.credit(back + ms(1_100)), 9.0));
         // No burst known, no credit.

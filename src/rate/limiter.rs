@@ -232,6 +232,23 @@ impl AdaptiveLimiter {
         });
     }
 
+    /// How many replicas of ours share this operation's quota: an estimate, at least 1 (values
+    /// below 1 or not finite count as 1), noisy or stale is fine; 1 until set. The pipeline
+    /// computes it from the jobs queue: `ApproximateNumberOfMessagesNotVisible` (every
+    /// replica's jobs in flight) over this replica's own jobs in flight (a foreign caller holds
+    /// none of our messages). Above its fair share (`ceiling / sharers`) the controller probes
+    /// `sharers` times slower, so a fleet probes about as often as one lone worker, and a lone
+    /// worker (1) takes back a departed neighbour's share at full speed.
+    pub fn set_sharers(&self, sharers: f64) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.set_sharers(now, sharers));
+    }
+
+    /// The estimate of replicas sharing the quota in use (a metrics gauge).
+    pub fn sharers(&self) -> f64 {
+        self.with_pacing(|p| p.controller.sharers())
+    }
+
     /// Allowed calls/s now (a metrics gauge).
     pub fn allowed_rate(&self) -> f64 {
         let now = Instant::now();
