@@ -121,7 +121,7 @@ impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
             decrease_factor: 0.7,
-            recovery_calls: 35.0,
+            recovery_calls: 30.0,
             floor_fraction: 0.05,
             max_hold: Duration::from_secs(10),
             burst_reserve: 1.0,
@@ -404,7 +404,8 @@ impl RateController {
         self.sharers
     }
 
-    /// Our fair share of the quota among our replicas, `ceiling / sharers`.
+    /// Our fair share of the quota among our replicas, `ceiling / sharers`: above it the
+    /// curve's clock runs `sharers` times slower.
     fn fair_share(&self) -> f64 {
         self.ceiling / self.sharers
     }

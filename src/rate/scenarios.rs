@@ -323,12 +323,17 @@ type Shared = Arc<Mutex<World>>;
 /// Its own generator, so turning the estimate off leaves every other draw of the run as it was.
 async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize, seed: u64) {
     let mut rng = Rng(seed ^ 0x5A4E_u64.rotate_left(40) ^ (me as u64 + 1).rotate_left(20));
+    // `RATE_SHARERS_NOISE` overrides the noise (tuning sessions).
+    let noise_width = std::env::var("RATE_SHARERS_NOISE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SHARERS_NOISE);
     loop {
         let (n, gap) = {
             let w = lock(&world);
             let t = w.secs(Instant::now());
             let others = w.others_working(me, t - SHARERS_STALENESS_S) as f64;
-            let noise = 1.0 + SHARERS_NOISE * (2.0 * rng.next_f64() - 1.0);
+            let noise = 1.0 + noise_width * (2.0 * rng.next_f64() - 1.0);
             let gap = SHARERS_POLL_S * (0.9 + 0.2 * rng.next_f64());
             ((1.0 + others * noise).max(1.0), gap)
         };
