@@ -975,4 +975,111 @@ mod tests {
         throttle(&mut c, t0);
         assert!(close(c.rate(t0), 2.5), "{}", c.rate(t0));
     }
+
+    /// The first cut of `replicas_starting_together_land_near_equal_shares`: plateau 10/3,
+    /// cut to half of it (β = 0.5), K = 30 / plateau. Returns the controller and the cut's time.
+    fn cut_to_a_third(t0: Instant, sharers: f64) -> (RateController, Instant, f64) {
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.set_sharers(t0, sharers);
+        accept_at(&mut c, t0, 10.0, 5);
+        let at = t0 + ms(500);
+        throttle(&mut c, at);
+        (c, at, 30.0 / (10.0 / 3.0))
+    }
+
+    #[test]
+    fn above_the_fair_share_the_curve_runs_sharers_times_slower() {
+        let t0 = Instant::now();
+        let w = 10.0 / 3.0;
+        let (lone, at, k) = cut_to_a_third(t0, 1.0);
+        let (three, _, _) = cut_to_a_third(t0, 3.0);
+        // Below the plateau (= the fair share of three) both recover alike.
+        for t in [0.0, 0.5 * k, k] {
+            assert!(
+                close(lone.rate(at + secs(t)), three.rate(at + secs(t))),
+                "{t}"
+            );
+        }
+        assert!(close(three.rate(at + secs(k)), w));
+        // Above it, the lone worker's curve is as far above the plateau after 2 K as the cut
+        // was below it; three replicas' curves get there after 4 K (K + 3 × K).
+        assert!(close(lone.rate(at + secs(2.0 * k)), 2.0 * w - w / 2.0));
+        assert!(close(three.rate(at + secs(4.0 * k)), 2.0 * w - w / 2.0));
+        assert!(close(three.rate(at + secs(2.0 * k)), w + (w / 2.0) / 27.0));
+    }
+
+    #[test]
+    fn below_the_fair_share_the_curve_climbs_at_full_speed() {
+        // Two sharers: the fair share is 5, above the plateau 10/3. Up to 5 the curve is the
+        // lone one; from there on it runs twice as slow.
+        let t0 = Instant::now();
+        let w: f64 = 10.0 / 3.0;
+        let (lone, at, k) = cut_to_a_third(t0, 1.0);
+        let (two, _, _) = cut_to_a_third(t0, 2.0);
+        let t_f = k + k * ((5.0 - w) / (w / 2.0)).cbrt();
+        for t in [0.5 * k, k, 1.5 * k, t_f] {
+            assert!(
+                close(lone.rate(at + secs(t)), two.rate(at + secs(t))),
+                "{t}"
+            );
+        }
+        let later = t_f + 1.0;
+        let x = (t_f + 0.5 - k) / k;
+        assert!(close(two.rate(at + secs(later)), w + (w / 2.0) * x * x * x));
+        assert!(two.rate(at + secs(later)) < lone.rate(at + secs(later)));
+    }
+
+    #[test]
+    fn a_new_estimate_of_sharers_keeps_the_rate_continuous() {
+        let (mut c, at, k) = cut_to_a_third(Instant::now(), 1.0);
+        let mut now = at;
+        for (i, n) in [3.0, 1.0, 6.0, 2.5, 1.0].into_iter().enumerate() {
+            now = at + secs(k * (0.7 + 0.6 * i as f64));
+            let before = c.rate(now);
+            c.set_sharers(now, n);
+            assert!(
+                close(c.rate(now), before),
+                "{n}: {} vs {before}",
+                c.rate(now)
+            );
+        }
+        // Back to one sharer, the curve reaches the ceiling as the lone one does.
+        assert_eq!(c.rate(now + secs(10.0 * k)), 10.0);
+    }
+
+    #[test]
+    fn bad_estimates_of_sharers_count_as_one_and_are_capped() {
+        let (mut c, t0) = controller(10.0);
+        for bad in [f64::NAN, f64::NEG_INFINITY, f64::INFINITY, -3.0, 0.0, 0.5] {
+            c.set_sharers(t0, bad);
+            assert_eq!(c.sharers(), 1.0, "{bad}");
+        }
+        // At most one replica per floor: 1 / floor_fraction = 20.
+        c.set_sharers(t0, 1e9);
+        assert_eq!(c.sharers(), 20.0);
+    }
+
+    #[test]
+    fn sharers_split_the_burst_credit() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.set_sharers(t0, 3.0);
+        // As in `credit_only_after_a_quiet_start_at_the_ceiling`: 9 tokens above the reserve,
+        // a third of them ours.
+        assert_eq!(c.credit(t0 + ms(900)), 0.0);
+        assert!(close(c.credit(t0 + ms(1_000)), 3.0));
+    }
+
+    #[test]
+    fn a_first_call_throttled_among_sharers_means_at_most_the_fair_share() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.set_sharers(t0, 4.0);
+        throttle(&mut c, t0);
+        // Plateau 10 / 4, cut to half of it.
+        assert!(close(c.rate(t0), 1.25), "{}", c.rate(t0));
+    }
 }
