@@ -866,6 +866,7 @@ scenarios!(
     noisy_neighbour_local,
     neighbour_comes_and_goes,
     fleet_3,
+    fleet_3_without_sharers,
     fleet_6,
     fleet_6_staggered,
     fleet_6_bench_like,
