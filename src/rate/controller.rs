@@ -5,7 +5,7 @@
 //! Connect's rate quota is a token bucket (refill = the quota, capacity = its burst) shared by
 //! every caller in the account. We cannot see it; we only hear `429 TooManyRequests/Throttling`
 //! when it is empty. The controller keeps an allowed rate `r` in `[floor, ceiling]` (ceiling =
-//! the configured rate, which is the account's quota) and has four parts:
+//! the configured rate, which is the account's quota) and has five parts:
 //!
 //! 1. **Start at the ceiling.** Nothing says we share the quota until a 429 of our own does.
 //! 2. **One cut per congestion episode, to `β ×` the plateau.** A `Throttled` outcome outside
@@ -33,21 +33,37 @@
 //!    replicas that start together land near `ceiling / replicas` after one 429 each, between
 //!    two cuts it is our accepted rate, and a 429 soon after a cut (the rate still climbing)
 //!    finds the window's rate below the current one and lowers the plateau.
-//! 4. **One recovery curve.** After a cut at `t0`, `r(t) = w_max + (w_max − β w_max) ×
-//!    ((t − t0 − K) / K)³`: concave up to the plateau `w_max` at `K`, then convex above it
+//! 4. **One recovery curve.** After a cut, `r(τ) = w_max + (w_max − β w_max) ×
+//!    ((τ − K) / K)³`, `τ` the curve's time since the cut (real time, except above the fair
+//!    share, part 5): concave up to the plateau `w_max` at `K`, then convex above it
 //!    toward the ceiling (the neighbour may have left): RFC 8312's CUBIC window in rate form.
 //!    Its clock is `K = recovery_calls / w_max` ([`recovery_time`]), the one place where time
-//!    stretches: the climb back spans the same number of calls at any rate, so a slow
+//!    stretches with the rate: the climb back spans the same number of calls at any rate, so a slow
 //!    controller hears enough answers before it is back, the cut refills the same number of
 //!    tokens into the server bucket (`(1 − β) × recovery_calls / 4`) at any rate, and replicas
 //!    that share the quota K ways each cycle K times slower, so the fleet's 429 rate does not
 //!    grow with its size. A cycle (down, back, probe until the bucket is empty again) spans
 //!    about `2 × recovery_calls` calls with one 429.
+//! 5. **The curve's clock runs `sharers` times slower above the fair share.** The curve is a
+//!    function of its own time `τ`, which advances with real time below the fair share
+//!    `ceiling / sharers` and `sharers` times slower above it ([`RateController::set_sharers`]:
+//!    how many replicas of ours share the quota, an estimate the pipeline makes from the jobs
+//!    queue). A replica cannot tell a sibling from a foreign caller by its 429s; the estimate
+//!    says how much of what it does not get is its siblings'. Below the fair share the rest is a
+//!    foreign caller's (or the replica got less than its siblings), so it probes as a lone worker
+//!    does, and a lone worker (`sharers = 1`) takes back a departed neighbour's share at full
+//!    speed. Above it, anything it gains it takes from a sibling: each probe that finds the
+//!    quota still shared costs about one refused call, and `n` replicas each probing `n` times
+//!    slower make as many probes as one lone worker. A new estimate changes only the clock's
+//!    speed, never the rate at that instant. The same estimate splits the burst credit (each
+//!    replica spends `1 / sharers` of it) and bounds the plateau of a first window in which
+//!    none of our calls got through by the fair share.
 //!
 //! The limiter also asks [`RateController::credit`] (burst credit for a lone worker): once we
 //! have been at the ceiling without a 429 for longer than a second caller at our rate needs to
 //! drain the bucket, plus a round trip to hear of it, the part of Connect's bucket beyond what
-//! a round trip's worth of early arrivals needs may be spent at once; see `limiter.rs`.
+//! a round trip's worth of early arrivals needs may be spent at once (our `1 / sharers` of it);
+//! see `limiter.rs`.
 //!
 //! `Accepted` and `Neutral` never lower the rate. `Neutral` covers everything that says nothing
 //! about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx, 5xx,
@@ -68,23 +84,22 @@ pub struct ControllerSettings {
     /// botocore's adaptive retry mode): deep enough that one cut takes a caller at its share
     /// below it with room to refill the bucket, shallow enough that a stray 429 costs little.
     pub decrease_factor: f64,
-    /// Calls the recovery after a cut spans: `K = recovery_calls / w_max`. The one knob that
-    /// trades two of the targets against each other, because a replica cannot tell a
-    /// sibling replica from another caller (see docs/rate-control.md, "The one trade-off"):
-    /// - replicas sharing the quota make about one 429 per cycle of `2 × recovery_calls` calls
-    ///   (measured: about 1.7 × that; calls arriving early near an empty bucket add 429s), so
-    ///   fewer calls means more 429s;
+    /// Calls the recovery after a cut spans: `K = recovery_calls / w_max`. With the estimate of
+    /// sharers (part 5) it trades only a lone worker's two neighbour targets against each other
+    /// (docs/rate-control.md, "The trade-off the estimate of sharers breaks"):
     /// - after a neighbour at `n` of the quota `Q` leaves, the rate is back at `Q` within
     ///   `K × (1 + ∛(n / ((1 − β)(Q − n))))` at worst (it left just after a cut), about half of
-    ///   that on average, `K = recovery_calls / (Q − n)`.
+    ///   that on average, `K = recovery_calls / (Q − n)`: fewer calls, sooner back;
+    /// - while it is there, each probe that finds it costs it about `n / (r + n)` of a refused
+    ///   call, one probe per cycle of about `2 × recovery_calls` calls: fewer calls, more
+    ///   refusals.
     ///
-    /// 35 puts the neighbour (4/s of 10/s) back at the quota in about 6 s on average
-    /// (its target: 5 s; 30 gives 4.2 s and 2.3 % refused), the cut then refills
-    /// `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket (within the smallest burst
-    /// Connect gives, 5), and replicas sharing the quota settle at
-    /// about 2.5 % 429s (the fleet target, 1 %, needs about 80, which puts the neighbour
-    /// back only after about 19 s). Measured over 8 seeds with 20, 30, 35, 50 and 80:
-    /// docs/rate-control.md.
+    /// 30 puts the neighbour (4/s of 10/s) back at the quota in 4.2 s on average (its
+    /// target: 5 s; 35 gives 5.9 s) with 2.3 % of its calls refused (35: 1.8 %), and the cut
+    /// refills `(1 − β) × 30 / 4 ≈ 2.3` tokens into the server bucket (within the smallest
+    /// burst Connect gives, 5). Fleets probe `sharers` times slower above their fair share
+    /// whatever this is: 1.0–1.2 % 429s after their start-up at 30 (2.1–2.9 % without the
+    /// estimate). Measured over 8 seeds with 25, 30, 35 and 45: docs/rate-control.md.
     pub recovery_calls: f64,
     /// The floor as a fraction of the ceiling: 1/20, the share of one replica among 20. Beyond
     /// that local control cannot resolve shares anyway; such fleets should use `REDIS_URL`.
@@ -110,7 +125,7 @@ pub struct ControllerSettings {
     pub pacer_catch_up: f64,
     /// Longest single sleep of the waiter at the head, so a rate that recovers while it waits
     /// shortens the wait: 200 ms is a fifth of the period at 1 call/s and a small fraction of
-    /// any recovery time (`recovery_calls / rate`, 3.5 s at 10/s).
+    /// any recovery time (`recovery_calls / rate`, 3 s at 10/s).
     pub pacer_recheck: Duration,
     /// Whether the plateau is our share (the estimator above). Off only for the capacity pacer
     /// (`for_capacity`), whose own accepted rate would fulfil itself.
@@ -612,7 +627,7 @@ impl RateController {
 
 /// The recovery clock: `K = recovery_calls / w_max` seconds, so the curve spans the same number
 /// of calls at any rate (see the module documentation, part 4). The one place where time is
-/// stretched for slow or crowded controllers.
+/// stretched for slow controllers (crowded ones: part 5).
 pub fn recovery_time(settings: &ControllerSettings, w_max: f64) -> f64 {
     let k = settings.recovery_calls / sanitize_rate(w_max);
     if k.is_finite() && k > 1e-3 {
