@@ -94,12 +94,13 @@ pub struct ControllerSettings {
     ///   call, one probe per cycle of about `2 × recovery_calls` calls: fewer calls, more
     ///   refusals.
     ///
-    /// 30 puts the neighbour (4/s of 10/s) back at the quota in 4.2 s on average (its
-    /// target: 5 s; 35 gives 5.9 s) with 2.3 % of its calls refused (35: 1.8 %), and the cut
-    /// refills `(1 − β) × 30 / 4 ≈ 2.3` tokens into the server bucket (within the smallest
-    /// burst Connect gives, 5). Fleets probe `sharers` times slower above their fair share
-    /// whatever this is: 1.0–1.2 % 429s after their start-up at 30 (2.1–2.9 % without the
-    /// estimate). Measured over 8 seeds with 25, 30, 35 and 45: docs/rate-control.md.
+    /// 30 puts the neighbour (4/s of 10/s) back at the quota in 3.0 s on average (its
+    /// target: 5 s; 35 gives 5.8 s) with 2.3 % of its calls refused (35: 3.9 %: the refusals
+    /// vary more between seeds than between values), and the cut refills
+    /// `(1 − β) × 30 / 4 ≈ 2.3` tokens into the server bucket (within the smallest burst
+    /// Connect gives, 5). Fleets probe `sharers` times slower above their fair share whatever
+    /// this is: 1.0–1.4 % 429s after their start-up at 30 (2.2–3.1 % without the estimate).
+    /// Measured over 8 seeds with 25, 30, 35 and 45: docs/rate-control.md.
     pub recovery_calls: f64,
     /// The floor as a fraction of the ceiling: 1/20, the share of one replica among 20. Beyond
     /// that local control cannot resolve shares anyway; such fleets should use `REDIS_URL`.

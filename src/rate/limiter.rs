@@ -134,6 +134,13 @@ thread_local! {
     static SEEDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0x5EED) };
 }
 
+/// Restarts this thread's jitter seeds from `seed`, so a scenario's run with one seed does not
+/// depend on the runs before it on the thread.
+#[cfg(test)]
+pub(crate) fn reseed_jitter(seed: u64) {
+    SEEDS.with(|c| c.set(0x5EED ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+}
+
 /// A jitter seed: distinct per limiter, and per process outside tests (replicas must not jitter
 /// in step).
 fn next_seed() -> u64 {

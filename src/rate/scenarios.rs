@@ -465,6 +465,7 @@ async fn sampler(world: Shared, limiters: Vec<Arc<AdaptiveLimiter>>, end: Instan
 type Measured = BTreeMap<&'static str, f64>;
 
 async fn run(s: &Scenario, seed: u64) -> Measured {
+    super::limiter::reseed_jitter(seed);
     let start = Instant::now();
     let world: Shared = Arc::new(Mutex::new(World {
         start,
@@ -812,11 +813,14 @@ fn run_file(name: &str) {
             "{path:?}: unknown measure {key:?}"
         );
     }
-    // `RATE_SEEDS=N` overrides the file's seeds (tuning sessions).
+    // `RATE_SEEDS=N` overrides the file's seeds, `RATE_SEED=N` runs seed N alone (tuning
+    // sessions).
+    let one: Option<u64> = std::env::var("RATE_SEED").ok().and_then(|v| v.parse().ok());
     let seeds: Vec<u64> = match std::env::var("RATE_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
+        _ if one.is_some() => one.into_iter().collect(),
         Some(n) => (1..=n).collect(),
         None => match scenario.seeds {
             Some(n) => (1..=n.max(1)).collect(),
