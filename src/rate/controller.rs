@@ -250,8 +250,9 @@ pub struct RateController {
     cuts: u64,
     /// The server bucket's burst, if known (the configured burst is the account's).
     server_burst: Option<f64>,
-    /// The server bucket's level if we are alone: refills at the ceiling, one per send, empty
-    /// at a 429 (and when it was last brought up to date).
+    /// The server bucket's level if we are alone (or our siblings do as we do): refills at the
+    /// ceiling, `sharers` tokens per send of ours, empty at a 429 (and when it was last brought
+    /// up to date).
     alone_level: f64,
     alone_at: Instant,
     /// Round trips of recent calls, see [`RoundTrips`].
@@ -368,7 +369,8 @@ impl RateController {
         w.sends = w.sends.saturating_add(1);
         self.advance(now);
         self.sends = self.sends.saturating_add(1);
-        self.alone_level = (self.alone_level - 1.0).max(0.0);
+        // Our siblings, as far as we know, do as we do: the bucket gives one token to each.
+        self.alone_level = (self.alone_level - self.sharers).max(0.0);
         self.round_trips.on_send(now);
     }
 
@@ -1085,7 +1087,11 @@ mod tests {
         // As in `credit_only_after_a_quiet_start_at_the_ceiling`: 9 tokens above the reserve,
         // a third of them ours.
         assert_eq!(c.credit(t0 + ms(900)), 0.0);
-        assert!(close(c.credit(t0 + ms(1_000)), 3.0));
+        let t1 = t0 + ms(1_000);
+        assert!(close(c.credit(t1), 3.0));
+        // A call of ours stands for one of each sibling's: our part drops by one call.
+        c.on_send(t1);
+        assert!(close(c.credit(t1), 2.0));
     }
 
     #[test]

@@ -26,7 +26,10 @@
 //!   spend the bucket into their storm). One credit call is in flight at a time: one that finds
 //!   the bucket drained after all (a neighbour) costs one 429, which empties the model. A lone
 //!   worker spends the credit once (early in its run) and then whenever it was idle: a trickle
-//!   of jobs goes out without waiting for the pacer's slot.
+//!   of jobs goes out without waiting for the pacer's slot. With `sharers` replicas of ours on
+//!   the quota ([`AdaptiveLimiter::set_sharers`]) each call of ours stands for one of each
+//!   sibling's in the model, so each replica spends its `1 / sharers` of the credit and the
+//!   fleet no more than a lone worker.
 //!
 //! # Protocol for callers
 //!
@@ -381,6 +384,32 @@ mod tests {
         let extra = in_window(950, 3_000) - 20;
         assert!((7..=9).contains(&extra), "{extra}: {sends:?}");
         assert_eq!(in_window(3_000, 6_000), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sharers_spend_their_part_of_the_burst() {
+        // Idle at the ceiling (10/s burst 10), then a cluster of jobs: a lone worker sends at
+        // once what is above the one-token reserve, 9 calls (one paced, 8 on credit); one of
+        // three sharers sends its third of them, 3 (each call stands for one of each
+        // sibling's). Estimates that make no sense count as one sharer.
+        async fn at_once(sharers: f64) -> usize {
+            let limiter = AdaptiveLimiter::new(10.0, 10);
+            limiter.set_sharers(sharers);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let start = Instant::now();
+            let mut n = 0;
+            for _ in 0..12 {
+                limiter.acquire().await;
+                limiter.feedback(RateFeedback::Accepted);
+                if Instant::now() - start < Duration::from_millis(50) {
+                    n += 1;
+                }
+            }
+            n
+        }
+        assert_eq!(at_once(1.0).await, 9);
+        assert_eq!(at_once(f64::NAN).await, 9);
+        assert_eq!(at_once(3.0).await, 3);
     }
 
     #[tokio::test(start_paused = true)]
