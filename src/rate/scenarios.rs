@@ -871,6 +871,7 @@ scenarios!(
     neighbour_comes_and_goes,
     fleet_3,
     fleet_3_without_sharers,
+    fleet_3_neighbour,
     fleet_6,
     fleet_6_staggered,
     fleet_6_bench_like,
