@@ -5,7 +5,7 @@
 //! Connect's rate quota is a token bucket (refill = the quota, capacity = its burst) shared by
 //! every caller in the account. We cannot see it; we only hear `429 TooManyRequests/Throttling`
 //! when it is empty. The controller keeps an allowed rate `r` in `[floor, ceiling]` (ceiling =
-//! the configured rate, which is the account's quota) and has four parts:
+//! the configured rate, which is the account's quota) and has five parts:
 //!
 //! 1. **Start at the ceiling.** Nothing says we share the quota until a 429 of our own does.
 //! 2. **One cut per congestion episode, to `β ×` the plateau.** A `Throttled` outcome outside
@@ -33,21 +33,37 @@
 //!    replicas that start together land near `ceiling / replicas` after one 429 each, between
 //!    two cuts it is our accepted rate, and a 429 soon after a cut (the rate still climbing)
 //!    finds the window's rate below the current one and lowers the plateau.
-//! 4. **One recovery curve.** After a cut at `t0`, `r(t) = w_max + (w_max − β w_max) ×
-//!    ((t − t0 − K) / K)³`: concave up to the plateau `w_max` at `K`, then convex above it
+//! 4. **One recovery curve.** After a cut, `r(τ) = w_max + (w_max − β w_max) ×
+//!    ((τ − K) / K)³`, `τ` the curve's time since the cut (real time, except above the fair
+//!    share, part 5): concave up to the plateau `w_max` at `K`, then convex above it
 //!    toward the ceiling (the neighbour may have left): RFC 8312's CUBIC window in rate form.
 //!    Its clock is `K = recovery_calls / w_max` ([`recovery_time`]), the one place where time
-//!    stretches: the climb back spans the same number of calls at any rate, so a slow
+//!    stretches with the rate: the climb back spans the same number of calls at any rate, so a slow
 //!    controller hears enough answers before it is back, the cut refills the same number of
 //!    tokens into the server bucket (`(1 − β) × recovery_calls / 4`) at any rate, and replicas
 //!    that share the quota K ways each cycle K times slower, so the fleet's 429 rate does not
 //!    grow with its size. A cycle (down, back, probe until the bucket is empty again) spans
 //!    about `2 × recovery_calls` calls with one 429.
+//! 5. **The curve's clock runs `sharers` times slower above the fair share.** The curve is a
+//!    function of its own time `τ`, which advances with real time below the fair share
+//!    `ceiling / sharers` and `sharers` times slower above it ([`RateController::set_sharers`]:
+//!    how many replicas of ours share the quota, an estimate the pipeline makes from the jobs
+//!    queue). A replica cannot tell a sibling from a foreign caller by its 429s; the estimate
+//!    says how much of what it does not get is its siblings'. Below the fair share the rest is a
+//!    foreign caller's (or the replica got less than its siblings), so it probes as a lone worker
+//!    does, and a lone worker (`sharers = 1`) takes back a departed neighbour's share at full
+//!    speed. Above it, anything it gains it takes from a sibling: each probe that finds the
+//!    quota still shared costs about one refused call, and `n` replicas each probing `n` times
+//!    slower make as many probes as one lone worker. A new estimate changes only the clock's
+//!    speed, never the rate at that instant. The same estimate splits the burst credit (each
+//!    replica spends `1 / sharers` of it) and bounds the plateau of a first window in which
+//!    none of our calls got through by the fair share.
 //!
 //! The limiter also asks [`RateController::credit`] (burst credit for a lone worker): once we
 //! have been at the ceiling without a 429 for longer than a second caller at our rate needs to
 //! drain the bucket, plus a round trip to hear of it, the part of Connect's bucket beyond what
-//! a round trip's worth of early arrivals needs may be spent at once; see `limiter.rs`.
+//! a round trip's worth of early arrivals needs may be spent at once (our `1 / sharers` of it);
+//! see `limiter.rs`.
 //!
 //! `Accepted` and `Neutral` never lower the rate. `Neutral` covers everything that says nothing
 //! about the rate quota: `LimitExceededException` (active-chat capacity), other 4xx, 5xx,
@@ -68,23 +84,23 @@ pub struct ControllerSettings {
     /// botocore's adaptive retry mode): deep enough that one cut takes a caller at its share
     /// below it with room to refill the bucket, shallow enough that a stray 429 costs little.
     pub decrease_factor: f64,
-    /// Calls the recovery after a cut spans: `K = recovery_calls / w_max`. The one knob that
-    /// trades two of the targets against each other, because a replica cannot tell a
-    /// sibling replica from another caller (see docs/rate-control.md, "The one trade-off"):
-    /// - replicas sharing the quota make about one 429 per cycle of `2 × recovery_calls` calls
-    ///   (measured: about 1.7 × that; calls arriving early near an empty bucket add 429s), so
-    ///   fewer calls means more 429s;
+    /// Calls the recovery after a cut spans: `K = recovery_calls / w_max`. With the estimate of
+    /// sharers (part 5) it trades only a lone worker's two neighbour targets against each other
+    /// (docs/rate-control.md, "The trade-off the estimate of sharers breaks"):
     /// - after a neighbour at `n` of the quota `Q` leaves, the rate is back at `Q` within
     ///   `K × (1 + ∛(n / ((1 − β)(Q − n))))` at worst (it left just after a cut), about half of
-    ///   that on average, `K = recovery_calls / (Q − n)`.
+    ///   that on average, `K = recovery_calls / (Q − n)`: fewer calls, sooner back;
+    /// - while it is there, each probe that finds it costs it about `n / (r + n)` of a refused
+    ///   call, one probe per cycle of about `2 × recovery_calls` calls: fewer calls, more
+    ///   refusals.
     ///
-    /// 35 puts the neighbour (4/s of 10/s) back at the quota in about 6 s on average
-    /// (its target: 5 s; 30 gives 4.2 s and 2.3 % refused), the cut then refills
-    /// `(1 − β) × 35 / 4 ≈ 2.6` tokens into the server bucket (within the smallest burst
-    /// Connect gives, 5), and replicas sharing the quota settle at
-    /// about 2.5 % 429s (the fleet target, 1 %, needs about 80, which puts the neighbour
-    /// back only after about 19 s). Measured over 8 seeds with 20, 30, 35, 50 and 80:
-    /// docs/rate-control.md.
+    /// 30 puts the neighbour (4/s of 10/s) back at the quota in 3.0 s on average (its
+    /// target: 5 s; 35 gives 5.8 s) with 2.3 % of its calls refused (35: 3.9 %: the refusals
+    /// vary more between seeds than between values), and the cut refills
+    /// `(1 − β) × 30 / 4 ≈ 2.3` tokens into the server bucket (within the smallest burst
+    /// Connect gives, 5). Fleets probe `sharers` times slower above their fair share whatever
+    /// this is: 1.0–1.4 % 429s after their start-up at 30 (2.2–3.1 % without the estimate).
+    /// Measured over 8 seeds with 25, 30, 35 and 45: docs/rate-control.md.
     pub recovery_calls: f64,
     /// The floor as a fraction of the ceiling: 1/20, the share of one replica among 20. Beyond
     /// that local control cannot resolve shares anyway; such fleets should use `REDIS_URL`.
@@ -110,7 +126,7 @@ pub struct ControllerSettings {
     pub pacer_catch_up: f64,
     /// Longest single sleep of the waiter at the head, so a rate that recovers while it waits
     /// shortens the wait: 200 ms is a fifth of the period at 1 call/s and a small fraction of
-    /// any recovery time (`recovery_calls / rate`, 3.5 s at 10/s).
+    /// any recovery time (`recovery_calls / rate`, 3 s at 10/s).
     pub pacer_recheck: Duration,
     /// Whether the plateau is our share (the estimator above). Off only for the capacity pacer
     /// (`for_capacity`), whose own accepted rate would fulfil itself.
@@ -121,7 +137,7 @@ impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
             decrease_factor: 0.7,
-            recovery_calls: 35.0,
+            recovery_calls: 30.0,
             floor_fraction: 0.05,
             max_hold: Duration::from_secs(10),
             burst_reserve: 1.0,
@@ -141,6 +157,9 @@ impl ControllerSettings {
     pub fn for_capacity() -> Self {
         ControllerSettings {
             decrease_factor: 0.85,
+            // The value it was measured with (`bench/run.sh capacity`); the rate controller's
+            // default moved to 30 for a reason (its neighbour's return) that capacity lacks.
+            recovery_calls: 35.0,
             plateau_at_share: false,
             burst_reserve: f64::INFINITY,
             ..ControllerSettings::default()
@@ -214,11 +233,16 @@ pub struct RateController {
     /// `β × w_max`: the start of the recovery curve (the rate right after the last cut, before
     /// the floor clamps it).
     cut_rate: f64,
-    /// Time of the last cut (or, before any, a time long enough ago that the curve is at the
-    /// ceiling).
-    epoch: Instant,
+    /// Curve time `τ` of the recovery curve (seconds since the last cut on the curve's own
+    /// clock, which runs `sharers` times slower above the fair share), as of `curve_at`.
+    /// Before any cut it is `K`: the curve is at its plateau, the ceiling.
+    curve_time: f64,
+    curve_at: Instant,
     /// The recovery clock `K` of the current curve, seconds.
     k: f64,
+    /// How many replicas of ours share the quota (an estimate, at least 1), see
+    /// [`RateController::set_sharers`].
+    sharers: f64,
     /// Since when the rate is at the ceiling (for the burst credit).
     at_ceiling_since: Instant,
     episode: Option<Episode>,
@@ -229,8 +253,9 @@ pub struct RateController {
     cuts: u64,
     /// The server bucket's burst, if known (the configured burst is the account's).
     server_burst: Option<f64>,
-    /// The server bucket's level if we are alone: refills at the ceiling, one per send, empty
-    /// at a 429 (and when it was last brought up to date).
+    /// The server bucket's level if we are alone (or our siblings do as we do): refills at the
+    /// ceiling, `sharers` tokens per send of ours, empty at a 429 (and when it was last brought
+    /// up to date).
     alone_level: f64,
     alone_at: Instant,
     /// Round trips of recent calls, see [`RoundTrips`].
@@ -290,9 +315,11 @@ impl RateController {
             floor,
             w_max: ceiling,
             cut_rate: ceiling,
-            // As if the last cut were long ago: the curve is past its plateau, at the ceiling.
-            epoch: now.checked_sub(Duration::from_secs_f64(k)).unwrap_or(now),
+            // As if the last cut were long ago: the curve is at its plateau, the ceiling.
+            curve_time: k,
+            curve_at: now,
             k,
+            sharers: 1.0,
             at_ceiling_since: now,
             episode: None,
             sends: 0,
@@ -345,7 +372,8 @@ impl RateController {
         w.sends = w.sends.saturating_add(1);
         self.advance(now);
         self.sends = self.sends.saturating_add(1);
-        self.alone_level = (self.alone_level - 1.0).max(0.0);
+        // Our siblings, as far as we know, do as we do: the bucket gives one token to each.
+        self.alone_level = (self.alone_level - self.sharers).max(0.0);
         self.round_trips.on_send(now);
     }
 
@@ -377,13 +405,91 @@ impl RateController {
 
     /// Allowed calls/s at `now`.
     pub fn rate(&self, now: Instant) -> f64 {
-        let t = now.saturating_duration_since(self.epoch).as_secs_f64();
-        let x = (t - self.k) / self.k;
+        self.curve(self.curve_time_at(now))
+    }
+
+    /// How many replicas of ours share the quota, from `now` on: an estimate (it may be noisy
+    /// or stale), at least 1; 1 until set. The curve's clock runs `sharers` times slower above
+    /// the fair share `ceiling / sharers` (module documentation, part 5).
+    pub fn set_sharers(&mut self, now: Instant, sharers: f64) {
+        self.advance(now);
+        let n = if sharers.is_finite() { sharers } else { 1.0 };
+        self.sharers = n.clamp(1.0, 1.0 / self.settings.floor_fraction.max(1e-6));
+        if self.rate(now) < self.ceiling {
+            self.at_ceiling_since = self.reaches(now, self.ceiling);
+        }
+    }
+
+    /// The estimate of replicas sharing the quota in use.
+    pub fn sharers(&self) -> f64 {
+        self.sharers
+    }
+
+    /// Our fair share of the quota among our replicas, `ceiling / sharers`: above it the
+    /// curve's clock runs `sharers` times slower.
+    fn fair_share(&self) -> f64 {
+        self.ceiling / self.sharers
+    }
+
+    /// The recovery curve at curve time `τ`: CUBIC's window in rate form.
+    fn curve(&self, tau: f64) -> f64 {
+        let x = (tau - self.k) / self.k;
         clamp(
             self.w_max + (self.w_max - self.cut_rate) * x * x * x,
             self.floor,
             self.ceiling,
         )
+    }
+
+    /// The curve time at which the curve reaches `level` (∞ if never).
+    fn curve_time_of(&self, level: f64) -> f64 {
+        if level > self.ceiling {
+            return f64::INFINITY;
+        }
+        let rise = self.w_max - self.cut_rate;
+        if rise <= 0.0 {
+            return if level <= self.w_max {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+        }
+        let tau = self.k + self.k * ((level - self.w_max) / rise).cbrt();
+        if tau.is_nan() { 0.0 } else { tau.max(0.0) }
+    }
+
+    /// Curve time at `now`: real time below the fair share, `sharers` times slower above it.
+    fn curve_time_at(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.curve_at).as_secs_f64();
+        let tau = self.curve_time;
+        let slow = self.curve_time_of(self.fair_share());
+        if tau >= slow {
+            tau + dt / self.sharers
+        } else if tau + dt <= slow {
+            tau + dt
+        } else {
+            slow + (tau + dt - slow) / self.sharers
+        }
+    }
+
+    /// When (at the current `sharers`) the rate reaches `level`, seen from `now` (brought up to
+    /// date): `now` if it is there, far in the future if never.
+    fn reaches(&self, now: Instant, level: f64) -> Instant {
+        let target = self.curve_time_of(level);
+        let tau = self.curve_time;
+        let slow = self.curve_time_of(self.fair_share());
+        let real = if target <= tau {
+            0.0
+        } else if tau >= slow {
+            (target - tau) * self.sharers
+        } else if target <= slow {
+            target - tau
+        } else {
+            (slow - tau) + (target - slow) * self.sharers
+        };
+        let real = if real.is_finite() { real.min(1e6) } else { 1e6 };
+        now.checked_add(Duration::from_secs_f64(real))
+            .unwrap_or(now)
     }
 
     /// Calls that may go at once on top of the paced rate at `now`: the level of the server
@@ -406,7 +512,9 @@ impl RateController {
             return 0.0;
         }
         let reserve = 1.0 + self.ceiling * rtt * self.settings.burst_reserve;
-        let credit = self.alone_level_at(now) - reserve;
+        // With siblings the model's bucket is theirs too: each spends its part of what is above
+        // the reserve, so together they spend no more than a lone worker would.
+        let credit = (self.alone_level_at(now) - reserve) / self.sharers;
         if credit.is_finite() {
             credit.max(0.0)
         } else {
@@ -422,6 +530,8 @@ impl RateController {
 
     /// Brings the integrals up to `now`.
     fn advance(&mut self, now: Instant) {
+        self.curve_time = self.curve_time_at(now);
+        self.curve_at = self.curve_at.max(now);
         self.alone_level = self.alone_level_at(now);
         self.alone_at = now;
         let rate = self.rate(now);
@@ -500,7 +610,7 @@ impl RateController {
             (None, Some(w))
                 if self.settings.plateau_at_share && self.cuts == 0 && w.accepted == 0 =>
             {
-                current.min(self.ceiling / 2.0)
+                current.min(self.ceiling / 2.0_f64.max(self.sharers))
             }
             _ => current,
         };
@@ -508,8 +618,9 @@ impl RateController {
         // Not clamped to the floor: the curve must rise even from a plateau at the floor.
         self.cut_rate = self.w_max * beta;
         self.k = recovery_time(&self.settings, self.w_max);
-        self.epoch = now;
-        self.at_ceiling_since = now + Duration::from_secs_f64(self.time_to_ceiling());
+        self.curve_time = 0.0;
+        self.curve_at = now;
+        self.at_ceiling_since = self.reaches(now, self.ceiling);
         self.window = Some(Window::new(now, 0.0));
         self.episode = Some(Episode {
             at: now,
@@ -518,21 +629,11 @@ impl RateController {
         });
         self.cuts = self.cuts.saturating_add(1);
     }
-
-    /// Seconds from the cut until the curve reaches the ceiling.
-    fn time_to_ceiling(&self) -> f64 {
-        let rise = self.w_max - self.cut_rate;
-        if rise <= 0.0 {
-            return self.k.min(1e6);
-        }
-        let x = ((self.ceiling - self.w_max) / rise).max(0.0).cbrt();
-        (self.k * (1.0 + x)).min(1e6)
-    }
 }
 
 /// The recovery clock: `K = recovery_calls / w_max` seconds, so the curve spans the same number
 /// of calls at any rate (see the module documentation, part 4). The one place where time is
-/// stretched for slow or crowded controllers.
+/// stretched for slow controllers (crowded ones: part 5).
 pub fn recovery_time(settings: &ControllerSettings, w_max: f64) -> f64 {
     let k = settings.recovery_calls / sanitize_rate(w_max);
     if k.is_finite() && k > 1e-3 {
@@ -855,7 +956,7 @@ mod tests {
         let t3 = t2 + ms(200);
         throttle(&mut c, t3);
         assert_eq!(c.credit(t3 + ms(1)), 0.0);
-        let back = t3 + secs(c.time_to_ceiling());
+        let back = c.reaches(t3, 10.0);
         assert_eq!(c.credit(back + ms(900)), 0.0);
         assert!(close(c.credit(back + ms(1_100)), 9.0));
         // No burst known, no credit.
@@ -894,5 +995,116 @@ mod tests {
         c.set_server_burst(10.0);
         throttle(&mut c, t0);
         assert!(close(c.rate(t0), 2.5), "{}", c.rate(t0));
+    }
+
+    /// The first cut of `replicas_starting_together_land_near_equal_shares`: plateau 10/3,
+    /// cut to half of it (β = 0.5), K = 30 / plateau. Returns the controller and the cut's time.
+    fn cut_to_a_third(t0: Instant, sharers: f64) -> (RateController, Instant, f64) {
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.set_sharers(t0, sharers);
+        accept_at(&mut c, t0, 10.0, 5);
+        let at = t0 + ms(500);
+        throttle(&mut c, at);
+        (c, at, 30.0 / (10.0 / 3.0))
+    }
+
+    #[test]
+    fn above_the_fair_share_the_curve_runs_sharers_times_slower() {
+        let t0 = Instant::now();
+        let w = 10.0 / 3.0;
+        let (lone, at, k) = cut_to_a_third(t0, 1.0);
+        let (three, _, _) = cut_to_a_third(t0, 3.0);
+        // Below the plateau (= the fair share of three) both recover alike.
+        for t in [0.0, 0.5 * k, k] {
+            assert!(
+                close(lone.rate(at + secs(t)), three.rate(at + secs(t))),
+                "{t}"
+            );
+        }
+        assert!(close(three.rate(at + secs(k)), w));
+        // Above it, the lone worker's curve is as far above the plateau after 2 K as the cut
+        // was below it; three replicas' curves get there after 4 K (K + 3 × K).
+        assert!(close(lone.rate(at + secs(2.0 * k)), 2.0 * w - w / 2.0));
+        assert!(close(three.rate(at + secs(4.0 * k)), 2.0 * w - w / 2.0));
+        assert!(close(three.rate(at + secs(2.0 * k)), w + (w / 2.0) / 27.0));
+    }
+
+    #[test]
+    fn below_the_fair_share_the_curve_climbs_at_full_speed() {
+        // Two sharers: the fair share is 5, above the plateau 10/3. Up to 5 the curve is the
+        // lone one; from there on it runs twice as slow.
+        let t0 = Instant::now();
+        let w: f64 = 10.0 / 3.0;
+        let (lone, at, k) = cut_to_a_third(t0, 1.0);
+        let (two, _, _) = cut_to_a_third(t0, 2.0);
+        let t_f = k + k * ((5.0 - w) / (w / 2.0)).cbrt();
+        for t in [0.5 * k, k, 1.5 * k, t_f] {
+            assert!(
+                close(lone.rate(at + secs(t)), two.rate(at + secs(t))),
+                "{t}"
+            );
+        }
+        let later = t_f + 1.0;
+        let x = (t_f + 0.5 - k) / k;
+        assert!(close(two.rate(at + secs(later)), w + (w / 2.0) * x * x * x));
+        assert!(two.rate(at + secs(later)) < lone.rate(at + secs(later)));
+    }
+
+    #[test]
+    fn a_new_estimate_of_sharers_keeps_the_rate_continuous() {
+        let (mut c, at, k) = cut_to_a_third(Instant::now(), 1.0);
+        let mut now = at;
+        for (i, n) in [3.0, 1.0, 6.0, 2.5, 1.0].into_iter().enumerate() {
+            now = at + secs(k * (0.7 + 0.6 * i as f64));
+            let before = c.rate(now);
+            c.set_sharers(now, n);
+            assert!(
+                close(c.rate(now), before),
+                "{n}: {} vs {before}",
+                c.rate(now)
+            );
+        }
+        // Back to one sharer, the curve reaches the ceiling as the lone one does.
+        assert_eq!(c.rate(now + secs(10.0 * k)), 10.0);
+    }
+
+    #[test]
+    fn bad_estimates_of_sharers_count_as_one_and_are_capped() {
+        let (mut c, t0) = controller(10.0);
+        for bad in [f64::NAN, f64::NEG_INFINITY, f64::INFINITY, -3.0, 0.0, 0.5] {
+            c.set_sharers(t0, bad);
+            assert_eq!(c.sharers(), 1.0, "{bad}");
+        }
+        // At most one replica per floor: 1 / floor_fraction = 20.
+        c.set_sharers(t0, 1e9);
+        assert_eq!(c.sharers(), 20.0);
+    }
+
+    #[test]
+    fn sharers_split_the_burst_credit() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.set_sharers(t0, 3.0);
+        // As in `credit_only_after_a_quiet_start_at_the_ceiling`: 9 tokens above the reserve,
+        // a third of them ours.
+        assert_eq!(c.credit(t0 + ms(900)), 0.0);
+        let t1 = t0 + ms(1_000);
+        assert!(close(c.credit(t1), 3.0));
+        // A call of ours stands for one of each sibling's: our part drops by one call.
+        c.on_send(t1);
+        assert!(close(c.credit(t1), 2.0));
+    }
+
+    #[test]
+    fn a_first_call_throttled_among_sharers_means_at_most_the_fair_share() {
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.set_sharers(t0, 4.0);
+        throttle(&mut c, t0);
+        // Plateau 10 / 4, cut to half of it.
+        assert!(close(c.rate(t0), 1.25), "{}", c.rate(t0));
     }
 }

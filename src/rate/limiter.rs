@@ -26,7 +26,10 @@
 //!   spend the bucket into their storm). One credit call is in flight at a time: one that finds
 //!   the bucket drained after all (a neighbour) costs one 429, which empties the model. A lone
 //!   worker spends the credit once (early in its run) and then whenever it was idle: a trickle
-//!   of jobs goes out without waiting for the pacer's slot.
+//!   of jobs goes out without waiting for the pacer's slot. With `sharers` replicas of ours on
+//!   the quota ([`AdaptiveLimiter::set_sharers`]) each call of ours stands for one of each
+//!   sibling's in the model, so each replica spends its `1 / sharers` of the credit and the
+//!   fleet no more than a lone worker.
 //!
 //! # Protocol for callers
 //!
@@ -134,6 +137,13 @@ thread_local! {
     static SEEDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0x5EED) };
 }
 
+/// Restarts this thread's jitter seeds from `seed`, so a scenario's run with one seed does not
+/// depend on the runs before it on the thread.
+#[cfg(test)]
+pub(crate) fn reseed_jitter(seed: u64) {
+    SEEDS.with(|c| c.set(0x5EED ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+}
+
 /// A jitter seed: distinct per limiter, and per process outside tests (replicas must not jitter
 /// in step).
 fn next_seed() -> u64 {
@@ -230,6 +240,23 @@ impl AdaptiveLimiter {
             p.answers = p.answers.saturating_add(1);
             p.controller.on_feedback(now, feedback);
         });
+    }
+
+    /// How many replicas of ours share this operation's quota: an estimate, at least 1 (values
+    /// below 1 or not finite count as 1), noisy or stale is fine; 1 until set. The pipeline
+    /// computes it from the jobs queue: `ApproximateNumberOfMessagesNotVisible` (every
+    /// replica's jobs in flight) over this replica's own jobs in flight (a foreign caller holds
+    /// none of our messages). Above its fair share (`ceiling / sharers`) the controller probes
+    /// `sharers` times slower, so a fleet probes about as often as one lone worker, and a lone
+    /// worker (1) takes back a departed neighbour's share at full speed.
+    pub fn set_sharers(&self, sharers: f64) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.set_sharers(now, sharers));
+    }
+
+    /// The estimate of replicas sharing the quota in use (a metrics gauge).
+    pub fn sharers(&self) -> f64 {
+        self.with_pacing(|p| p.controller.sharers())
     }
 
     /// Allowed calls/s now (a metrics gauge).
@@ -363,6 +390,32 @@ mod tests {
         let extra = in_window(950, 3_000) - 20;
         assert!((7..=9).contains(&extra), "{extra}: {sends:?}");
         assert_eq!(in_window(3_000, 6_000), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sharers_spend_their_part_of_the_burst() {
+        // Idle at the ceiling (10/s burst 10), then a cluster of jobs: a lone worker sends at
+        // once what is above the one-token reserve, 9 calls (one paced, 8 on credit); one of
+        // three sharers sends its third of them, 3 (each call stands for one of each
+        // sibling's). Estimates that make no sense count as one sharer.
+        async fn at_once(sharers: f64) -> usize {
+            let limiter = AdaptiveLimiter::new(10.0, 10);
+            limiter.set_sharers(sharers);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let start = Instant::now();
+            let mut n = 0;
+            for _ in 0..12 {
+                limiter.acquire().await;
+                limiter.feedback(RateFeedback::Accepted);
+                if Instant::now() - start < Duration::from_millis(50) {
+                    n += 1;
+                }
+            }
+            n
+        }
+        assert_eq!(at_once(1.0).await, 9);
+        assert_eq!(at_once(f64::NAN).await, 9);
+        assert_eq!(at_once(3.0).await, 3);
     }
 
     #[tokio::test(start_paused = true)]

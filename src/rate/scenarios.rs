@@ -80,6 +80,10 @@ struct Scenario {
     limit_exceeded_fraction: f64,
     #[serde(default)]
     measure_from_s: f64,
+    /// Whether each replica gets the estimate of replicas sharing the quota that the pipeline
+    /// would compute (default true; `RATE_SHARERS=off|on` overrides it for every file).
+    #[serde(default = "default_true")]
+    sharers_estimate: bool,
     #[serde(default = "default_seed")]
     seed: u64,
     /// Run seeds 1..=seeds instead of `seed`.
@@ -96,6 +100,19 @@ struct Scenario {
 fn default_seed() -> u64 {
     7
 }
+
+fn default_true() -> bool {
+    true
+}
+
+/// How often a replica polls the jobs queue for the estimate of its sharers, seconds (the
+/// pipeline's interval).
+const SHARERS_POLL_S: f64 = 5.0;
+/// How stale SQS's approximate counts are when read, seconds.
+const SHARERS_STALENESS_S: f64 = 1.0;
+/// Relative noise of the estimate (a ratio of two counts of jobs in flight, the smaller one
+/// some tens of jobs): uniform in ±15 %.
+const SHARERS_NOISE: f64 = 0.15;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +229,9 @@ struct World {
     replica_allowed: Vec<(f64, Vec<f64>)>,
     /// Per finished job: its wait, seconds (see `wait_p50_ms`).
     waits: Vec<f64>,
+    /// Per replica: when it started and when it ran out of work (seconds), for the estimate of
+    /// sharers.
+    replica_span: Vec<(Option<f64>, Option<f64>)>,
 }
 
 impl World {
@@ -282,7 +302,45 @@ impl World {
     }
 }
 
+impl World {
+    /// Replicas other than `me` with work at `t` (started, not run out of work).
+    fn others_working(&self, me: usize, t: f64) -> usize {
+        self.replica_span
+            .iter()
+            .enumerate()
+            .filter(|(i, (from, until))| {
+                *i != me && from.is_some_and(|f| f <= t) && until.is_none_or(|u| u > t)
+            })
+            .count()
+    }
+}
+
 type Shared = Arc<Mutex<World>>;
+
+/// What the pipeline does: every `SHARERS_POLL_S` (±10 %) it reads the jobs queue's messages in
+/// flight (all replicas', `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas
+/// with work, with noise, and tells the limiter.
+/// Its own generator, so turning the estimate off leaves every other draw of the run as it was.
+async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize, seed: u64) {
+    let mut rng = Rng(seed ^ 0x5A4E_u64.rotate_left(40) ^ (me as u64 + 1).rotate_left(20));
+    // `RATE_SHARERS_NOISE` overrides the noise (tuning sessions).
+    let noise_width = std::env::var("RATE_SHARERS_NOISE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SHARERS_NOISE);
+    loop {
+        let (n, gap) = {
+            let w = lock(&world);
+            let t = w.secs(Instant::now());
+            let others = w.others_working(me, t - SHARERS_STALENESS_S) as f64;
+            let noise = 1.0 + noise_width * (2.0 * rng.next_f64() - 1.0);
+            let gap = SHARERS_POLL_S * (0.9 + 0.2 * rng.next_f64());
+            ((1.0 + others * noise).max(1.0), gap)
+        };
+        limiter.set_sharers(n);
+        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+    }
+}
 
 fn lock(world: &Shared) -> std::sync::MutexGuard<'_, World> {
     world.lock().unwrap_or_else(|e| e.into_inner())
@@ -295,6 +353,11 @@ async fn replica(
     index: usize,
     end: Instant,
 ) {
+    {
+        let mut w = lock(&world);
+        let t = w.secs(Instant::now());
+        w.replica_span[index].0 = Some(t);
+    }
     loop {
         let now = Instant::now();
         if now >= end {
@@ -303,6 +366,8 @@ async fn replica(
         let job = {
             let mut w = lock(&world);
             if w.finished() {
+                let t = w.secs(now);
+                w.replica_span[index].1 = Some(t);
                 return;
             }
             w.take_job(now)
@@ -400,6 +465,7 @@ async fn sampler(world: Shared, limiters: Vec<Arc<AdaptiveLimiter>>, end: Instan
 type Measured = BTreeMap<&'static str, f64>;
 
 async fn run(s: &Scenario, seed: u64) -> Measured {
+    super::limiter::reseed_jitter(seed);
     let start = Instant::now();
     let world: Shared = Arc::new(Mutex::new(World {
         start,
@@ -431,7 +497,13 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         min_allowed_fraction: Vec::new(),
         replica_allowed: Vec::new(),
         waits: Vec::new(),
+        replica_span: vec![(None, None); s.replicas.count],
     }));
+    let sharers_estimate = match std::env::var("RATE_SHARERS").as_deref() {
+        Ok("off") => false,
+        Ok("on") => true,
+        _ => s.sharers_estimate,
+    };
     let end = start + Duration::from_secs_f64(s.duration_s);
     let jobs = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -460,9 +532,14 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         let limiter = Arc::new(AdaptiveLimiter::with_settings(settings(), ceiling, burst));
         limiters.push(Arc::clone(&limiter));
         let (w, j) = (Arc::clone(&world), Arc::clone(&jobs));
+        let poller = sharers_estimate.then(|| (Arc::clone(&world), Arc::clone(&limiter)));
         replica_tasks.push(tokio::spawn(async move {
             tokio::time::sleep(stagger).await;
+            let poller = poller.map(|(w, l)| tokio::spawn(sharers_poller(w, l, i, seed)));
             replica(w, j, limiter, i, end).await;
+            if let Some(p) = poller {
+                p.abort();
+            }
         }));
     }
     tasks.push(tokio::spawn(sampler(Arc::clone(&world), limiters, end)));
@@ -736,11 +813,14 @@ fn run_file(name: &str) {
             "{path:?}: unknown measure {key:?}"
         );
     }
-    // `RATE_SEEDS=N` overrides the file's seeds (tuning sessions).
+    // `RATE_SEEDS=N` overrides the file's seeds, `RATE_SEED=N` runs seed N alone (tuning
+    // sessions).
+    let one: Option<u64> = std::env::var("RATE_SEED").ok().and_then(|v| v.parse().ok());
     let seeds: Vec<u64> = match std::env::var("RATE_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
     {
+        _ if one.is_some() => one.into_iter().collect(),
         Some(n) => (1..=n).collect(),
         None => match scenario.seeds {
             Some(n) => (1..=n.max(1)).collect(),
@@ -790,6 +870,8 @@ scenarios!(
     noisy_neighbour_local,
     neighbour_comes_and_goes,
     fleet_3,
+    fleet_3_without_sharers,
+    fleet_3_neighbour,
     fleet_6,
     fleet_6_staggered,
     fleet_6_bench_like,
