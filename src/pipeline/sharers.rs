@@ -6,8 +6,9 @@
 //! The jobs queue tells them apart. Every replica of ours holds the jobs it works as in-flight
 //! messages of that queue, and a foreign caller holds none, so
 //! `ApproximateNumberOfMessagesNotVisible / our in-flight jobs` estimates the replicas working the
-//! backlog. Every [`EVERY`] while this replica has jobs in flight, [`run`] reads the queue's depth
-//! and tells both limiters ([`crate::rate::AdaptiveLimiter::set_sharers`]).
+//! backlog. Within a second of this replica's first jobs in flight, then every [`EVERY`] while it
+//! has jobs in flight, [`run`] reads the queue's depth and tells both limiters
+//! ([`crate::rate::AdaptiveLimiter::set_sharers`]).
 //!
 //! The estimate errs high, never below 1: messages given back to SQS with a visibility delay
 //! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate
@@ -34,19 +35,29 @@ pub fn estimate(not_visible: u64, ours: usize) -> f64 {
     (not_visible as f64 / ours as f64).max(1.0)
 }
 
-/// Updates the limiters' sharer estimate until `stop`.
+/// How often the loop looks whether an estimate is due: the first one goes out within this of
+/// the first jobs in flight, the ones after every [`EVERY`].
+const LOOK: Duration = Duration::from_secs(1);
+
+/// Updates the limiters' sharer estimate until `stop`. While this replica holds no job the last
+/// estimate stays (the counts say nothing then).
 pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(EVERY);
+    let mut tick = tokio::time::interval(LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if last.is_some_and(|t| t.elapsed() < EVERY) {
+            continue;
+        }
         let ours = ctx.inflight.len().await;
         if ours == 0 {
             continue;
         }
+        last = Some(tokio::time::Instant::now());
         let depth = tokio::select! {
             _ = stop.cancelled() => return,
             d = ctx.queue.depth(&ctx.queues.jobs) => d,

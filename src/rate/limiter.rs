@@ -260,12 +260,6 @@ impl AdaptiveLimiter {
     }
 
     /// Allowed calls/s now (a metrics gauge).
-    /// How many replicas of ours share the quota (an estimate, ≥ 1; `pipeline::sharers`).
-    /// Placeholder until the controller uses it.
-    pub fn set_sharers(&self, n: f64) {
-        let _ = n;
-    }
-
     pub fn allowed_rate(&self) -> f64 {
         let now = Instant::now();
         self.with_pacing(|p| p.controller.rate(now))
