@@ -43,6 +43,28 @@ async fn arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
         .expect("arn")
 }
 
+/// FIFO jobs (30 s visibility, redrive to the DLQ after `max_receive`), results and DLQ queues.
+async fn fifo_queues(sqs: &aws_sdk_sqs::Client, max_receive: u32) -> (String, String, String) {
+    let fifo = || (QueueAttributeName::FifoQueue, "true".to_owned());
+    let dlq = create(sqs, "dlq.fifo", &[fifo()]).await;
+    let redrive = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"{max_receive}"}}"#,
+        arn(sqs, &dlq).await
+    );
+    let jobs = create(
+        sqs,
+        "jobs.fifo",
+        &[
+            fifo(),
+            (QueueAttributeName::VisibilityTimeout, "30".into()),
+            (QueueAttributeName::RedrivePolicy, redrive),
+        ],
+    )
+    .await;
+    let results = create(sqs, "results.fifo", &[fifo()]).await;
+    (jobs, results, dlq)
+}
+
 /// One received message: body (as JSON), group id, dedup id.
 struct Got {
     json: serde_json::Value,
@@ -195,23 +217,7 @@ async fn a_fifo_results_queue_gets_group_and_dedup_ids_and_drops_a_redelivered_j
 async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_replay() {
     let moto = Moto::start();
     let sqs = sqs_client(&moto.endpoint);
-    let fifo = || (QueueAttributeName::FifoQueue, "true".to_owned());
-    let dlq = create(&sqs, "dlq.fifo", &[fifo()]).await;
-    let redrive = format!(
-        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"10"}}"#,
-        arn(&sqs, &dlq).await
-    );
-    let jobs = create(
-        &sqs,
-        "jobs.fifo",
-        &[
-            fifo(),
-            (QueueAttributeName::VisibilityTimeout, "30".into()),
-            (QueueAttributeName::RedrivePolicy, redrive),
-        ],
-    )
-    .await;
-    let results = create(&sqs, "results.fifo", &[fifo()]).await;
+    let (jobs, results, dlq) = fifo_queues(&sqs, 10).await;
 
     // `enqueue` to a FIFO jobs queue: moto refuses entries without a group id, so this only
     // succeeds because enqueue sets them.
@@ -290,7 +296,12 @@ async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_repl
     // The FIFO DLQ holds the jobs (moved with their groups and dedup ids); replay them to a FIFO
     // queue. Not to `jobs.fifo` itself: the stopped worker's last 20 s long poll is still open on
     // moto's side and would take (and hide) what arrives there, as it would on SQS.
-    let replayed = create(&sqs, "replayed.fifo", &[fifo()]).await;
+    let replayed = create(
+        &sqs,
+        "replayed.fifo",
+        &[(QueueAttributeName::FifoQueue, "true".to_owned())],
+    )
+    .await;
     // The original send of ff-doomed, as `enqueue` made it, is in this queue's deduplication
     // window too: a replay must not be dropped as its duplicate. (It stays in the queue: moto,
     // unlike SQS, forgets a deduplication id once its message is deleted.)
@@ -328,23 +339,7 @@ async fn fifo_jobs_results_and_dead_letter_queues_work_with_enqueue_and_dlq_repl
 async fn a_fifo_groups_jobs_are_worked_in_order_through_capacity_waits_and_groups_in_parallel() {
     let moto = Moto::start();
     let sqs = sqs_client(&moto.endpoint);
-    let fifo = || (QueueAttributeName::FifoQueue, "true".to_owned());
-    let dlq = create(&sqs, "dlq.fifo", &[fifo()]).await;
-    let redrive = format!(
-        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"50"}}"#,
-        arn(&sqs, &dlq).await
-    );
-    let jobs = create(
-        &sqs,
-        "jobs.fifo",
-        &[
-            fifo(),
-            (QueueAttributeName::VisibilityTimeout, "30".into()),
-            (QueueAttributeName::RedrivePolicy, redrive),
-        ],
-    )
-    .await;
-    let results = create(&sqs, "results.fifo", &[fifo()]).await;
+    let (jobs, results, dlq) = fifo_queues(&sqs, 50).await;
     // Two groups of four, sent interleaved; one receive may return several of a group.
     for i in 0..4 {
         for g in ["a", "b"] {
