@@ -128,9 +128,6 @@ pub struct ControllerSettings {
     /// shortens the wait: 200 ms is a fifth of the period at 1 call/s and a small fraction of
     /// any recovery time (`recovery_calls / rate`, 3 s at 10/s).
     pub pacer_recheck: Duration,
-    /// Whether the plateau is our share (the estimator above). Off only for the capacity pacer
-    /// (`for_capacity`), whose own accepted rate would fulfil itself.
-    pub plateau_at_share: bool,
 }
 
 impl Default for ControllerSettings {
@@ -144,28 +141,12 @@ impl Default for ControllerSettings {
             pacer_jitter: 0.2,
             pacer_catch_up: 0.1,
             pacer_recheck: Duration::from_millis(200),
-            plateau_at_share: true,
         }
     }
 }
 
 impl ControllerSettings {
     /// Tuning for the active-chats capacity pacer (fed `LimitExceededException` as its throttle).
-    /// Chat capacity frees as chats end, so the plateau is the rate at which the limit was hit,
-    /// cuts are shallow and there is no burst credit. (Goes with the capacity pacer, which the
-    /// per-instance capacity machine replaces.)
-    pub fn for_capacity() -> Self {
-        ControllerSettings {
-            decrease_factor: 0.85,
-            // The value it was measured with (`bench/run.sh capacity`); the rate controller's
-            // default moved to 30 for a reason (its neighbour's return) that capacity lacks.
-            recovery_calls: 35.0,
-            plateau_at_share: false,
-            burst_reserve: f64::INFINITY,
-            ..ControllerSettings::default()
-        }
-    }
-
     /// Sets a numeric field by name (tuning sessions: the scenario runner's `RATE_SETTINGS`);
     /// false if there is no such field.
     pub fn set(&mut self, name: &str, value: f64) -> bool {
@@ -178,7 +159,6 @@ impl ControllerSettings {
             "pacer_jitter" => self.pacer_jitter = value,
             "pacer_catch_up" => self.pacer_catch_up = value,
             "pacer_recheck" => self.pacer_recheck = Duration::from_secs_f64(value.max(0.001)),
-            "plateau_at_share" => self.plateau_at_share = value != 0.0,
             _ => return false,
         }
         true
@@ -589,7 +569,7 @@ impl RateController {
         let current = self.rate(now);
         let beta = self.settings.decrease_factor;
         let plateau = match (self.share(now), &self.window) {
-            (Some(share), Some(w)) if self.settings.plateau_at_share => {
+            (Some(share), Some(w)) => {
                 // From full to empty, every token the bucket gave out was taken: the share
                 // stands. Between two 429s the bucket may have sat full for a while (nobody
                 // asked for its refill), so the share is only a lower bound; it lowers the
@@ -607,9 +587,7 @@ impl RateController {
             // Our very first window, and none of our calls got through: others had drained the
             // bucket before we came, so we share it with at least one caller at least as fast
             // as we are; at most half of it is ours.
-            (None, Some(w))
-                if self.settings.plateau_at_share && self.cuts == 0 && w.accepted == 0 =>
-            {
+            (None, Some(w)) if self.cuts == 0 && w.accepted == 0 => {
                 current.min(self.ceiling / 2.0_f64.max(self.sharers))
             }
             _ => current,
