@@ -38,6 +38,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+_FLAGS = {}
+
+
+def sim_has_flag(flag):
+    """Whether this connect-sim binary knows `flag` (from its --help; cached)."""
+    if "help" not in _FLAGS:
+        try:
+            _FLAGS["help"] = subprocess.run([str(RELEASE / "connect-sim"), "--help"], stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            _FLAGS["help"] = ""
+    return flag in _FLAGS["help"]
+
+
 def http(url, method="GET", timeout=5):
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -78,7 +92,7 @@ class Sim:
         self.url = line[len(prefix):]
 
     def stats(self):
-        return json.loads(http(self.url + "/_sim/stats")[1])
+        return json.loads(http(self.url + "/_sim/stats", timeout=30)[1])
 
     def reset(self):
         http(self.url + "/_sim/reset", method="POST")
@@ -205,6 +219,11 @@ class Proc:
         except OSError:
             pass
         return None
+
+    def kill(self):
+        """SIGKILL: no shutdown, nothing given back (a crashed or OOM-killed task)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
 
     def terminate(self):
         if self.proc.poll() is None:

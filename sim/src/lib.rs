@@ -16,10 +16,16 @@ pub mod config;
 mod core;
 mod error;
 mod ids;
+pub mod instances;
+pub mod lifetimes;
 mod server;
+pub mod schedule;
 pub mod stats;
 mod validate;
 
-pub use config::SimConfig;
+pub use config::{BackgroundOperation, SimConfig};
 pub use server::{SimHandle, start};
-pub use stats::{BackgroundCounters, OpCounters, Operations, SecondCounts, Stats, TimelineSecond};
+pub use stats::{
+    BackgroundCounters, CallRecord, ChatRecord, InstanceCounters, OpCounters, Operations,
+    SecondCounts, Stats, TimelineSecond,
+};

@@ -52,10 +52,15 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let background_rate = config.background_rate;
+    let background_schedule = config.background_schedule.clone();
     let core = Arc::new(Core::new(config));
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(accept_loop(listener, Arc::clone(&core), stopped));
-    let background = tokio::spawn(background::run(Arc::clone(&core), background_rate));
+    let background = tokio::spawn(background::run(
+        Arc::clone(&core),
+        background_rate,
+        background_schedule,
+    ));
     tracing::info!(%addr, "connect-sim listening");
     Ok(SimHandle {
         addr,

@@ -9,6 +9,7 @@
 //! active chats (429 LimitExceeded, StartChatContact only) → fault injection → success.
 
 mod ops;
+mod records;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,11 +56,12 @@ struct Inner {
     sources: HashSet<String>,
     stats: Stats,
     rng: StdRng,
+    /// Lifetime draws (see `records`).
+    scenario: records::Scenario,
 }
 
 pub struct Core {
     config: SimConfig,
-    chat_duration: Duration,
     idempotency_ttl: Duration,
     inner: Mutex<Inner>,
 }
@@ -73,7 +75,6 @@ impl Core {
         };
         let inner = Inner::new(&config, now, rng);
         Core {
-            chat_duration: Duration::from_secs_f64(config.chat_seconds),
             idempotency_ttl: Duration::from_secs_f64(config.idempotency_ttl_seconds),
             config,
             inner: Mutex::new(inner),
@@ -97,29 +98,13 @@ impl Core {
         inner.tally(op, &Outcome::Err(err.clone()), false, now);
     }
 
-    /// The background caller's attempt: one StartChatContact token, no chat.
-    pub fn background_attempt(&self) -> bool {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let accepted = inner.start_bucket.try_take(now);
-        let second = inner.second(now);
-        let bg = &mut inner.stats.background;
-        bg.attempted += 1;
-        if accepted {
-            bg.accepted += 1;
-        } else {
-            bg.refused += 1;
-        }
-        inner.stats.mark(second, Lane::Background, accepted);
-        accepted
-    }
-
     pub fn stats(&self) -> Stats {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.prune_active(now);
         let mut s = inner.stats.clone();
         s.active_chats = inner.active_total;
+        inner.finish_stats(&self.config, &mut s);
         s
     }
 
@@ -135,7 +120,7 @@ impl Core {
 
 impl Inner {
     fn new(config: &SimConfig, now: Instant, rng: StdRng) -> Self {
-        Inner {
+        let mut inner = Inner {
             epoch: now,
             start_bucket: TokenBucket::new(config.start_chat_rate, config.start_chat_burst, now),
             associate_bucket: TokenBucket::new(config.associate_rate, config.associate_burst, now),
@@ -144,9 +129,15 @@ impl Inner {
             idempotency: HashMap::new(),
             idempotency_expiry: VecDeque::new(),
             sources: HashSet::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                epoch_unix_ms: records::unix_ms_now(),
+                ..Stats::default()
+            },
             rng,
-        }
+            scenario: records::Scenario::new(config),
+        };
+        inner.prefill(config, now);
+        inner
     }
 
     fn second(&self, now: Instant) -> u64 {
