@@ -241,25 +241,33 @@ def scenario_metrics(scn, stats, results, ctx):
         for c in chats:
             created.setdefault(c.get("source"), epoch + c["t_ms"] / 1000)
         lags = []
+        published = ctx.get("published_at") or {}
         for job_id, r in results.items():
             src = "src-" + job_id.rsplit("-", 1)[-1]
             if src in created:
-                lags.append(r["_received_at"] - max(created[src], end_wall))
+                lags.append(published.get(job_id, r["_received_at"]) - max(created[src], end_wall))
         out["outage_lag_s"] = max(lags) if lags and len(lags) == len(ctx["wanted"]) else None
         out["outage_lag_p50_s"] = percentile(lags, 0.5)
     # Trickle: per-job latency above Connect's own (the sim's --latency-ms).
     if ctx.get("sent_at"):
         lat = scn.get("latency_ms", 0) / 1000
-        by_stamp, by_receipt = [], []
+        by_publish, by_stamp, by_receipt = [], [], []
+        published = ctx.get("published_at") or {}
         for job_id, sent in ctx["sent_at"].items():
             r = results.get(job_id)
             if not r:
                 continue
+            if job_id in published:
+                by_publish.append((published[job_id] - sent - lat) * 1000)
             done = parse_rfc3339(r.get("completedAt"))
             if done is not None:
                 by_stamp.append((done - sent - lat) * 1000)
             by_receipt.append((r["_received_at"] - sent - lat) * 1000)
-        out.update(job_overhead_p50_ms=percentile(by_stamp, 0.5), job_overhead_p99_ms=percentile(by_stamp, 0.99),
+        complete = len(by_publish) == len(ctx["sent_at"])
+        out.update(job_overhead_p50_ms=percentile(by_publish, 0.5) if complete else None,
+                   job_overhead_p99_ms=percentile(by_publish, 0.99) if complete else None,
+                   job_completed_at_p50_ms=percentile(by_stamp, 0.5),
+                   job_completed_at_p99_ms=percentile(by_stamp, 0.99),
                    job_received_p50_ms=percentile(by_receipt, 0.5), job_received_p99_ms=percentile(by_receipt, 0.99))
     return out
 

@@ -311,11 +311,13 @@ def section(stored):
             "- **outage**: an HTTP proxy in front of moto answers the workers' SendMessage to the results queue "
             "with `QueueDoesNotExist` (what SQS says for a deleted queue) from 8 s to 18 s, forwarding everything "
             "else (bench/sqs_proxy.py; deleting the queue in moto would lose results not yet drained). Per job: "
-            "when the harness received its result − max(when its chat was created, the outage's end); the "
-            "worst job.",
-            "- **trickle latency above Connect's**: result `completedAt` − when the job's SendMessage returned − "
-            "connect-sim's 20 ms latency; results.json also has the same measured at the harness's receipt "
-            "(`job_received_p50_ms`).",
+            "when its result was published (the proxy passed moto's 200 for it) − max(when its chat was created, "
+            "the outage's end); the worst job.",
+            "- **trickle latency above Connect's**: when the worker's SendMessage of the result got moto's 200 "
+            "(seen by the same proxy, which the trickle also runs through; it adds about a millisecond per SQS "
+            "call) − when the harness's SendMessage of the job returned − connect-sim's 20 ms latency. "
+            "results.json also has it by the result's `completedAt` (`job_completed_at_p50_ms`) and by the "
+            "harness's receipt (`job_received_p50_ms`, which adds moto's delivery to the harness).",
             "- **job latency** (the results table): a job's result `completedAt` − the moment the workers were "
             "started; for a backlog this is when each job got done, not a per-job service time.",
             "- **lost**: jobs without a result that are neither left in the jobs queue nor in the DLQ. "

@@ -15,6 +15,7 @@ use crate::schedule::{Segment, next_change, rate_at};
 /// The longest the caller sleeps without looking at the clock again: a reset moves the
 /// schedule's origin, and this bounds how late it notices.
 const MAX_IDLE: Duration = Duration::from_millis(100);
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 
 /// Runs until the task is aborted. Returns at once when the caller never calls.
 pub async fn run(core: Arc<Core>, rate: f64, schedule: Vec<Segment>) {
@@ -35,8 +36,9 @@ pub async fn run(core: Arc<Core>, rate: f64, schedule: Vec<Segment>) {
             credit += (t - last) * rate_at(rate, &schedule, last);
         }
         last = t;
-        if credit >= 1.0 {
-            credit -= 1.0;
+        // A hair below 1 is due too: float sums of (elapsed × rate) rarely land on 1 exactly.
+        if credit >= 1.0 - 1e-9 {
+            credit = (credit - 1.0).max(0.0);
             // After a stall, go on at the set rate rather than firing the missed calls at once.
             credit = credit.min(1.0);
             core.background_call();
@@ -48,7 +50,9 @@ pub async fn run(core: Arc<Core>, rate: f64, schedule: Vec<Segment>) {
         } else {
             next_change(&schedule, t).map_or(MAX_IDLE, |b| Duration::from_secs_f64(b - t))
         };
-        sleep(wait.min(MAX_IDLE)).await;
+        // At least a millisecond (tokio's timer resolution): a zero sleep would spin on the
+        // same instant under paused time.
+        sleep(wait.clamp(MIN_SLEEP, MAX_IDLE)).await;
     }
 }
 

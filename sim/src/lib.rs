@@ -18,8 +18,8 @@ mod error;
 mod ids;
 pub mod instances;
 pub mod lifetimes;
-mod server;
 pub mod schedule;
+mod server;
 pub mod stats;
 mod validate;
 

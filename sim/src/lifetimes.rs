@@ -25,8 +25,16 @@ use rand::{RngExt, SeedableRng};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Lifetime {
     Fixed(f64),
-    Uniform { min: f64, max: f64 },
-    LogNormal { mean: f64, min: f64, max: f64, sigma: f64 },
+    Uniform {
+        min: f64,
+        max: f64,
+    },
+    LogNormal {
+        mean: f64,
+        min: f64,
+        max: f64,
+        sigma: f64,
+    },
 }
 
 /// Default shape of the lognormal: σ = 1 gives a coefficient of variation of about 1.3
@@ -81,7 +89,9 @@ impl FromStr for Lifetime {
             })
             .collect::<Result<_, _>>()?;
         if let Some(bad) = nums.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(format!("every value must be a finite number > 0, got {bad}"));
+            return Err(format!(
+                "every value must be a finite number > 0, got {bad}"
+            ));
         }
         let lifetime = match (kind, nums.as_slice()) {
             ("fixed", [s]) => Lifetime::Fixed(*s),
@@ -151,7 +161,7 @@ impl Lifetimes {
     }
 
     /// The next chat's lifetime.
-    pub fn next(&mut self) -> Duration {
+    pub fn draw(&mut self) -> Duration {
         Duration::from_secs_f64(self.dist.draw_seconds(&mut self.rng))
     }
 }
@@ -162,7 +172,7 @@ mod tests {
 
     fn draws(spec: &str, n: usize, seed: u64) -> Vec<f64> {
         let mut l = Lifetimes::new(spec.parse().expect("valid spec"), Some(seed));
-        (0..n).map(|_| l.next().as_secs_f64()).collect()
+        (0..n).map(|_| l.draw().as_secs_f64()).collect()
     }
 
     #[test]

@@ -78,14 +78,19 @@ mod tests {
                 rate: 4.0
             }
         );
-        for bad in ["8:20", "20:8:4", "8:8:1", "-1:5:1", "1:5:-2", "a:5:1", "1:inf:1"] {
+        for bad in [
+            "8:20", "20:8:4", "8:8:1", "-1:5:1", "1:5:-2", "a:5:1", "1:inf:1",
+        ] {
             assert!(bad.parse::<Segment>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn the_rate_follows_the_schedule() {
-        let sched = ["8:20:4".parse().expect("valid"), "15:30:1".parse().expect("valid")];
+        let sched = [
+            "8:20:4".parse().expect("valid"),
+            "15:30:1".parse().expect("valid"),
+        ];
         assert_eq!(rate_at(0.0, &sched, 7.99), 0.0);
         assert_eq!(rate_at(0.0, &sched, 8.0), 4.0);
         assert_eq!(rate_at(0.0, &sched, 16.0), 5.0);

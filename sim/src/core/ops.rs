@@ -61,7 +61,14 @@ impl Core {
         let now = Instant::now();
         let (outcome, replay) = self.decide_start_chat(&mut inner, req, now);
         inner.tally(Op::StartChat, &outcome, replay, now);
-        inner.record_call(&self.config, Op::StartChat, &req.instance_id, &outcome, replay, now);
+        inner.record_call(
+            &self.config,
+            Op::StartChat,
+            &req.instance_id,
+            &outcome,
+            replay,
+            now,
+        );
         outcome
     }
 
@@ -70,7 +77,14 @@ impl Core {
         let now = Instant::now();
         let (outcome, replay) = self.decide_associate(&mut inner, req, now);
         inner.tally(Op::Associate, &outcome, replay, now);
-        inner.record_call(&self.config, Op::Associate, &req.instance_id, &outcome, replay, now);
+        inner.record_call(
+            &self.config,
+            Op::Associate,
+            &req.instance_id,
+            &outcome,
+            replay,
+            now,
+        );
         outcome
     }
 
@@ -273,9 +287,12 @@ impl Core {
 
     /// Creates the chat: capacity, counters, and the response body.
     fn create_chat(&self, inner: &mut Inner, req: &StartChat, now: Instant) -> Value {
-        let lifetime = inner.scenario.lifetimes.next();
+        let lifetime = inner.scenario.lifetimes.draw();
         inner.open_chat(&self.config, &req.instance_id, lifetime, now);
-        let source = req.persistent_chat.as_ref().map(|p| p.source_contact_id.as_str());
+        let source = req
+            .persistent_chat
+            .as_ref()
+            .map(|p| p.source_contact_id.as_str());
         inner.record_chat(&self.config, &req.instance_id, source, lifetime, now);
         inner.stats.chats_created += 1;
         if let Some(pc) = &req.persistent_chat

@@ -78,7 +78,9 @@ impl Inner {
         for p in &config.instance_prefill {
             let end = match p.seconds {
                 Some(s) => now + Duration::from_secs_f64(s),
-                None => now.checked_add(FOREVER).unwrap_or(now + Duration::from_secs(86_400)),
+                None => now
+                    .checked_add(FOREVER)
+                    .unwrap_or(now + Duration::from_secs(86_400)),
             };
             let queue = self.active.entry(p.instance.clone()).or_default();
             for _ in 0..p.chats {
@@ -192,7 +194,11 @@ impl Inner {
 
 /// The active-chats limit of `instance`.
 pub(super) fn max_chats(config: &SimConfig, instance: &str) -> u32 {
-    instances::max_chats(&config.instance_max_chats, config.max_active_chats, instance)
+    instances::max_chats(
+        &config.instance_max_chats,
+        config.max_active_chats,
+        instance,
+    )
 }
 
 impl Core {
@@ -219,7 +225,7 @@ impl Core {
             if here >= max_chats(config, instance) as usize {
                 accepted = false;
             } else {
-                let lifetime = inner.scenario.background_lifetimes.next();
+                let lifetime = inner.scenario.background_lifetimes.draw();
                 inner.open_chat(config, instance, lifetime, now);
             }
         }
@@ -319,8 +325,14 @@ mod tests {
         }
         let s = core.stats();
         let (a, b) = (s.instances["A"], s.instances["B"]);
-        assert_eq!((a.created, a.limit_exceeded, a.active, a.max_chats), (1, 1, 1, 1));
-        assert_eq!((b.created, b.limit_exceeded, b.active, b.max_chats), (5, 0, 5, 100));
+        assert_eq!(
+            (a.created, a.limit_exceeded, a.active, a.max_chats),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(
+            (b.created, b.limit_exceeded, b.active, b.max_chats),
+            (5, 0, 5, 100)
+        );
         let outcomes: Vec<&str> = s.calls.iter().map(|c| c.outcome.as_str()).collect();
         assert_eq!(outcomes[..2], ["ok", "limit_exceeded"]);
         assert_eq!(s.calls.len(), 7);
@@ -353,7 +365,10 @@ mod tests {
             Some(ErrorCode::LimitExceeded)
         );
         let s = core.stats();
-        assert_eq!((s.instances["A"].active, s.chats_created, s.chats.len()), (5, 1, 1));
+        assert_eq!(
+            (s.instances["A"].active, s.chats_created, s.chats.len()),
+            (5, 1, 1)
+        );
         core.reset();
         let s = core.stats();
         assert_eq!((s.instances["A"].active, s.instances["C"].active), (5, 1));
