@@ -207,8 +207,11 @@ def scenario_metrics(scn, stats, results, ctx):
         if mine and first_call is not None and len(mine) >= n_inst:
             out.update(instance_finish_s=(mine[-1] - first_call) / 1000, instance_need_s=need,
                        instance_finish_ratio=(mine[-1] - first_call) / 1000 / need)
-        else:
-            out.update(instance_finish_s=None, instance_need_s=need, instance_finish_ratio=None)
+        elif first_call is not None:
+            # B not done when the run timed out: at least this long (censored).
+            span = (calls[-1]["t_ms"] - first_call) / 1000
+            out.update(instance_finish_s=span, instance_need_s=need, instance_finish_ratio=span / need,
+                       instance_finish_ratio_censored=True, instance_done=len(mine), instance_jobs=n_inst)
         out["instances"] = stats.get("instances", {})
     # A neighbour that comes and goes: recovery after it leaves.
     flags = scn["sim"]
@@ -218,6 +221,10 @@ def scenario_metrics(scn, stats, results, ctx):
         times = [c["t_ms"] for c in calls if c["op"] == "StartChatContact" and c["outcome"] in ACCEPTED]
         end_s = times[-1] / 1000 - 1 if times else 0
         out["recovery_s"] = sliding_recovery(times, leave, 0.9 * rate, end_s) if times else None
+        if out["recovery_s"] is None and end_s > leave:
+            # Never back at the quota before the backlog ran out: at least this long (censored).
+            out["recovery_s"] = round(end_s - leave, 1)
+            out["recovery_s_censored"] = True
         out["neighbour_leaves_s"] = leave
         out["backlog_left_at_leave"] = sum(1 for t in times if t / 1000 >= leave)
     # Kill -9: every job without a result at the kill, done how long after it.
@@ -232,7 +239,8 @@ def scenario_metrics(scn, stats, results, ctx):
             done = parse_rfc3339(r.get("completedAt")) or r.get("_received_at")
             lags.append(done - kill["at"])
         out.update(kill_at_s=kill["at"] - ctx["t0"], kill_pending=len(kill["pending"]),
-                   kill_recovery_s=max(lags) if lags and not missing else None,
+                   kill_recovery_s=max(lags) if lags and not missing else ctx["finished_at"] - kill["at"],
+                   kill_recovery_s_censored=bool(missing), kill_missing=missing,
                    kill_redelivered=sum(1 for j in kill["pending"] if results.get(j, {}).get("receiveCount", 1) > 1))
     # Results-queue outage: each result's delay after the outage's end, or after its chat.
     if ctx.get("outage"):
@@ -241,24 +249,22 @@ def scenario_metrics(scn, stats, results, ctx):
         for c in chats:
             created.setdefault(c.get("source"), epoch + c["t_ms"] / 1000)
         lags = []
-        published = ctx.get("published_at") or {}
         for job_id, r in results.items():
             src = "src-" + job_id.rsplit("-", 1)[-1]
             if src in created:
-                lags.append(published.get(job_id, r["_received_at"]) - max(created[src], end_wall))
+                lags.append((r.get("_published_at") or r["_received_at"]) - max(created[src], end_wall))
         out["outage_lag_s"] = max(lags) if lags and len(lags) == len(ctx["wanted"]) else None
         out["outage_lag_p50_s"] = percentile(lags, 0.5)
     # Trickle: per-job latency above Connect's own (the sim's --latency-ms).
     if ctx.get("sent_at"):
         lat = scn.get("latency_ms", 0) / 1000
         by_publish, by_stamp, by_receipt = [], [], []
-        published = ctx.get("published_at") or {}
         for job_id, sent in ctx["sent_at"].items():
             r = results.get(job_id)
             if not r:
                 continue
-            if job_id in published:
-                by_publish.append((published[job_id] - sent - lat) * 1000)
+            if r.get("_published_at"):
+                by_publish.append((r["_published_at"] - sent - lat) * 1000)
             done = parse_rfc3339(r.get("completedAt"))
             if done is not None:
                 by_stamp.append((done - sent - lat) * 1000)

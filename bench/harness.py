@@ -161,7 +161,8 @@ class Queues:
 
     def drain_once(self, wait=1):
         """One receive on the results queue; records first results by jobId; returns how many arrived."""
-        out = self.sqs.receive_message(QueueUrl=self.results, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        out = self.sqs.receive_message(QueueUrl=self.results, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
+                                       AttributeNames=["SentTimestamp"])
         msgs = out.get("Messages", [])
         received_at = time.time()
         for m in msgs:
@@ -174,6 +175,9 @@ class Queues:
                 self.duplicate_results += 1
             else:
                 body["_received_at"] = received_at
+                # When moto stored the result (the worker's SendMessage reached the queue), Unix seconds.
+                sent_ms = m.get("Attributes", {}).get("SentTimestamp")
+                body["_published_at"] = int(sent_ms) / 1000 if sent_ms else None
                 self.seen[job_id] = body
         if msgs:
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]

@@ -134,9 +134,15 @@ def target_cell(runs, key, op, t):
     known = [v for v in vals if v is not None]
     worst = (min(known) if op == ">=" else max(known)) if known else None
     ok = None if worst is None else all(v is not None and meets(v, op, t) for v in vals)
-    cell = _fmt_metric(key, worst) + _mark(ok)
+    censored = {id(m) for m in runs if m.get(key + "_censored")}
+
+    def show(m, v):
+        return (("≥ " if id(m) in censored else "") + _fmt_metric(key, v)) if v is not None else "–"
+
+    worst_m = next((m for m in runs if m.get(key) == worst), None)
+    cell = (show(worst_m, worst) if worst_m else _fmt_metric(key, worst)) + _mark(ok)
     if len(vals) > 1:
-        cell += " (" + ", ".join(_fmt_metric(key, v) for v in vals) + ")"
+        cell += " (" + ", ".join(show(m, v) for m, v in zip(runs, vals)) + ")"
     return cell
 
 
@@ -311,11 +317,11 @@ def section(stored):
             "- **outage**: an HTTP proxy in front of moto answers the workers' SendMessage to the results queue "
             "with `QueueDoesNotExist` (what SQS says for a deleted queue) from 8 s to 18 s, forwarding everything "
             "else (bench/sqs_proxy.py; deleting the queue in moto would lose results not yet drained). Per job: "
-            "when its result was published (the proxy passed moto's 200 for it) − max(when its chat was created, "
+            "when its result reached the queue (moto's `SentTimestamp`) − max(when its chat was created, "
             "the outage's end); the worst job.",
-            "- **trickle latency above Connect's**: when the worker's SendMessage of the result got moto's 200 "
-            "(seen by the same proxy, which the trickle also runs through; it adds about a millisecond per SQS "
-            "call) − when the harness's SendMessage of the job returned − connect-sim's 20 ms latency. "
+            "- **trickle latency above Connect's**: when the result reached the results queue (moto's "
+            "`SentTimestamp` of the result message, ms) − when the harness's SendMessage of the job returned − "
+            "connect-sim's 20 ms latency. "
             "results.json also has it by the result's `completedAt` (`job_completed_at_p50_ms`) and by the "
             "harness's receipt (`job_received_p50_ms`, which adds moto's delivery to the harness).",
             "- **job latency** (the results table): a job's result `completedAt` − the moment the workers were "

@@ -200,7 +200,7 @@ def run_one(name, scn, impl, seed=1):
             redis = harness.Redis(log_dir)
         q = harness.Queues(moto)
         worker_sqs = moto.url
-        if scn.get("outage") or scn.get("trickle"):
+        if scn.get("outage"):
             proxy = sqs_proxy.Proxy(moto.port, "results", 0)
             worker_sqs = proxy.url
         kinds = job_kinds(scn, seed)
@@ -256,8 +256,7 @@ def run_one(name, scn, impl, seed=1):
         ctx = {"t0": t0, "sent_at": sent_at, "kinds": {job_id: k for (job_id, _), k in zip(bodies, kinds)},
                "starts": [at for what, _, at in fleet.events if what == "start"],
                "kill": kill or None, "outage": scn.get("outage"), "seed": seed, "wanted": wanted,
-               "published_at": dict(proxy.published_at) if proxy else {},
-               "events": fleet.events}
+               "events": fleet.events, "finished_at": finished_at}
         m = analysis.analyse(scn, n, t0, stats, q.seen, q.depth(q.jobs), q.depth(q.dlq),
                              sum(c for c in cpu if c is not None), max((r for r in rss if r is not None), default=None),
                              finished_at, ctx)

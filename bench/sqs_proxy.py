@@ -1,4 +1,4 @@
-"""A results-queue outage without losing anything, and when each result was published: an HTTP proxy in front of moto's SQS that, while
+"""A results-queue outage without losing anything: an HTTP proxy in front of moto's SQS that, while
 `outage` is set, answers every SendMessage / SendMessageBatch to the results queue the way SQS
 answers for a deleted queue (400 `QueueDoesNotExist`, AWS JSON 1.0 protocol, which both the Rust
 SDK and botocore speak to SQS), and forwards everything else unchanged.
@@ -26,9 +26,6 @@ class Proxy:
         self.outage = threading.Event()
         self.refused = 0
         self.refused_lock = threading.Lock()
-        # jobId -> when the proxy passed moto's 200 for the first SendMessage carrying its result back
-        # to the worker: the moment the result was on the queue, as a customer would see it.
-        self.published_at = {}
         proxy = self
         local = threading.local()
 
@@ -84,8 +81,6 @@ class Proxy:
                             except OSError:
                                 pass
                             return
-                if resp.status == 200 and target.endswith((".SendMessage", ".SendMessageBatch")):
-                    proxy._note_published(body, time.time())
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in HOP:
@@ -105,19 +100,6 @@ class Proxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-
-    def _note_published(self, body, at):
-        try:
-            req = json.loads(body)
-            if not req.get("QueueUrl", "").endswith(self.queue_marker):
-                return
-            bodies = [req["MessageBody"]] if "MessageBody" in req else [e["MessageBody"] for e in req["Entries"]]
-            for b in bodies:
-                job_id = json.loads(b).get("jobId")
-                if job_id is not None:
-                    self.published_at.setdefault(job_id, at)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass
 
     def schedule(self, t0, start_s, end_s):
         """Sets the outage from t0 + start_s to t0 + end_s (wall clock), on a timer thread."""
