@@ -141,12 +141,13 @@ def clairvoyant_last_start(lifetimes_s, slots, rate, burst):
 def sliding_recovery(times_ms, leave_s, target_per_s, end_s):
     """Seconds after `leave_s` until a whole second [w, w + 1) holds at least `target_per_s`
     accepted calls (w in 0.1 s steps); None if it never does before `end_s`."""
-    ts = [t / 1000 for t in times_ms]
-    w = leave_s
-    while w + 1 <= end_s + 1e-9:
-        if sum(1 for t in ts if w <= t < w + 1) >= target_per_s:
-            return round(w - leave_s, 1)
-        w += 0.1
+    k = 0
+    while leave_s + k / 10 + 1 <= end_s + 1e-9:
+        # Integer milliseconds and tenths: no float drift in the window's edges.
+        lo = round((leave_s + k / 10) * 1000)
+        if sum(1 for t in times_ms if lo <= t < lo + 1000) >= target_per_s:
+            return k / 10
+        k += 1
     return None
 
 
