@@ -51,8 +51,13 @@ def _mark(ok):
     return "" if ok is None else (" ✓" if ok else " ✗")
 
 
+def _is_pct(key):
+    """Ratios of calls are shown in percent; B's finish ratio is a plain factor."""
+    return "_ratio" in key and not key.startswith("instance_finish")
+
+
 def _fmt_metric(key, v):
-    if key.endswith("_ratio") and not key.startswith("instance_finish"):
+    if _is_pct(key):
         return pct(v)
     if key in ("lost", "duplicate_chats"):
         return str(v)
@@ -62,7 +67,7 @@ def _fmt_metric(key, v):
 
 
 def _fmt_target(key, op, t):
-    shown = f"{t * 100:g} %" if key.endswith("_ratio") and not key.startswith("instance_finish") else f"{t:g}"
+    shown = f"{t * 100:g} %" if _is_pct(key) else f"{t:g}"
     return f"{op.replace('>=', '≥').replace('<=', '≤').replace('==', '=')} {shown}"
 
 
