@@ -5,12 +5,14 @@ token bucket that slows down after throttles, plus exponential backoff retries) 
 Protocol, per thread (THREADS threads, default 8, sharing one SQS client and one Connect client, so
 the adaptive rate limiter is shared by the whole process as botocore intends):
   receive up to 10 jobs (long poll 2 s) -> for each job, in order:
-  start_chat_contact(...) with Config(retries={'mode': 'adaptive', 'max_attempts': 10})
+  start_chat_contact(...) (or create_persistent_contact_association(...) for an
+  `associatePersistentContact` job) with Config(retries={'mode': 'adaptive', 'max_attempts': 10})
   -> send one result (the contract's shape: jobId, messageId, status, contactId..., error,
   receiveCount, completedAt; attributes jobId/status) -> delete the job.
 A Connect error left after botocore's retries (or a 4xx) becomes a `failed` result; the job is
-deleted either way. The ClientToken is botocore's auto-generated one (reused across botocore's own
-retries of one call, new for a redelivered job), as a straightforward worker would leave it.
+deleted either way. The ClientToken is the jobId, so a redelivered job (a crash, or a result that
+could not be published: the job is then left to reappear after the queue's visibility timeout)
+replays its chat instead of opening a second one.
 
 Configuration: the worker's own variable names (JOBS_QUEUE_URL, RESULTS_QUEUE_URL,
 CONNECT_INSTANCE_ID, CONNECT_CONTACT_FLOW_ID, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_CONNECT,
@@ -60,17 +62,29 @@ def handle(job_msg, connect, instance_id, flow_id):
     try:
         job = json.loads(job_msg["Body"])
         result["jobId"] = job["jobId"]
-        result["action"] = "startPersistentChat"
-        out = connect.start_chat_contact(
-            InstanceId=job.get("instanceId", instance_id),
-            ContactFlowId=job.get("contactFlowId", flow_id),
-            ParticipantDetails={"DisplayName": job["participant"]["displayName"]},
-            PersistentChat={"RehydrationType": job.get("rehydrationType", "ENTIRE_PAST_SESSION"),
-                            "SourceContactId": job["sourceContactId"]},
-        )
-        result.update(status="succeeded", contactId=out.get("ContactId"), participantId=out.get("ParticipantId"),
-                      participantToken=out.get("ParticipantToken"),
-                      continuedFromContactId=out.get("ContinuedFromContactId"))
+        action = job.get("action", "startPersistentChat")
+        result["action"] = action
+        if action == "associatePersistentContact":
+            out = connect.create_persistent_contact_association(
+                InstanceId=job.get("instanceId", instance_id),
+                InitialContactId=job["initialContactId"],
+                RehydrationType=job.get("rehydrationType", "ENTIRE_PAST_SESSION"),
+                SourceContactId=job["sourceContactId"],
+                ClientToken=job["jobId"],
+            )
+            result.update(status="succeeded", continuedFromContactId=out.get("ContinuedFromContactId"))
+        else:
+            out = connect.start_chat_contact(
+                InstanceId=job.get("instanceId", instance_id),
+                ContactFlowId=job.get("contactFlowId", flow_id),
+                ParticipantDetails={"DisplayName": job["participant"]["displayName"]},
+                PersistentChat={"RehydrationType": job.get("rehydrationType", "ENTIRE_PAST_SESSION"),
+                                "SourceContactId": job["sourceContactId"]},
+                ClientToken=job["jobId"],
+            )
+            result.update(status="succeeded", contactId=out.get("ContactId"), participantId=out.get("ParticipantId"),
+                          participantToken=out.get("ParticipantToken"),
+                          continuedFromContactId=out.get("ContinuedFromContactId"))
     except ClientError as e:
         err = e.response.get("Error", {})
         result.update(status="failed", error={"code": err.get("Code", "Unknown"), "message": err.get("Message", "")})

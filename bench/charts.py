@@ -58,8 +58,27 @@ def _panel(y0, label, m, x_max, y_max, scn):
     if any(tl["background_accepted"]):
         pts = " ".join(f"{sx(s + 0.5):.1f},{sy(a):.1f}" for s, a in enumerate(tl["background_accepted"]))
         out.append(f'<polyline points="{pts}" fill="none" stroke="#888" stroke-width="1.5"/>')
+    if any(tl.get("associate_accepted") or []):
+        pts = " ".join(f"{sx(s + 0.5):.1f},{sy(a):.1f}" for s, a in enumerate(tl["associate_accepted"]))
+        out.append(f'<polyline points="{pts}" fill="none" stroke="#9467bd" stroke-width="2"/>')
+        for s, r in enumerate(tl.get("associate_refused") or []):
+            if r:
+                out.append(f'<rect x="{sx(s) + bw / 2:.1f}" y="{sy(r):.1f}" width="{bw / 2:.1f}" '
+                           f'height="{sy(0) - sy(r):.1f}" fill="#8c564b"><title>second {s}: {r} association 429s'
+                           f'</title></rect>')
     pts = " ".join(f"{sx(s + 0.5):.1f},{sy(a):.1f}" for s, a in enumerate(tl["accepted"]))
     out.append(f'<polyline points="{pts}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
+    for what, r, at in m.get("events") or []:
+        if what in ("kill", "restart") or (what == "start" and at > 0.5):
+            x = sx(at)
+            out.append(f'<line x1="{x:.1f}" y1="{sy(0):.1f}" x2="{x:.1f}" y2="{sy(y_max):.1f}" stroke="#555" '
+                       f'stroke-dasharray="2 3"/><text x="{x + 3:.1f}" y="{sy(y_max) + 10:.1f}" font-size="9" '
+                       f'fill="#555">{escape(what)} {r}</text>')
+    outage = scn.get("outage")
+    if outage:
+        x1, x2 = sx(outage[0]), sx(outage[1])
+        out.append(f'<rect x="{x1:.1f}" y="{sy(y_max):.1f}" width="{x2 - x1:.1f}" height="{sy(0) - sy(y_max):.1f}" '
+                   f'fill="#999" opacity="0.15"><title>results queue refuses</title></rect>')
     return out
 
 
@@ -78,6 +97,8 @@ def render(scn_name, scn, runs):
     ly = h - 34
     legend = [("#1f77b4", "line", "accepted/s (workers)"), ("#d62728", "bar", "429s/s (workers)"),
               ("#2ca02c", "dash", "rate left to the workers")]
+    if any(any(m["timeline"].get("associate_accepted") or []) for _, m in runs):
+        legend += [("#9467bd", "line", "associations accepted/s"), ("#8c564b", "bar", "association 429s/s")]
     if any(any(m["timeline"]["background_accepted"]) for _, m in runs):
         legend += [("#888", "line", "other caller accepted/s"), ("#ff7f0e", "bar", "other caller refused/s")]
     x = LEFT

@@ -38,6 +38,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+_FLAGS = {}
+
+
+def sim_has_flag(flag):
+    """Whether this connect-sim binary knows `flag` (from its --help; cached)."""
+    if "help" not in _FLAGS:
+        try:
+            _FLAGS["help"] = subprocess.run([str(RELEASE / "connect-sim"), "--help"], stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            _FLAGS["help"] = ""
+    return flag in _FLAGS["help"]
+
+
 def http(url, method="GET", timeout=5):
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -78,7 +92,7 @@ class Sim:
         self.url = line[len(prefix):]
 
     def stats(self):
-        return json.loads(http(self.url + "/_sim/stats")[1])
+        return json.loads(http(self.url + "/_sim/stats", timeout=30)[1])
 
     def reset(self):
         http(self.url + "/_sim/reset", method="POST")
@@ -147,7 +161,8 @@ class Queues:
 
     def drain_once(self, wait=1):
         """One receive on the results queue; records first results by jobId; returns how many arrived."""
-        out = self.sqs.receive_message(QueueUrl=self.results, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        out = self.sqs.receive_message(QueueUrl=self.results, MaxNumberOfMessages=10, WaitTimeSeconds=wait,
+                                       AttributeNames=["SentTimestamp"])
         msgs = out.get("Messages", [])
         received_at = time.time()
         for m in msgs:
@@ -160,6 +175,9 @@ class Queues:
                 self.duplicate_results += 1
             else:
                 body["_received_at"] = received_at
+                # When moto stored the result (the worker's SendMessage reached the queue), Unix seconds.
+                sent_ms = m.get("Attributes", {}).get("SentTimestamp")
+                body["_published_at"] = int(sent_ms) / 1000 if sent_ms else None
                 self.seen[job_id] = body
         if msgs:
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]
@@ -205,6 +223,11 @@ class Proc:
         except OSError:
             pass
         return None
+
+    def kill(self):
+        """SIGKILL: no shutdown, nothing given back (a crashed or OOM-killed task)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
 
     def terminate(self):
         if self.proc.poll() is None:

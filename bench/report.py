@@ -29,19 +29,35 @@ def num(v, digits=1):
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def runs_of(entry):
+    """The per-seed runs of one scenario and implementation (older results.json: one run)."""
+    return entry["runs"] if isinstance(entry, dict) and "runs" in entry else [entry]
+
+
+EXTRA = ["recovery_s", "instance_finish_ratio", "kill_recovery_s", "outage_lag_s", "job_overhead_p50_ms",
+         "job_overhead_p99_ms", "job_received_p50_ms", "startup_429_per_replica", "throttled_ratio_after_startup"]
+
+
 def one_line(m):
+    extra = ", ".join(f"{k} {num(m[k], 3)}" for k in EXTRA if m.get(k) is not None)
     return (f"goodput {frac(m['goodput'])}, 429 {pct(m['throttled_ratio'])}, LE {pct(m['limit_exceeded_ratio'])}, "
             f"bg refused {pct(m['background_refused_ratio'])}, p50/p99 {secs(m['p50_s'])}/{secs(m['p99_s'])}, "
             f"lost {m['lost']}, dup chats {m['duplicate_chats']}, results {m['results']}/{m['jobs']}, "
-            f"outcomes {m['outcomes']}, cpu {num(m['worker_cpu_ms_per_job'], 2)} ms/job")
+            f"outcomes {m['outcomes']}, cpu {num(m['worker_cpu_ms_per_job'], 2)} ms/job"
+            + (f"; {extra}" if extra else ""))
 
 
 def _mark(ok):
     return "" if ok is None else (" ✓" if ok else " ✗")
 
 
+def _is_pct(key):
+    """Ratios of calls are shown in percent; B's finish ratio is a plain factor."""
+    return "_ratio" in key and not key.startswith("instance_finish")
+
+
 def _fmt_metric(key, v):
-    if key.endswith("_ratio"):
+    if _is_pct(key):
         return pct(v)
     if key in ("lost", "duplicate_chats"):
         return str(v)
@@ -51,7 +67,7 @@ def _fmt_metric(key, v):
 
 
 def _fmt_target(key, op, t):
-    shown = f"{t * 100:g} %" if key.endswith("_ratio") else f"{t:g}"
+    shown = f"{t * 100:g} %" if _is_pct(key) else f"{t:g}"
     return f"{op.replace('>=', '≥').replace('<=', '≤').replace('==', '=')} {shown}"
 
 
@@ -62,33 +78,82 @@ def goodput_cell(m):
     return f"{frac(m['goodput'])} ({num(m['goodput_rate'], 2)}/s of {m['allowed_rate']:g}/s)"
 
 
+def _median(vals):
+    vals = sorted(v for v in vals if v is not None)
+    if not vals:
+        return None
+    k = len(vals) // 2
+    return vals[k] if len(vals) % 2 else (vals[k - 1] + vals[k]) / 2
+
+
+def _spread(runs, key, fmt):
+    """Median, and the range over the seeds when there are several."""
+    vals = [r.get(key) for r in runs if r.get(key) is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return fmt(vals[0])
+    return f"{fmt(_median(vals))} ({fmt(min(vals))}–{fmt(max(vals))})"
+
+
 def results_table(scn_results):
-    rows = ["| scenario | worker | goodput | 429 ratio | LimitExceeded ratio | other caller refused | p50 / p99 job "
-            "latency | lost | duplicate chats | results: succeeded / failed | run time | worker CPU per job† |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| scenario | worker | seeds | goodput | 429 ratio | LimitExceeded ratio | other caller refused | p50 / p99 "
+            "job latency | lost | duplicate chats | results: succeeded / failed | run time | worker CPU per job† |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ORDER:
         if name not in scn_results:
             continue
         for impl, label in IMPLS:
-            m = scn_results[name].get(impl)
-            if not m:
+            entry = scn_results[name].get(impl)
+            if not entry:
                 continue
-            failed = m["results"] - m["succeeded"]
-            failed_codes = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in m["outcomes"].items() if k != "succeeded")
-            missing = f", **{m['missing_results']} without result**" if m["missing_results"] else ""
+            runs = runs_of(entry)
+            results = sum(m["results"] for m in runs)
+            succeeded = sum(m["succeeded"] for m in runs)
+            codes = {}
+            for m in runs:
+                for k, v in m["outcomes"].items():
+                    if k != "succeeded":
+                        codes[k.split(":", 1)[1]] = codes.get(k.split(":", 1)[1], 0) + v
+            failed_codes = ", ".join(f"{k} {v}" for k, v in codes.items())
+            missing = sum(m["missing_results"] for m in runs)
+            missing_s = f", **{missing} without result**" if missing else ""
+            seeds = ", ".join(str(m.get("seed", 1)) for m in runs)
             rows.append(
-                f"| {name} | {label} | {goodput_cell(m)} "
-                f"| {pct(m['throttled_ratio'])} ({m['throttled']}/{m['calls']}) "
-                f"| {pct(m['limit_exceeded_ratio'])} ({m['limit_exceeded']}) "
-                f"| {pct(m['background_refused_ratio'])} "
-                f"| {secs(m['p50_s'])} / {secs(m['p99_s'])} | {m['lost']} | {m['duplicate_chats']} "
-                f"| {m['succeeded']} / {failed}{' (' + failed_codes + ')' if failed_codes else ''}{missing} "
-                f"| {secs(m['duration_s'])} | {num(m['worker_cpu_ms_per_job'], 2)} ms |")
+                f"| {name} | {label} | {seeds} | {_spread(runs, 'goodput', frac)} "
+                f"| {_spread(runs, 'throttled_ratio', pct)} "
+                f"| {_spread(runs, 'limit_exceeded_ratio', pct)} "
+                f"| {_spread(runs, 'background_refused_ratio', pct)} "
+                f"| {_spread(runs, 'p50_s', secs)} / {_spread(runs, 'p99_s', secs)} "
+                f"| {sum(m['lost'] for m in runs)} | {sum(m['duplicate_chats'] for m in runs)} "
+                f"| {succeeded} / {results - succeeded}{' (' + failed_codes + ')' if failed_codes else ''}{missing_s} "
+                f"| {_spread(runs, 'duration_s', secs)} | {_spread(runs, 'worker_cpu_ms_per_job', lambda v: num(v, 2))} ms |")
     return rows
 
 
+def target_cell(runs, key, op, t):
+    """The worst seed's value, ✓ only when every seed meets the target, and each seed's value."""
+    vals = [m.get(key) for m in runs]
+    if all(v is None for v in vals) and key not in ("lost", "duplicate_chats"):
+        return "– ✗ (not measured)" if runs else "–"
+    known = [v for v in vals if v is not None]
+    worst = (min(known) if op == ">=" else max(known)) if known else None
+    ok = None if worst is None else all(v is not None and meets(v, op, t) for v in vals)
+    censored = {id(m) for m in runs if m.get(key + "_censored")}
+
+    def show(m, v):
+        return (("≥ " if id(m) in censored else "") + _fmt_metric(key, v)) if v is not None else "–"
+
+    worst_m = next((m for m in runs if m.get(key) == worst), None)
+    cell = (show(worst_m, worst) if worst_m else _fmt_metric(key, worst)) + _mark(ok)
+    if len(vals) > 1:
+        cell += " (" + ", ".join(show(m, v) for m, v in zip(runs, vals)) + ")"
+    return cell
+
+
 def targets_table(stored):
-    rows = ["| scenario | target | resume-chat-worker | boto3 adaptive baseline |", "|---|---|---|---|"]
+    rows = ["| scenario | target (worst seed; every seed must meet it) | resume-chat-worker | boto3 adaptive baseline |",
+            "|---|---|---|---|"]
     scn_results = stored.get("scenarios", {})
     for name in ORDER:
         if name == "overhead" or name not in scn_results:
@@ -96,17 +161,9 @@ def targets_table(stored):
         for key, op, t, label in SCENARIOS[name]["targets"] + EVERYWHERE:
             cells = []
             for impl, _ in IMPLS:
-                m = scn_results[name].get(impl)
-                v = m.get(key) if m else None
-                cells.append("–" if m is None else _fmt_metric(key, v) + _mark(meets(v, op, t)))
+                entry = scn_results[name].get(impl)
+                cells.append("–" if entry is None else target_cell(runs_of(entry), key, op, t))
             rows.append(f"| {name} | {label} {_fmt_target(key, op, t)} | {cells[0]} | {cells[1]} |")
-        if SCENARIOS[name]["replicas"] > 1:
-            cells = []
-            for impl, _ in IMPLS:
-                m = scn_results[name].get(impl)
-                cells.append("–" if m is None else pct(m.get("throttled_ratio_after_startup")))
-            rows.append(f"| {name} | (information) 429 ratio from 10 s after the first call on | {cells[0]} "
-                        f"| {cells[1]} |")
     o = stored.get("overhead")
     if o:
         cpu = o["example"]["cpu_ms_per_job"]
@@ -175,7 +232,7 @@ def overhead_section(o):
 def contention(stored):
     notes = []
     for name, by_impl in stored.get("scenarios", {}).items():
-        for impl, m in by_impl.items():
+        for impl, m in ((i, r) for i, e in by_impl.items() for r in runs_of(e)):
             if m.get("compilers_seen") or max(m.get("load_before", 0), m.get("load_after", 0)) > 2.5:
                 notes.append(f"{name}/{impl} (load {m.get('load_before')}→{m.get('load_after')}"
                              f"{'; ' + ' '.join(m['compilers_seen']) if m.get('compilers_seen') else ''})")
@@ -189,7 +246,8 @@ def contention(stored):
 def section(stored):
     meta = stored.get("meta", {})
     scn_results = stored.get("scenarios", {})
-    when = sorted({m["when"][:16].replace("T", " ") for r in scn_results.values() for m in r.values()})
+    when = sorted({m["when"][:16].replace("T", " ") for r in scn_results.values() for e in r.values()
+                   for m in runs_of(e)})
     out = [
         BEGIN,
         f"Command: `{meta.get('command', 'bench/run.sh')}` (took {meta.get('seconds', '?')} s). Date: {meta.get('date')}"
@@ -204,13 +262,17 @@ def section(stored):
     out += [("CPU contention (1-minute load average before→after; other people's compiler processes seen): "
              + ", ".join(busy) + ". Rates and ratios come from connect-sim's clock and hardly depend on it; "
              "CPU seconds and latencies of those runs are less trustworthy.") if busy else "CPU contention: none seen (no compiler running, load ≤ 2.5).", ""]
-    out += ["Each scenario ran once per worker, each time on a fresh moto and connect-sim, backlog enqueued first. "
-            "Scenarios:", ""]
+    out += ["Each scenario ran once per worker and seed (seeds 1..N: connect-sim's `--seed`, the job order, the "
+            "arrivals; the seeds column says which ran), each time on a fresh moto and connect-sim, backlog enqueued "
+            "first (trickle: sent one by one). run.py adds `--seed N` and, where connect-sim has it, "
+            "`--connect-window-seconds 0`. Scenarios:", ""]
     for name in ORDER:
         if name in SCENARIOS:
             s = SCENARIOS[name]
+            env = "".join(f" {k}={v}" for k, v in s.get("env", {}).items())
             out.append(f"- **{name}**: {s['title']}; `connect-sim {' '.join(s['sim'])}`; workers: START_CHAT_RATE="
-                       f"{s['rate']} START_CHAT_BURST={s['burst']} MAX_IN_FLIGHT=64 (ours), 8 threads (baseline), "
+                       f"{s['rate']} START_CHAT_BURST={s['burst']}{env} MAX_IN_FLIGHT=64 (ours), "
+                       f"{s.get('baseline_threads', 8)} threads (baseline), "
                        f"{s['replicas']} process{'es' if s['replicas'] > 1 else ''}.")
     out += ["", "### Results", ""] + results_table(scn_results)
     out += ["", "† CPU of the worker process(es) (utime+stime from /proc) over the run, divided by the jobs, "
@@ -219,42 +281,64 @@ def section(stored):
     if stored.get("overhead"):
         out += ["", "### Overhead (no quota)", ""] + overhead_section(stored["overhead"])
     out += ["", "### Charts", "",
-            "Per second, from connect-sim's timeline: accepted StartChatContact calls of the workers (blue line), "
-            "their 429s (red bars; for capacity these are LimitExceededException), the rate left to the workers "
-            "(dashed green), and the other caller (grey line, orange bars) in the noisy scenario. Ours on top, "
-            "the baseline below.", ""]
+            "Per second, from connect-sim's timeline (seed 1): accepted StartChatContact calls of the workers (blue "
+            "line), their 429s (red bars; LimitExceededException included), associations (purple line, brown "
+            "bars), the rate left to the workers (dashed green), the other caller (grey line, orange bars), "
+            "replica starts / kills (dotted) and the results-queue outage (shaded). Ours on top, the baseline "
+            "below.", ""]
     for name in ORDER:
         if name in scn_results:
             out.append(f"![{name}](bench/charts/{name}.svg)")
             out.append("")
     out += ["### Definitions", "",
-            "- **calls**: StartChatContact requests of the workers as connect-sim counted them (`/_sim/stats`); "
-            "the other caller of the noisy scenario is counted apart (`background`).",
-            "- **429 ratio**: `throttled` (TooManyRequestsException, the rate quota) ÷ calls. **LimitExceeded "
-            "ratio**: `limit_exceeded` (no active-chat capacity) ÷ calls. **Other caller refused**: "
-            "`background.refused` ÷ `background.attempted`.",
-            "- **goodput**: accepted (200) worker calls per second over the busy period, ÷ the rate the quota "
-            "leaves to the workers (10/s; 10 − 3 = 7/s for noisy). The "
-            "busy period is the whole seconds of connect-sim's timeline strictly between the first and the last "
-            "second with an accepted worker call: the first second is partial (start-up) and the last one is "
-            "partial (the backlog ran out). The quota's burst is not counted as allowed, so a worker that spends "
-            "the burst can exceed 1.0 slightly. For faults the 500s consume quota but are not counted as goodput.",
-            "- **capacity goodput**: the share of the chat capacity in use, the issue's \"fraction of the chat "
-            "capacity\": mean active chats over the same busy period ÷ 20. Active chats per second are rebuilt "
-            "from connect-sim's accepted starts per second (each chat lives exactly 5 s; a chat started in second "
-            "s counts half in s and in s + 5, fully in between). A worker that keeps all 20 chats busy while jobs "
-            "wait scores 1.0 whether it starts them in waves or evenly. The cell also shows starts per second ÷ "
-            "4/s (20 chats ÷ 5 s), the definition used before 2026-11-22 06:30 UTC; with a 40 s backlog it "
-            "cannot reach 0.95 (the empty instance takes 20 chats at once, then nothing for 5 s).",
-            "- **job latency**: a job's result `completedAt` − the moment the workers were started; the whole "
-            "backlog was enqueued before, so this is when each job got done (p50 ≈ half the run for a backlog "
-            "served in order), not a per-job service time.",
+            "- **calls**: the workers' requests as connect-sim counted them (`/_sim/stats`, its `calls` record); "
+            "the other caller (noisy, neighbour) is counted apart (`background`).",
+            "- **429 ratio**: rate 429s (TooManyRequestsException / ThrottlingException) ÷ calls, both operations "
+            "together. **LimitExceeded ratio**: `limit_exceeded` (no active-chat capacity) ÷ StartChatContact "
+            "calls. **Other caller refused**: `background.refused` ÷ `background.attempted` (for the neighbour: "
+            "while it is there, the only time it calls).",
+            "- **goodput** (rate-bound scenarios): per operation, the accepted worker calls ÷ what the account's "
+            "bucket allowed between the first and the last of them, its burst included: burst + rate × T, less "
+            "what the other caller got meanwhile (connect-sim's timeline). A lone worker that spends the burst at "
+            "once and then calls at the rate scores 1.0. With both operations, the lower of the two. "
+            "(`goodput_steady` in results.json keeps the older per-second definition, burst not counted.)",
+            "- **capacity goodput** (fixed lifetimes): the share of the chat capacity in use, mean active chats "
+            "over the busy seconds ÷ 20, rebuilt from the accepted starts per second (each chat lives exactly "
+            "5 s). The cell also shows starts per second ÷ 4/s.",
+            "- **clairvoyant goodput** (varied lifetimes): how long an ideal starter needs to start the same "
+            "chats — in the same order, each with its recorded lifetime (connect-sim's `chats`), each started as "
+            "soon as a slot is free and the bucket has a token — ÷ the time from our first to our last start.",
+            "- **B's finish ÷ its jobs at the rate quota** (two instances): from the workers' first call to the "
+            "last chat created on B, ÷ (B's jobs − burst) ÷ rate, the time B's jobs alone need at the quota. A's "
+            "jobs cannot start (A stays full); the run stops 5 s after B's last result, A's jobs are left in the "
+            "queue (not lost) or failed.",
+            "- **recovery after the neighbour leaves**: from its leaving (20 s) to the start of the first whole "
+            "second (0.1 s steps) with ≥ 90 % of the quota in accepted worker calls.",
+            "- **startup 429s per replica**: 429s in the 10 s after each replica's start, ÷ replicas; **429 ratio "
+            "from 10 s after the last start**: refused ÷ (accepted + refused) calls from then on.",
+            "- **kill**: every job without a result when replica 0 got SIGKILL (at 8 s; a fresh process 2 s later) "
+            "— its in-flight jobs and the ones still queued — done (result `completedAt`) within this many seconds "
+            "of the kill; the backlog is sized so that without a kill the survivors finish about 12 s after it.",
+            "- **outage**: an HTTP proxy in front of moto answers the workers' SendMessage to the results queue "
+            "with `QueueDoesNotExist` (what SQS says for a deleted queue) from 8 s to 18 s, forwarding everything "
+            "else (bench/sqs_proxy.py; deleting the queue in moto would lose results not yet drained). Per job: "
+            "when its result reached the queue (moto's `SentTimestamp`) − max(when its chat was created, "
+            "the outage's end); the worst job.",
+            "- **trickle latency above Connect's**: when the result reached the results queue (moto's "
+            "`SentTimestamp` of the result message, ms) − when the harness's SendMessage of the job returned − "
+            "connect-sim's 20 ms latency. "
+            "results.json also has it by the result's `completedAt` (`job_completed_at_p50_ms`) and by the "
+            "harness's receipt (`job_received_p50_ms`, which adds moto's delivery to the harness).",
+            "- **job latency** (the results table): a job's result `completedAt` − the moment the workers were "
+            "started; for a backlog this is when each job got done, not a per-job service time.",
             "- **lost**: jobs without a result that are neither left in the jobs queue nor in the DLQ. "
             "**duplicate chats**: connect-sim's `duplicate_source_chats` (each job has its own source contact). "
             "Results are deduplicated by jobId (moto, like SQS, may deliver a message twice).",
             "- **baseline**: `bench/baseline_worker.py`, boto3 with `Config(retries={'mode': 'adaptive', "
-            "'max_attempts': 10})`, 8 threads sharing one client, receive → `start_chat_contact` → send result "
-            "→ delete; an error left after botocore's retries becomes a `failed` result.",
+            "'max_attempts': 10})`, ClientToken = jobId, 8 threads sharing one client (32 for the 1 s latency), "
+            "receive → `start_chat_contact` / `create_persistent_contact_association` → send result → delete; an "
+            "error left after botocore's retries becomes a `failed` result; a result it cannot send leaves the "
+            "job to reappear after the queue's 60 s visibility timeout.",
             END]
     return "\n".join(out) + "\n"
 

@@ -1,7 +1,8 @@
 """Benchmark orchestrator (started by bench/run.sh, which builds the release binaries first).
 
-Usage: bench/run.sh [SCENARIO ...] [--impl ours|baseline|both]
-Scenarios: steady noisy capacity faults fleet3 fleet6 overhead (default: all, in that order).
+Usage: bench/run.sh [SCENARIO ...] [--impl ours|baseline|both] [--seeds N]
+Scenarios: see scenarios.ORDER (default: all, in that order); each runs with seeds 1..N (the
+scenario's own `seeds`, or --seeds).
 
 Per scenario and implementation (ours = target/release/resume-chat-worker, baseline =
 bench/baseline_worker.py): a fresh moto and connect-sim, the backlog enqueued first, connect-sim's
@@ -17,7 +18,9 @@ import argparse
 import json
 import os
 import pathlib
+import random
 import sys
+import threading
 import time
 import urllib.request
 
@@ -28,6 +31,7 @@ import charts  # noqa: E402
 import harness  # noqa: E402
 import machine  # noqa: E402
 import report  # noqa: E402
+import sqs_proxy  # noqa: E402
 from scenarios import ORDER, OVERHEAD, SCENARIOS  # noqa: E402
 
 OUT = harness.ROOT / "bench" / "out"
@@ -36,9 +40,28 @@ RESULTS = OUT / "results.json"
 LABELS = {"ours": "resume-chat-worker", "baseline": "boto3 adaptive baseline"}
 
 
-def job_body(n):
-    return json.dumps({"jobId": f"bench-{n}", "sourceContactId": f"src-{n}", "participant": {"displayName": "B"}},
-                      separators=(",", ":"))
+def job_body(n, action="startPersistentChat", instance=None):
+    job = {"jobId": f"bench-{n}", "sourceContactId": f"src-{n}"}
+    if action == "associatePersistentContact":
+        job.update(action=action, initialContactId=f"init-{n}")
+    else:
+        job["participant"] = {"displayName": "B"}
+    if instance:
+        job["instanceId"] = instance
+    return json.dumps(job, separators=(",", ":"))
+
+
+def job_kinds(scn, seed):
+    """(action, instanceId) of each job: the scenario's `mix`, interleaved in a seeded order."""
+    n = scn["jobs"]
+    mix = scn.get("mix") or [("startPersistentChat", None, 1)]
+    total = sum(w for _, _, w in mix)
+    kinds = []
+    for action, inst, w in mix:
+        kinds += [(action, inst)] * round(n * w / total)
+    kinds = (kinds + [kinds[-1]] * n)[:n]
+    random.Random(seed).shuffle(kinds)
+    return kinds
 
 
 def worker_cmd(impl):
@@ -47,19 +70,21 @@ def worker_cmd(impl):
     return [str(harness.VENV / "bin" / "python"), str(harness.ROOT / "bench" / "baseline_worker.py")]
 
 
-def worker_env(scn, moto, sim, q):
-    return {
+def worker_env(scn, moto_url, sim, q):
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "JOBS_QUEUE_URL": q.jobs, "RESULTS_QUEUE_URL": q.results, "DEAD_LETTER_QUEUE_URL": q.dlq,
         "CONNECT_INSTANCE_ID": "inst-1", "CONNECT_CONTACT_FLOW_ID": "flow-1",
-        "AWS_ENDPOINT_URL_SQS": moto.url, "AWS_ENDPOINT_URL_CONNECT": sim.url,
+        "AWS_ENDPOINT_URL_SQS": moto_url, "AWS_ENDPOINT_URL_CONNECT": sim.url,
         "AWS_REGION": harness.REGION, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_EC2_METADATA_DISABLED": "true",
         "START_CHAT_RATE": scn["rate"], "START_CHAT_BURST": scn["burst"], "MAX_IN_FLIGHT": scn.get("max_in_flight", "64"),
         "METRICS_ADDR": f"127.0.0.1:{harness.free_port()}", "LOG_FORMAT": "json", "SHUTDOWN_GRACE_SECONDS": "10",
-        "BASELINE_THREADS": "8",
+        "BASELINE_THREADS": str(scn.get("baseline_threads", 8)),
     }
+    env.update(scn.get("env", {}))
+    return env
 
 
 def scrape(addr):
@@ -73,63 +98,179 @@ def scrape(addr):
     return [line for line in text.splitlines() if line.startswith(keep)]
 
 
-def run_one(name, scn, impl):
-    """One scenario with one implementation; returns the analysed metrics."""
-    log_dir = OUT / "logs" / f"{name}-{impl}"
+def sim_flags(scn, seed):
+    """The scenario's connect-sim flags with this run's seed, and the connect window off where the
+    binary has one (chats then live their configured lifetimes)."""
+    flags = list(scn["sim"])
+    if "--seed" in flags:
+        i = flags.index("--seed")
+        del flags[i:i + 2]
+    flags += ["--seed", str(seed)]
+    if harness.sim_has_flag("--connect-window-seconds"):
+        flags += ["--connect-window-seconds", "0"]
+    return flags
+
+
+class Fleet:
+    """The replicas of one run: started at their offsets, one maybe SIGKILLed and restarted, on a
+    timer thread so the drain loop keeps its pace."""
+
+    def __init__(self, scn, impl, envs, log_dir, t0, on_kill):
+        self.procs, self.all = [None] * len(envs), []
+        self.events = []
+        self.lock = threading.Lock()
+        starts = scn.get("starts") or [0] * len(envs)
+        kill = scn.get("kill")
+        plan = [(starts[r], "start", r) for r in range(len(envs))]
+        if kill:
+            r, at, after = kill
+            plan += [(at, "kill", r), (at + after, "restart", r)]
+        plan.sort(key=lambda p: p[0])
+
+        def launch(r, tag):
+            p = harness.Proc(worker_cmd(impl), envs[r], log_dir / f"worker-{r}{tag}.log")
+            with self.lock:
+                self.procs[r] = p
+                self.all.append(p)
+
+        def run():
+            for at, what, r in plan:
+                time.sleep(max(0.0, t0 + at - time.time()))
+                if self.stopping:
+                    return
+                if what == "start":
+                    launch(r, "")
+                elif what == "kill":
+                    on_kill()
+                    self.procs[r].kill()
+                else:
+                    launch(r, "-restarted")
+                self.events.append((what, r, time.time() - t0))
+
+        self.stopping = False
+        immediate = [p for p in plan if p[0] == 0 and p[1] == "start"]
+        for _, _, r in immediate:
+            launch(r, "")
+            self.events.append(("start", r, time.time() - t0))
+        rest = [p for p in plan if p not in immediate]
+        plan[:] = rest
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def live(self):
+        with self.lock:
+            return [p for p in self.procs if p is not None and p.proc.poll() is None]
+
+    def stop(self):
+        self.stopping = True
+        procs = self.live()
+        for p in procs:
+            p.terminate()
+        return [p.wait(40) for p in procs]
+
+    def close(self):
+        self.stopping = True
+        for p in self.all:
+            p.close()
+
+
+def trickle(q, bodies, rate, seed, sent_at, t0):
+    """Sends the jobs one by one at Poisson arrivals (rate per second), recording when each one was
+    in the queue (the send returned)."""
+    rng = random.Random(seed)
+    due = t0
+    for job_id, body in bodies:
+        due += rng.expovariate(rate)
+        time.sleep(max(0.0, due - time.time()))
+        q.sqs.send_message(QueueUrl=q.jobs, MessageBody=body)
+        sent_at[job_id] = time.time()
+
+
+def run_one(name, scn, impl, seed=1):
+    """One scenario with one implementation and one seed; returns the analysed metrics."""
+    log_dir = OUT / "logs" / f"{name}-{impl}-seed{seed}"
     log_dir.mkdir(parents=True, exist_ok=True)
     n = scn["jobs"]
-    moto = sim = redis = None
-    procs = []
+    moto = sim = redis = proxy = fleet = None
     try:
         load_before, busy_before = machine.load(), machine.compilers()
         moto = harness.Moto(log_dir)
-        sim = harness.Sim(scn["sim"], log_dir)
+        sim = harness.Sim(sim_flags(scn, seed), log_dir)
         if scn.get("redis"):
             redis = harness.Redis(log_dir)
         q = harness.Queues(moto)
+        worker_sqs = moto.url
+        if scn.get("outage"):
+            proxy = sqs_proxy.Proxy(moto.port, "results", 0)
+            worker_sqs = proxy.url
+        kinds = job_kinds(scn, seed)
+        bodies = [(f"bench-{i}", job_body(i, *kinds[i])) for i in range(n)]
         t_enq = time.time()
-        q.enqueue([job_body(i) for i in range(n)])
+        if not scn.get("trickle"):
+            q.enqueue([b for _, b in bodies])
         enqueue_s = time.time() - t_enq
         sim.reset()
         t0 = time.time()
+        sent_at = {}
+        if scn.get("trickle"):
+            threading.Thread(target=trickle, args=(q, bodies, scn["trickle"], seed, sent_at, t0), daemon=True).start()
+        if proxy and scn.get("outage"):
+            proxy.schedule(t0, *scn["outage"])
         envs = []
         for r in range(scn["replicas"]):
-            env = worker_env(scn, moto, sim, q)
+            env = worker_env(scn, worker_sqs, sim, q)
             if redis:
                 env["REDIS_URL"] = redis.url
             envs.append(env)
-            procs.append(harness.Proc(worker_cmd(impl), env, log_dir / f"worker-{r}.log"))
+        kill = {}
+
+        def on_kill():
+            kill.update(at=time.time(), pending=sorted(set(job_id for job_id, _ in bodies) - set(q.seen.copy())))
+
+        fleet = Fleet(scn, impl, envs, log_dir, t0, on_kill)
         last = [time.time()]
 
         def progress(done):
             if time.time() - last[0] >= 10:
                 last[0] = time.time()
-                print(f"  [{name}/{impl}] {done}/{n} results after {time.time() - t0:.0f} s", flush=True)
+                print(f"  [{name}/{impl}/seed {seed}] {done}/{n} results after {time.time() - t0:.0f} s", flush=True)
 
-        timeout = 3 * n / scn["allowed"] + 60
-        complete = q.drain_until([f"bench-{i}" for i in range(n)], timeout, progress)
+        wanted = [job_id for (job_id, _), k in zip(bodies, kinds) if not scn.get("wait_for")
+                  or tuple(k) == tuple(scn["wait_for"])]
+        timeout = scn.get("timeout", 3 * n / scn["allowed"] + 90)
+        complete = q.drain_until(wanted, timeout, progress)
+        if scn.get("linger"):
+            end = time.time() + scn["linger"]
+            while time.time() < end:
+                q.drain_once(wait=1)
         finished_at = time.time()
+        procs = fleet.live()
         cpu = [p.cpu_seconds() for p in procs]
         rss = [p.status_mib("VmHWM:") for p in procs]
         scraped = [scrape(e["METRICS_ADDR"]) for e in envs] if impl == "ours" else []
         busy_after = machine.compilers()
-        for p in procs:
-            p.terminate()
-        exits = [p.wait(40) for p in procs]
+        exits = fleet.stop()
         stats = sim.stats()
         for _ in range(2):  # late or duplicate results
             q.drain_once(wait=1)
+        ctx = {"t0": t0, "sent_at": sent_at, "kinds": {job_id: k for (job_id, _), k in zip(bodies, kinds)},
+               "starts": [at for what, _, at in fleet.events if what == "start"],
+               "kill": kill or None, "outage": scn.get("outage"), "seed": seed, "wanted": wanted,
+               "events": fleet.events, "finished_at": finished_at}
         m = analysis.analyse(scn, n, t0, stats, q.seen, q.depth(q.jobs), q.depth(q.dlq),
                              sum(c for c in cpu if c is not None), max((r for r in rss if r is not None), default=None),
-                             finished_at)
-        m.update(impl=impl, complete=complete, exit_codes=exits, enqueue_s=enqueue_s,
+                             finished_at, ctx)
+        m.update(impl=impl, seed=seed, complete=complete, exit_codes=exits, enqueue_s=enqueue_s,
                  duplicate_results=q.duplicate_results, load_before=load_before, load_after=machine.load(),
                  compilers_seen=sorted(set(busy_before) | set(busy_after)), metrics=scraped,
+                 outage_refused=proxy.refused if proxy else None, events=fleet.events,
                  when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)))
         return m
     finally:
-        for p in procs:
-            p.close()
+        if fleet:
+            fleet.close()
+        if proxy:
+            proxy.close()
         if sim:
             sim.close()
         if redis:
@@ -149,7 +290,7 @@ def idle_rss(seconds):
         q = harness.Queues(moto)
         scn = {"rate": OVERHEAD["rate"], "burst": OVERHEAD["burst"]}
         for impl in ("ours", "baseline"):
-            procs[impl] = harness.Proc(worker_cmd(impl), worker_env(scn, moto, sim, q), log_dir / f"{impl}.log")
+            procs[impl] = harness.Proc(worker_cmd(impl), worker_env(scn, moto.url, sim, q), log_dir / f"{impl}.log")
         time.sleep(seconds)
         return {impl: {"idle_rss_mib": p.status_mib("VmRSS:"), "idle_cpu_s": p.cpu_seconds()}
                 for impl, p in procs.items()}
@@ -186,6 +327,7 @@ def run_overhead(impls):
         print(f"  overhead: {OVERHEAD['moto_jobs']} jobs against moto, no quota ({impl})", flush=True)
         m = run_one("overhead", scn, impl)
         m.pop("timeline", None)
+        m.pop("calls", None)
         res["moto"][impl] = m
     res["load_after"] = machine.load()
     res["compilers_seen"] = sorted(set(res["compilers_seen"]) | set(machine.compilers()))
@@ -196,6 +338,8 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(ORDER))
     ap.add_argument("--impl", choices=["ours", "baseline", "both"], default="both")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="seeds per scenario (default: each scenario's own, 1-3); seeds are 1..N")
     args = ap.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in ORDER]
     if unknown:
@@ -212,11 +356,17 @@ def main(argv):
         if name == "overhead":
             stored["overhead"] = run_overhead(impls)
         else:
-            for impl in [i for i in impls if i in SCENARIOS[name].get("impls", impls)]:
-                m = run_one(name, SCENARIOS[name], impl)
-                stored["scenarios"].setdefault(name, {})[impl] = m
-                print(f"  [{name}/{impl}] {report.one_line(m)}", flush=True)
-            runs = [(LABELS[i], stored["scenarios"][name][i]) for i in ("ours", "baseline")
+            scn = SCENARIOS[name]
+            seeds = range(1, 1 + (args.seeds or scn.get("seeds", 1)))
+            for impl in [i for i in impls if i in scn.get("impls", impls)]:
+                runs = []
+                for seed in seeds:
+                    m = run_one(name, scn, impl, seed)
+                    runs.append(m)
+                    print(f"  [{name}/{impl}/seed {seed}] {report.one_line(m)}", flush=True)
+                stored["scenarios"].setdefault(name, {})[impl] = {"runs": runs}
+                RESULTS.write_text(json.dumps(stored, indent=1))
+            runs = [(LABELS[i], report.runs_of(stored["scenarios"][name][i])[0]) for i in ("ours", "baseline")
                     if i in stored["scenarios"][name]]
             (CHARTS / f"{name}.svg").write_text(charts.render(name, SCENARIOS[name], runs))
         RESULTS.write_text(json.dumps(stored, indent=1))

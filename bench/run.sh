@@ -4,14 +4,17 @@
 # AWS SDK takes several minutes), then runs bench/run.py, which runs the scenarios against moto +
 # connect-sim for resume-chat-worker and the boto3 baseline and rewrites its section of
 # BENCHMARKS.md and bench/charts/*.svg.
-# Usage: bench/run.sh [steady noisy capacity faults fleet3 fleet6 overhead] [--impl ours|baseline|both]
-# (no scenario: all of them, about 15 minutes on 2 CPUs).
+# Usage: bench/run.sh [SCENARIO ...] [--impl ours|baseline|both] [--seeds N]
+# Scenarios (bench/scenarios.py ORDER): steady noisy neighbour capacity lifetimes two-instances
+# new-account both-ops latency trickle faults outage fleet3 fleet6 staggered kill fleet3-redis
+# fleet6-redis fleet6-long overhead. No scenario: all of them, each with its own seeds (3 for the
+# targeted ones); BENCHMARKS.md states how long the last full run took.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/python-env.sh
 REDIS_SERVER="$(scripts/redis.sh)"
 export REDIS_SERVER
-cargo build --release --quiet -p resume-chat-worker -p connect-sim
-cargo build --release --quiet -p resume-chat-worker --example overhead
+cargo build --release --locked --quiet -p resume-chat-worker -p connect-sim
+cargo build --release --locked --quiet -p resume-chat-worker --example overhead
 exec "$root/.venv/bin/python" "$root/bench/run.py" "$@"

@@ -2,7 +2,11 @@
 //! CLI's flags (clap derives the flags from the same fields, so `--help` documents every
 //! field and the defaults cannot drift apart: `Default` is defined by parsing no flags).
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
+
+use crate::instances::{InstanceLimit, Prefill};
+use crate::lifetimes::Lifetime;
+use crate::schedule::Segment;
 
 /// Every knob of the simulator. `SimConfig::default()` equals the CLI defaults.
 #[derive(Debug, Clone, PartialEq, Args)]
@@ -34,6 +38,31 @@ pub struct SimConfig {
     /// `background` in the stats. 0 disables it.
     #[arg(long, default_value_t = 0.0, value_parser = non_negative_f64)]
     pub background_rate: f64,
+    /// Each chat's lifetime drawn from a seeded distribution instead of the fixed
+    /// `chat_seconds`: `fixed:S`, `uniform:MIN:MAX` or `lognormal:MEAN:MIN:MAX[:SIGMA]`
+    /// (seconds; see `lifetimes.rs`). Draws follow the creation order of chats.
+    #[arg(long)]
+    pub chat_lifetime: Option<Lifetime>,
+    /// Active-chats limit of particular instances, `ID=N` (repeat or comma-separate); other
+    /// instances have `max_active_chats`.
+    #[arg(long, value_delimiter = ',')]
+    pub instance_max_chats: Vec<InstanceLimit>,
+    /// Chats other callers hold on an instance from the start (and after each reset),
+    /// `ID=N` for the whole run or `ID=N:SECONDS` (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub instance_prefill: Vec<Prefill>,
+    /// The background caller's rate over time, `FROM:TO:RATE` (seconds since the start or last
+    /// reset, calls/s; repeat or comma-separate), added to `background_rate`.
+    #[arg(long, value_delimiter = ',')]
+    pub background_schedule: Vec<Segment>,
+    /// Which operation the background caller calls (draws from that operation's bucket).
+    #[arg(long, value_enum, default_value_t = BackgroundOperation::StartChat)]
+    pub background_operation: BackgroundOperation,
+    /// When set, the background caller's StartChatContact calls open real chats on this
+    /// instance (lifetimes from the same distribution, their own draws), so other callers'
+    /// chats compete for its capacity; a full instance refuses them (counted as refused).
+    #[arg(long)]
+    pub background_instance: Option<String>,
     /// Fraction (0..=1) of calls that pass the quotas and then fail with 500
     /// InternalServiceException. A share `fail_after_create_ratio` of them fail after the chat
     /// was created (a retry with the same ClientToken then returns that chat).
@@ -137,8 +166,26 @@ impl SimConfig {
                 return Err(format!("{name} must be a finite number > 0, got {v}"));
             }
         }
+        let scheduled = self.background_schedule.iter().any(|s| s.rate > 0.0);
+        if self.background_instance.is_some()
+            && self.background_operation != BackgroundOperation::StartChat
+        {
+            return Err("background_instance needs background_operation start-chat".into());
+        }
+        if self.background_instance.is_some() && self.background_rate == 0.0 && !scheduled {
+            return Err("background_instance is set but the background caller never calls".into());
+        }
         Ok(())
     }
+}
+
+/// The operation the background caller uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackgroundOperation {
+    /// StartChatContact.
+    StartChat,
+    /// CreatePersistentContactAssociation.
+    Associate,
 }
 
 #[derive(Parser)]
@@ -193,6 +240,10 @@ mod tests {
         assert_eq!(c.connect_window_seconds, 300.0);
         assert!(!c.no_custom_chat_durations);
         assert!(c.past_sessions.is_empty());
+        assert_eq!(c.chat_lifetime, None);
+        assert!(c.instance_max_chats.is_empty() && c.instance_prefill.is_empty());
+        assert!(c.background_schedule.is_empty());
+        assert_eq!(c.background_operation, BackgroundOperation::StartChat);
         assert!(c.validate().is_ok());
     }
 
@@ -202,6 +253,32 @@ mod tests {
             DefaultsOnly::parse_from(["connect-sim", "--instance-id", "a,b", "--instance-id", "c"])
                 .config;
         assert_eq!(c.instance_ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn scenario_flags_parse() {
+        let c = DefaultsOnly::parse_from([
+            "x",
+            "--chat-lifetime",
+            "lognormal:5:1:15",
+            "--instance-max-chats",
+            "A=5,B=1000000",
+            "--instance-prefill",
+            "A=5",
+            "--background-schedule",
+            "8:20:4",
+            "--background-operation",
+            "associate",
+        ])
+        .config;
+        assert!(matches!(c.chat_lifetime, Some(Lifetime::LogNormal { .. })));
+        assert_eq!(c.instance_max_chats.len(), 2);
+        assert_eq!(c.instance_prefill[0].chats, 5);
+        assert_eq!(c.background_schedule[0].rate, 4.0);
+        assert_eq!(c.background_operation, BackgroundOperation::Associate);
+        assert!(c.validate().is_ok());
+        assert!(DefaultsOnly::try_parse_from(["x", "--chat-lifetime", "uniform:9:1"]).is_err());
+        assert!(DefaultsOnly::try_parse_from(["x", "--background-schedule", "5:1:1"]).is_err());
     }
 
     #[test]

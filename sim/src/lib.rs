@@ -19,11 +19,17 @@ mod core;
 pub mod credentials;
 mod error;
 mod ids;
+pub mod instances;
+pub mod lifetimes;
+pub mod schedule;
 mod server;
 pub mod stats;
 mod validate;
 
-pub use config::SimConfig;
+pub use config::{BackgroundOperation, SimConfig};
 pub use credentials::{CredentialFault, CredentialSwitch};
 pub use server::{SimHandle, start};
-pub use stats::{BackgroundCounters, OpCounters, Operations, SecondCounts, Stats, TimelineSecond};
+pub use stats::{
+    BackgroundCounters, CallRecord, ChatRecord, InstanceCounters, OpCounters, Operations,
+    SecondCounts, Stats, TimelineSecond,
+};

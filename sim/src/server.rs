@@ -55,11 +55,16 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
     let addr = listener.local_addr()?;
     let background_rate = config.background_rate;
     let credentials = Arc::new(CredentialSwitch::new(config.credential_fault));
+    let background_schedule = config.background_schedule.clone();
     let core = Arc::new(Core::new(config));
     let (stop, stopped) = watch::channel(false);
     let router = credentials::wrap(api::router(Arc::clone(&core)), Arc::clone(&credentials));
     let server = tokio::spawn(accept_loop(listener, router, stopped));
-    let background = tokio::spawn(background::run(Arc::clone(&core), background_rate));
+    let background = tokio::spawn(background::run(
+        Arc::clone(&core),
+        background_rate,
+        background_schedule,
+    ));
     tracing::info!(%addr, "connect-sim listening");
     Ok(SimHandle {
         addr,

@@ -5,6 +5,8 @@
 //! per-second timeline (second 0 = start or last reset) of accepted (200) and refused (429
 //! of either kind) calls.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Outcome counts of one operation. Each request lands in exactly one counter.
@@ -64,6 +66,52 @@ pub struct TimelineSecond {
     pub background: SecondCounts,
 }
 
+/// One instance's chat counters (`instances` in the stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceCounters {
+    /// Chats created here by callers of the API (not the background caller's, not prefilled).
+    pub created: u64,
+    /// StartChatContact calls refused here with LimitExceededException.
+    pub limit_exceeded: u64,
+    /// StartChatContact calls for this instance refused by the rate quota.
+    pub throttled: u64,
+    /// Active chats now, every caller's (prefilled and background ones included).
+    pub active: u64,
+    /// Highest `active` since start or reset.
+    pub peak_active: u64,
+    /// The instance's active-chats limit.
+    pub max_chats: u64,
+}
+
+/// One chat created by an API caller (`chats` in the stats), in creation order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRecord {
+    /// Milliseconds since the start or last reset.
+    pub t_ms: u64,
+    pub instance: String,
+    /// `PersistentChat.SourceContactId`, when there is one.
+    pub source: Option<String>,
+    /// How long the chat stays active (the lifetime draw).
+    pub lifetime_ms: u64,
+}
+
+/// One call of an API caller (`calls` in the stats; the background caller is not in it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Milliseconds since the start or last reset, when the call was decided.
+    pub t_ms: u64,
+    /// `StartChatContact` or `CreatePersistentContactAssociation`.
+    pub op: String,
+    pub instance: String,
+    /// `ok`, `replay`, `throttled`, `limit_exceeded`, `server_error`, `dropped`, `invalid`,
+    /// `not_found`.
+    pub outcome: String,
+}
+
+/// How many `chats` and `calls` records are kept (each about 100 bytes); later ones are
+/// counted in `records_dropped` only.
+pub const MAX_RECORDS: usize = 200_000;
+
 /// Everything `/_sim/stats` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -82,6 +130,21 @@ pub struct Stats {
     pub background: BackgroundCounters,
     /// Dense: one entry per second from 0 to the last second that saw a call.
     pub timeline: Vec<TimelineSecond>,
+    /// Wall-clock time of second 0 (the start or last reset), Unix milliseconds.
+    #[serde(default)]
+    pub epoch_unix_ms: u64,
+    /// Per instance that saw a call or holds chats.
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceCounters>,
+    /// Every chat created by an API caller, in creation order.
+    #[serde(default)]
+    pub chats: Vec<ChatRecord>,
+    /// Every call of an API caller that reached the account (past auth and validation).
+    #[serde(default)]
+    pub calls: Vec<CallRecord>,
+    /// Records not kept in `chats` or `calls` beyond `MAX_RECORDS`.
+    #[serde(default)]
+    pub records_dropped: u64,
 }
 
 /// The two Connect operations.

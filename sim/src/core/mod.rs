@@ -10,6 +10,7 @@
 
 mod contacts;
 mod ops;
+mod records;
 mod resume;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -59,11 +60,12 @@ struct Inner {
     contacts: contacts::Contacts,
     stats: Stats,
     rng: StdRng,
+    /// Lifetime draws (see `records`).
+    scenario: records::Scenario,
 }
 
 pub struct Core {
     config: SimConfig,
-    chat_duration: Duration,
     idempotency_ttl: Duration,
     inner: Mutex<Inner>,
 }
@@ -77,7 +79,6 @@ impl Core {
         };
         let inner = Inner::new(&config, now, rng);
         Core {
-            chat_duration: Duration::from_secs_f64(config.chat_seconds),
             idempotency_ttl: Duration::from_secs_f64(config.idempotency_ttl_seconds),
             config,
             inner: Mutex::new(inner),
@@ -101,29 +102,13 @@ impl Core {
         inner.tally(op, &Outcome::Err(err.clone()), false, now);
     }
 
-    /// The background caller's attempt: one StartChatContact token, no chat.
-    pub fn background_attempt(&self) -> bool {
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let accepted = inner.start_bucket.try_take(now);
-        let second = inner.second(now);
-        let bg = &mut inner.stats.background;
-        bg.attempted += 1;
-        if accepted {
-            bg.accepted += 1;
-        } else {
-            bg.refused += 1;
-        }
-        inner.stats.mark(second, Lane::Background, accepted);
-        accepted
-    }
-
     pub fn stats(&self) -> Stats {
         let mut inner = self.lock();
         let now = Instant::now();
         inner.prune_active(now);
         let mut s = inner.stats.clone();
         s.active_chats = inner.active_total;
+        inner.finish_stats(&self.config, &mut s);
         s
     }
 
@@ -139,7 +124,7 @@ impl Core {
 
 impl Inner {
     fn new(config: &SimConfig, now: Instant, rng: StdRng) -> Self {
-        Inner {
+        let mut inner = Inner {
             epoch: now,
             start_bucket: TokenBucket::new(config.start_chat_rate, config.start_chat_burst, now),
             associate_bucket: TokenBucket::new(config.associate_rate, config.associate_burst, now),
@@ -149,9 +134,15 @@ impl Inner {
             idempotency_expiry: VecDeque::new(),
             sources: HashSet::new(),
             contacts: contacts::Contacts::new(config),
-            stats: Stats::default(),
+            stats: Stats {
+                epoch_unix_ms: records::unix_ms_now(),
+                ..Stats::default()
+            },
             rng,
-        }
+            scenario: records::Scenario::new(config),
+        };
+        inner.prefill(config, now);
+        inner
     }
 
     fn second(&self, now: Instant) -> u64 {

@@ -16,7 +16,7 @@ use rand::RngExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Core, Inner, Outcome, Stored};
+use super::{Core, Inner, Outcome, Stored, records};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids;
 use crate::stats::Op;
@@ -61,6 +61,14 @@ impl Core {
         let now = Instant::now();
         let (outcome, replay) = self.decide_start_chat(&mut inner, req, now);
         inner.tally(Op::StartChat, &outcome, replay, now);
+        inner.record_call(
+            &self.config,
+            Op::StartChat,
+            &req.instance_id,
+            &outcome,
+            replay,
+            now,
+        );
         outcome
     }
 
@@ -69,6 +77,14 @@ impl Core {
         let now = Instant::now();
         let (outcome, replay) = self.decide_associate(&mut inner, req, now);
         inner.tally(Op::Associate, &outcome, replay, now);
+        inner.record_call(
+            &self.config,
+            Op::Associate,
+            &req.instance_id,
+            &outcome,
+            replay,
+            now,
+        );
         outcome
     }
 
@@ -110,12 +126,13 @@ impl Core {
         }
         inner.prune_active(now);
         let active_here = inner.active.get(&req.instance_id).map_or(0, |q| q.len());
-        if active_here >= self.config.max_active_chats as usize {
+        let max_here = records::max_chats(&self.config, &req.instance_id);
+        if active_here >= max_here as usize {
             let e = ApiError::new(
                 ErrorCode::LimitExceeded,
                 format!(
-                    "The concurrent active chats quota ({}) for instance {} is exceeded",
-                    self.config.max_active_chats, req.instance_id
+                    "The concurrent active chats quota ({max_here}) for instance {} is exceeded",
+                    req.instance_id
                 ),
             );
             return (Outcome::Err(e), false);
@@ -291,15 +308,15 @@ impl Core {
         continued_from: Option<&str>,
         now: Instant,
     ) -> Value {
-        let ends = now + self.chat_duration;
-        inner
-            .active
-            .entry(req.instance_id.clone())
-            .or_default()
-            .push_back(ends);
-        inner.active_total += 1;
+        let lifetime = inner.scenario.lifetimes.draw();
+        let ends = now + lifetime;
+        inner.open_chat(&self.config, &req.instance_id, lifetime, now);
+        let source = req
+            .persistent_chat
+            .as_ref()
+            .map(|p| p.source_contact_id.as_str());
+        inner.record_chat(&self.config, &req.instance_id, source, lifetime, now);
         inner.stats.chats_created += 1;
-        inner.stats.peak_active_chats = inner.stats.peak_active_chats.max(inner.active_total);
         if let Some(pc) = &req.persistent_chat
             && !inner.sources.insert(pc.source_contact_id.clone())
         {

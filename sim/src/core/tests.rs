@@ -228,10 +228,10 @@ async fn background_caller_shares_the_start_chat_bucket() {
         start_chat_burst: 3,
         ..config()
     });
-    assert!(core.background_attempt());
-    assert!(core.background_attempt());
+    assert!(core.background_call());
+    assert!(core.background_call());
     ok(core.start_chat(&chat("a", "c1")));
-    assert!(!core.background_attempt());
+    assert!(!core.background_call());
     assert_eq!(
         code(core.start_chat(&chat("b", "c2"))),
         ErrorCode::TooManyRequests

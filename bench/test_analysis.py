@@ -1,0 +1,48 @@
+"""Unit tests of the benchmark's own arithmetic (no processes): the goodput bound with the burst,
+the clairvoyant starter, the recovery window, the job mix. Run: .venv/bin/python -m pytest bench -q"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import analysis  # noqa: E402
+import run  # noqa: E402
+
+
+def test_an_ideal_lone_worker_scores_one_with_the_burst_counted():
+    # 10 calls at once (the burst), then one every 100 ms at 10/s.
+    times = [0] * 10 + [100 * i for i in range(1, 291)]
+    assert abs(analysis.burst_goodput(times, 10, 10) - 1.0) < 1e-9
+    # Ignoring the burst (calling at the rate from the start) loses the burst's share.
+    paced = [100 * i for i in range(300)]
+    assert analysis.burst_goodput(paced, 10, 10) < 0.975
+    # What another caller took is not ours to use.
+    assert abs(analysis.burst_goodput(times, 10, 10 + 50, other_accepted=50) - 1.0) < 1e-9
+
+
+def test_the_clairvoyant_starter_is_bound_by_slots_and_by_the_bucket():
+    # Fixed 5 s lifetimes, 20 slots: waves every 5 s, the 8th wave at 35 s.
+    assert analysis.clairvoyant_last_start([5.0] * 160, 20, 20, 20) == 35.0
+    # No capacity limit: the bucket alone, (300 - 10) / 10 s.
+    assert abs(analysis.clairvoyant_last_start([0.0] * 300, 1000, 10, 10) - 29.0) < 1e-6
+    # Varied lifetimes: a short chat frees its slot early, so the ideal is faster than the mean suggests.
+    varied = [1.0, 9.0] * 40
+    assert analysis.clairvoyant_last_start(varied, 2, 100, 100) < analysis.clairvoyant_last_start([5.0] * 80, 2, 100, 100)
+
+
+def test_recovery_is_the_first_whole_second_back_at_the_rate():
+    slow = [20000 + 200 * i for i in range(15)]  # 5/s from 20 s to 23 s
+    fast = [23000 + 100 * i for i in range(50)]  # 10/s from 23 s
+    # [22.8, 23.8) is the first whole second with 9 calls (the slow tail's last one included).
+    assert analysis.sliding_recovery(slow + fast, 20, 9, 27) == 2.8
+    assert analysis.sliding_recovery(slow, 20, 9, 22) is None
+
+
+def test_the_job_mix_is_shuffled_by_seed_and_keeps_its_shares():
+    scn = {"jobs": 90, "mix": [("startPersistentChat", None, 2), ("associatePersistentContact", None, 1)]}
+    kinds = run.job_kinds(scn, 1)
+    assert len(kinds) == 90
+    assert sum(1 for a, _ in kinds if a == "associatePersistentContact") == 30
+    assert kinds != run.job_kinds(scn, 2)
+    assert kinds == run.job_kinds(scn, 1)
