@@ -220,7 +220,8 @@ def test_stats_shape_and_reset(sim_factory):
             "server_error", "dropped", "idempotent_replays"}
     assert set(stats) == {"operations", "active_chats", "peak_active_chats", "chats_created",
                           "duplicate_source_chats", "chats_abandoned", "background",
-                          "timeline"}
+                          "timeline", "epoch_unix_ms", "instances", "chats", "calls",
+                          "records_dropped"}
     assert set(stats["timeline"][0]) == {"second", "StartChatContact",
                                          "CreatePersistentContactAssociation", "background"}
     req = urllib.request.Request(sim.url + "/_sim/reset", method="POST")
