@@ -94,7 +94,7 @@ def scrape(addr):
     except OSError:
         return []
     keep = ("resume_chat_connect_calls_total", "resume_chat_jobs_requeued_total", "resume_chat_jobs_completed_total",
-            "resume_chat_allowed_rate")
+            "resume_chat_allowed_rate", "resume_chat_rate_sharers")
     return [line for line in text.splitlines() if line.startswith(keep)]
 
 

@@ -1,6 +1,6 @@
 //! Recovery end to end, with the real binary, moto's SQS (IAM enforced) and connect-sim: a
 //! replica killed with SIGKILL, and a results queue that disappears for a while. Nothing is lost
-//! and no job opens a second chat. (How fast: BENCHMARKS.md, `kill` and `results-outage`.)
+//! and no job opens a second chat. (How fast: BENCHMARKS.md, `kill` and `outage`.)
 
 mod common;
 
