@@ -304,6 +304,11 @@ impl World {
 
 impl World {
     /// Replicas other than `me` with work at `t` (started, not run out of work).
+    fn is_working(&self, j: usize, t: f64) -> bool {
+        let (from, until) = self.replica_span[j];
+        from.is_some_and(|f| f <= t) && until.is_none_or(|u| u > t)
+    }
+
     fn others_working(&self, me: usize, t: f64) -> usize {
         self.replica_span
             .iter()
@@ -335,7 +340,21 @@ async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize,
             let others = w.others_working(me, t - SHARERS_STALENESS_S) as f64;
             let noise = 1.0 + noise_width * (2.0 * rng.next_f64() - 1.0);
             let gap = SHARERS_POLL_S * (0.9 + 0.2 * rng.next_f64());
-            ((1.0 + others * noise).max(1.0), gap)
+            // `RATE_SHARERS_MODEL=held`: the ratio the pipeline really computes, each replica
+            // holding what it starts in 5 s (`receiver::work_allowance`), not the count.
+            let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
+            match w.replica_allowed.last().filter(|_| held) {
+                Some((_, rates)) => {
+                    let hold = |r: f64| (r * 5.0).ceil().max(1.0) + 1.0;
+                    let working = |j: usize| j == me || w.is_working(j, t - SHARERS_STALENESS_S);
+                    let all: f64 = (0..rates.len())
+                        .filter(|&j| working(j))
+                        .map(|j| hold(rates[j]))
+                        .sum();
+                    ((all / hold(rates[me]) * noise).max(1.0), gap)
+                }
+                None => ((1.0 + others * noise).max(1.0), gap),
+            }
         };
         limiter.set_sharers(n);
         tokio::time::sleep(Duration::from_secs_f64(gap)).await;
