@@ -303,12 +303,13 @@ impl World {
 }
 
 impl World {
-    /// Replicas other than `me` with work at `t` (started, not run out of work).
+    /// Whether replica `j` has work at `t` (started, not run out of work).
     fn is_working(&self, j: usize, t: f64) -> bool {
         let (from, until) = self.replica_span[j];
         from.is_some_and(|f| f <= t) && until.is_none_or(|u| u > t)
     }
 
+    /// Replicas other than `me` with work at `t` (started, not run out of work).
     fn others_working(&self, me: usize, t: f64) -> usize {
         self.replica_span
             .iter()
