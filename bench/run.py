@@ -84,6 +84,8 @@ def worker_env(scn, moto_url, sim, q):
         "BASELINE_THREADS": str(scn.get("baseline_threads", 8)),
     }
     env.update(scn.get("env", {}))
+    # Experiments: `BENCH_WORKER_ENV="NAME=value ..."` adds settings to every worker of ours.
+    env.update(kv.split("=", 1) for kv in os.environ.get("BENCH_WORKER_ENV", "").split() if "=" in kv)
     return env
 
 
@@ -94,8 +96,54 @@ def scrape(addr):
     except OSError:
         return []
     keep = ("resume_chat_connect_calls_total", "resume_chat_jobs_requeued_total", "resume_chat_jobs_completed_total",
-            "resume_chat_allowed_rate", "resume_chat_rate_sharers")
+            "resume_chat_allowed_rate", "resume_chat_rate_sharers", "resume_chat_jobs_in_flight")
     return [line for line in text.splitlines() if line.startswith(keep)]
+
+
+class Sampler:
+    """Scrapes every replica of ours once a second during a run: the per-replica timeline (allowed
+    start rate, sharers estimate, jobs in flight, StartChatContact calls by code) that end-of-run
+    readings cannot show, e.g. how a fleet's shares come apart. Written to the run's record as
+    `replica_timeline`, rows of (seconds since t0, replica, allowed, sharers, in flight, {code: calls})."""
+
+    def __init__(self, addrs, t0, every=1.0):
+        self.rows, self.addrs, self.t0 = [], addrs, t0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self.thread.start()
+
+    def _run(self, every):
+        while not self.done.wait(every):
+            for r, addr in enumerate(self.addrs):
+                row = self._sample(scrape(addr))
+                if row:
+                    self.rows.append([round(time.time() - self.t0, 2), r, *row])
+
+    @staticmethod
+    def _sample(lines):
+        allowed = sharers = in_flight = None
+        calls = {}
+        for line in lines:
+            name, _, value = line.rpartition(" ")
+            try:
+                v = float(value)
+            except ValueError:
+                continue
+            if name.startswith("resume_chat_allowed_rate") and "StartChatContact" in name:
+                allowed = v
+            elif name.startswith("resume_chat_rate_sharers"):
+                sharers = v
+            elif name.startswith("resume_chat_jobs_in_flight"):
+                in_flight = v
+            elif name.startswith("resume_chat_connect_calls_total") and "StartChatContact" in name:
+                code = name.split('code="', 1)[-1].split('"', 1)[0]
+                calls[code] = int(v)
+        return None if allowed is None else [allowed, sharers, in_flight, calls]
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(5)
+        return self.rows
 
 
 def sim_flags(scn, seed):
@@ -191,7 +239,7 @@ def run_one(name, scn, impl, seed=1):
     log_dir = OUT / "logs" / f"{name}-{impl}-seed{seed}"
     log_dir.mkdir(parents=True, exist_ok=True)
     n = scn["jobs"]
-    moto = sim = redis = proxy = fleet = None
+    moto = sim = redis = proxy = fleet = sampler = None
     try:
         load_before, busy_before = machine.load(), machine.compilers()
         moto = harness.Moto(log_dir)
@@ -228,6 +276,7 @@ def run_one(name, scn, impl, seed=1):
             kill.update(at=time.time(), pending=sorted(set(job_id for job_id, _ in bodies) - set(q.seen.copy())))
 
         fleet = Fleet(scn, impl, envs, log_dir, t0, on_kill)
+        sampler = Sampler([e["METRICS_ADDR"] for e in envs], t0) if impl == "ours" else None
         last = [time.time()]
 
         def progress(done):
@@ -248,6 +297,7 @@ def run_one(name, scn, impl, seed=1):
         cpu = [p.cpu_seconds() for p in procs]
         rss = [p.status_mib("VmHWM:") for p in procs]
         scraped = [scrape(e["METRICS_ADDR"]) for e in envs] if impl == "ours" else []
+        timeline = sampler.stop() if sampler else []
         busy_after = machine.compilers()
         exits = fleet.stop()
         stats = sim.stats()
@@ -263,10 +313,12 @@ def run_one(name, scn, impl, seed=1):
         m.update(impl=impl, seed=seed, complete=complete, exit_codes=exits, enqueue_s=enqueue_s,
                  duplicate_results=q.duplicate_results, load_before=load_before, load_after=machine.load(),
                  compilers_seen=sorted(set(busy_before) | set(busy_after)), metrics=scraped,
-                 outage_refused=proxy.refused if proxy else None, events=fleet.events,
+                 outage_refused=proxy.refused if proxy else None, events=fleet.events, replica_timeline=timeline,
                  when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)))
         return m
     finally:
+        if sampler:
+            sampler.stop()
         if fleet:
             fleet.close()
         if proxy:
