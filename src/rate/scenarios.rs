@@ -896,6 +896,7 @@ scenarios!(
     fleet_6_staggered,
     fleet_6_bench_like,
     fleet_3_bench_like,
+    fleet_3_skewed_start,
     fractional_ceiling,
     fractional_fleet,
     limit_exceeded_is_neutral,
