@@ -46,3 +46,21 @@ def test_the_job_mix_is_shuffled_by_seed_and_keeps_its_shares():
     assert sum(1 for a, _ in kinds if a == "associatePersistentContact") == 30
     assert kinds != run.job_kinds(scn, 2)
     assert kinds == run.job_kinds(scn, 1)
+
+
+def test_the_sampler_reads_one_replicas_start_rate_sharers_in_flight_and_calls():
+    import timeline  # noqa: E402
+    lines = ['resume_chat_allowed_rate{operation="StartChatContact"} 5.5',
+             'resume_chat_allowed_rate{operation="CreatePersistentContactAssociation"} 9',
+             'resume_chat_rate_sharers 2.5', 'resume_chat_jobs_in_flight 12',
+             'resume_chat_connect_calls_total{code="OK",operation="StartChatContact"} 40',
+             'resume_chat_connect_calls_total{code="TooManyRequestsException",operation="StartChatContact"} 2']
+    row = run.Sampler._sample(lines)
+    assert row == [5.5, 2.5, 12.0, {"OK": 40, "TooManyRequestsException": 2}]
+    assert run.Sampler._sample([]) is None, "nothing scraped: no row"
+    # Two samples of one replica in one bin, one in the next: calls and 429s are differences.
+    rows = [[0.5, 0, *row], [1.5, 0, 5.0, 2.5, 10.0, {"OK": 45, "TooManyRequestsException": 3}],
+            [2.5, 0, 5.0, 2.5, 9.0, {"OK": 50, "TooManyRequestsException": 3}]]
+    t = timeline.table(rows, 2.0)
+    assert t[(0, 0)] == (5.0, 2.5, 10.0, 48, 3)
+    assert t[(1, 0)] == (5.0, 2.5, 9.0, 5, 0)
