@@ -346,9 +346,13 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         let handoff = tokio::spawn(handoff::run(ctx.clone(), background_stop.clone()));
         let sharers = tokio::spawn(sharers::run(ctx.clone(), background_stop.clone()));
         if let Some(fleet) = &ctx.fleet {
-            // Reach Redis now so the state gauge and the log tell at start-up, not at the first job.
-            let link = fleet.link.clone();
-            tokio::spawn(async move { link.check().await });
+            // Reach Redis before the first receive, so the state gauge and the log tell at
+            // start-up and the first jobs already take fleet slots: while one connection attempt
+            // is under way every other caller goes local, and a fleet restarting together would
+            // spend its start-up uncoordinated, the storm Redis is there to prevent. Bounded by
+            // the connect and call timeouts (about 1.2 s); with Redis down the worker goes on
+            // locally as before.
+            fleet.link.check().await;
         }
         let slots = Arc::new(Semaphore::new(ctx.settings.max_in_flight));
         let tasks = TaskTracker::new();
