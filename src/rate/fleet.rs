@@ -33,8 +33,9 @@
 //! taken), a warning is logged once per outage, `resume_chat_fleet_limiter_errors_total` counts
 //! and `resume_chat_fleet_limiter_state` shows 2. After a cooldown (5 s) the next caller tries to
 //! connect again (one caller; the others stay local meanwhile); success logs once and shows 1.
-//! The connection is made lazily, so a worker starts fine while Redis is down; the pipeline makes
-//! the first attempt before its first receive (`pipeline::Worker::run`), so the first jobs already share.
+//! The connection is made lazily, so a worker starts fine while Redis is down; the pipeline
+//! makes the first attempt before its first receive (`pipeline::Worker::run`), so the first jobs
+//! already share.
 //!
 //! # Why no `ConnectionManager`
 //!
