@@ -334,6 +334,7 @@ async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize,
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(SHARERS_NOISE);
+    let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
     loop {
         let (n, gap) = {
             let w = lock(&world);
@@ -343,7 +344,6 @@ async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize,
             let gap = SHARERS_POLL_S * (0.9 + 0.2 * rng.next_f64());
             // `RATE_SHARERS_MODEL=held`: the ratio the pipeline really computes, each replica
             // holding what it starts in 5 s (`receiver::work_allowance`), not the count.
-            let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
             match w.replica_allowed.last().filter(|_| held) {
                 Some((_, rates)) => {
                     let hold = |r: f64| (r * 5.0).ceil().max(1.0) + 1.0;
