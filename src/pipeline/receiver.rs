@@ -22,7 +22,7 @@ use crate::queue::{MAX_BATCH, MessageQueue, QueueErrorKind};
 
 const LONG_POLL: Duration = Duration::from_secs(20);
 /// How much work a worker holds, in seconds at its limiters' current rates.
-const LOOKAHEAD_SECS: f64 = 5.0;
+pub(crate) const LOOKAHEAD_SECS: f64 = 5.0;
 const ALLOWANCE_PAUSE: Duration = Duration::from_millis(200);
 /// Between receives while Connect refuses the worker's credentials: each receive takes one
 /// job, whose call is the probe.

@@ -311,12 +311,8 @@ impl World {
 
     /// Replicas other than `me` with work at `t` (started, not run out of work).
     fn others_working(&self, me: usize, t: f64) -> usize {
-        self.replica_span
-            .iter()
-            .enumerate()
-            .filter(|(i, (from, until))| {
-                *i != me && from.is_some_and(|f| f <= t) && until.is_none_or(|u| u > t)
-            })
+        (0..self.replica_span.len())
+            .filter(|&j| j != me && self.is_working(j, t))
             .count()
     }
 }
@@ -346,7 +342,8 @@ async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize,
             // holding what it starts in 5 s (`receiver::work_allowance`), not the count.
             match w.replica_allowed.last().filter(|_| held) {
                 Some((_, rates)) => {
-                    let hold = |r: f64| (r * 5.0).ceil().max(1.0) + 1.0;
+                    let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
+                    let hold = |r: f64| (r * lookahead).ceil().max(1.0) + 1.0;
                     let working = |j: usize| j == me || w.is_working(j, t - SHARERS_STALENESS_S);
                     let all: f64 = (0..rates.len())
                         .filter(|&j| working(j))
