@@ -3,8 +3,9 @@
 //! Every limiter that let a call through learns from its outcome exactly once: the operation's
 //! adaptive rate limiter (throttles slow it down), and for StartChatContact the instance's
 //! capacity machine (a `LimitExceededException` paces starts). The permit collects what was
-//! granted — the rate token, the fleet slot (which needs no feedback), then right before the
-//! call the instance's capacity lease — and [`Permit::report`] tells each its reading of the classified outcome in one
+//! granted — the promise of a paced instance's start (given up if the call never comes), the rate
+//! token, the fleet slot (which needs no feedback), then right before the call the instance's
+//! capacity lease — and [`Permit::report`] tells each its reading of the classified outcome in one
 //! place. A permit dropped unreported (shutdown, handoff, expiry, an abandoned call) reports
 //! "neutral" to all of them: a call that was not made, or whose answer is unknown, says nothing.
 
@@ -12,12 +13,13 @@ use std::sync::Arc;
 
 use crate::connect::ErrorClass;
 use crate::rate::capacity::CapacityOutcome;
-use crate::rate::instances::CapacityLease;
+use crate::rate::instances::{CapacityLease, CapacityPromise};
 use crate::rate::{AdaptiveLimiter, RateFeedback};
 
 /// See the module doc.
 #[derive(Default)]
 pub struct Permit {
+    promise: Option<CapacityPromise>,
     capacity: Option<CapacityLease>,
     rate: Option<Arc<AdaptiveLimiter>>,
 }
@@ -26,9 +28,25 @@ impl Permit {
     /// A permit holding the capacity lease of a start (or nothing, for an association).
     pub fn new(capacity: Option<CapacityLease>) -> Self {
         Permit {
+            promise: None,
             capacity,
             rate: None,
         }
+    }
+
+    /// Records the start a paced instance promised when the job asked (before its rate token).
+    pub fn promise(&mut self, promise: CapacityPromise) {
+        self.promise = Some(promise);
+    }
+
+    /// Whether a paced instance promised this start a slot.
+    pub fn has_promise(&self) -> bool {
+        self.promise.is_some()
+    }
+
+    /// The promise, to redeem at the claim.
+    pub fn take_promise(&mut self) -> Option<CapacityPromise> {
+        self.promise.take()
     }
 
     /// Records the capacity lease of a start, claimed right before its call.
@@ -122,7 +140,7 @@ mod tests {
         let mut permit = Permit::default();
         limiter.acquire().await;
         permit.granted(limiter.clone());
-        let claimed = book.claim("i");
+        let claimed = book.claim("i", None);
         assert_eq!(claimed.admit, CapacityAdmit::Go);
         permit.lease(claimed.lease.expect("a lease with Go"));
         permit.report(Some(ErrorClass::LimitExceeded));

@@ -162,7 +162,12 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
         let book = &self.ctx.capacity;
         let instance = self.instance().to_owned();
         self.changes = Some(book.changes(&instance));
-        let asked = book.peek(&instance);
+        let mut asked = book.peek(&instance);
+        if let Some(promise) = asked.promise.take() {
+            self.permit
+                .get_or_insert_with(Permit::default)
+                .promise(promise);
+        }
         Event::Capacity(self.view(&asked))
     }
 
@@ -170,7 +175,8 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
         let book = &self.ctx.capacity;
         let instance = self.instance().to_owned();
         self.changes = Some(book.changes(&instance));
-        let mut asked = book.claim(&instance);
+        let promise = self.permit.as_mut().and_then(Permit::take_promise);
+        let mut asked = book.claim(&instance, promise);
         let view = self.view(&asked);
         if let Some(lease) = asked.lease.take() {
             self.hold = None;
@@ -222,10 +228,38 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
             .ctx
             .waiting(op)
             .enter(self.msg.receive_count < super::handoff::MAX_RECEIVES);
-        let waited = tokio::select! {
-            waited = self.ctx.acquire(op, &mut permit) => waited,
-            _ = self.ctx.stop_receiving.cancelled() => return Event::Stopped,
-            _ = ticket.handed_off() => return Event::HandedOff,
+        // A start that asked while its instance was open holds no promise: if the instance
+        // fills while it waits for its token, it goes back to asking (before the token is
+        // spent on a start its claim would refuse; the rate is shared with other instances).
+        let ctx = self.ctx;
+        let instance = self.job().map(|j| j.instance_id.clone());
+        let watch = match (op, instance) {
+            (Operation::StartChatContact, Some(i)) if !permit.has_promise() => Some(i),
+            _ => None,
+        };
+        let waited = {
+            let acquiring = ctx.acquire(op, &mut permit);
+            tokio::pin!(acquiring);
+            loop {
+                let changed = async {
+                    match (self.changes.as_mut(), &watch) {
+                        (Some(rx), Some(_)) => {
+                            let _ = rx.changed().await;
+                        }
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    waited = &mut acquiring => break waited,
+                    _ = ctx.stop_receiving.cancelled() => return Event::Stopped,
+                    _ = ticket.handed_off() => return Event::HandedOff,
+                    _ = changed => {
+                        if watch.as_deref().is_some_and(|i| ctx.capacity.paced(i)) {
+                            return Event::Woke;
+                        }
+                    }
+                }
+            }
         };
         self.ctx
             .metrics

@@ -618,3 +618,44 @@ async fn credential_refusals_fail_no_job_even_past_the_receive_limit() {
     h.stop.cancel();
     let _ = h.run.await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn jobs_for_a_full_instance_spend_no_rate_tokens_of_the_others() {
+    // The benchmark's two instances, one full: 100 jobs each, interleaved. Before the capacity
+    // promise, every job for the full instance that asked while its one start was ready took
+    // a rate token that its claim then refused (62 wasted tokens for 105 calls, the free
+    // instance drained at 0.6 of the rate).
+    let connect = ScriptedConnect {
+        full_instances: vec!["full".into()],
+        ..Default::default()
+    };
+    let body = |id: String, instance: &str| {
+        format!(
+            r#"{{"jobId":"{id}","instanceId":"{instance}","sourceContactId":"src","participant":{{"displayName":"A"}}}}"#
+        )
+    };
+    let mut jobs = Vec::new();
+    for i in 0..100 {
+        jobs.push(body(format!("f{i}"), "full"));
+        jobs.push(body(format!("b{i}"), "free"));
+    }
+    let h = start(settings(|_| {}), connect, &jobs);
+    until(|| h.queue.len(RESULTS) == 100).await;
+    let tokens = h
+        .metrics
+        .rate_wait
+        .with_label_values(&["StartChatContact"])
+        .get_sample_count();
+    let calls = h.connect.calls() as u64;
+    assert!(
+        tokens <= calls + 2,
+        "{tokens} rate tokens taken for {calls} calls"
+    );
+    assert!(
+        results(&h.queue)
+            .iter()
+            .all(|r| r["status"] == "succeeded" && r["jobId"].as_str().unwrap().starts_with('b'))
+    );
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

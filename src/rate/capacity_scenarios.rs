@@ -1153,4 +1153,5 @@ scenarios!(
     rate_bound_lognormal_60s,
     slow_connect_lognormal_60s,
     bench_capacity_160,
+    bench_lifetimes_160,
 );
