@@ -61,7 +61,15 @@ def describe(command, seconds):
         "kernel": platform.release(),
         "rustc": _run(["rustc", "--version"]),
         "python": versions,
-        "commit": _run(["git", "rev-parse", "--short", "HEAD"]),
+        "commit": commit(),
         "command": " ".join(command),
         "seconds": round(seconds),
     }
+
+
+def commit():
+    """The checked-out commit (`+` if the work tree has changes): what run.sh built the binaries from
+    when it is read before the runs."""
+    head = _run(["git", "rev-parse", "--short", "HEAD"])
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "sim", "Cargo.lock"])
+    return f"{head}+" if dirty else head

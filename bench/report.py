@@ -243,6 +243,22 @@ def contention(stored):
     return notes
 
 
+def commits_note(stored):
+    """Scenarios whose runs were built from another commit than the last command's (a partial
+    run keeps the other scenarios' stored results)."""
+    last = stored.get("meta", {}).get("commit")
+    other = {}
+    for name, by_impl in stored.get("scenarios", {}).items():
+        for impl, entry in by_impl.items():
+            for m in runs_of(entry):
+                c = m.get("commit")
+                if c and c != last:
+                    other.setdefault(c, set()).add(f"{name}/{impl}")
+    if not other:
+        return ""
+    return " (" + "; ".join(f"{', '.join(sorted(v))}: `{c}`" for c, v in sorted(other.items())) + ")"
+
+
 def section(stored):
     meta = stored.get("meta", {})
     scn_results = stored.get("scenarios", {})
@@ -251,7 +267,8 @@ def section(stored):
     out = [
         BEGIN,
         f"Command: `{meta.get('command', 'bench/run.sh')}` (took {meta.get('seconds', '?')} s). Date: {meta.get('date')}"
-        f"{f'; scenario runs from {when[0]} to {when[-1]} UTC' if when else ''}. Commit: `{meta.get('commit')}`.",
+        f"{f'; scenario runs from {when[0]} to {when[-1]} UTC' if when else ''}. Commit: `{meta.get('commit')}`"
+        f"{commits_note(stored)}.",
         "",
         f"Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('ram_gib')} GiB RAM, Linux "
         f"{meta.get('kernel')}; {meta.get('rustc')}; {meta.get('python')}. Everything (moto, connect-sim, the "

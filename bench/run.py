@@ -403,6 +403,9 @@ def main(argv):
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     stored.setdefault("scenarios", {})
     started = time.time()
+    # The binaries were built from the work tree as it is now (run.sh): record that commit, not
+    # the one checked out when the runs end.
+    built_from = machine.commit()
     for name in names:
         print(f"== {name}", flush=True)
         if name == "overhead":
@@ -414,6 +417,7 @@ def main(argv):
                 runs = []
                 for seed in seeds:
                     m = run_one(name, scn, impl, seed)
+                    m["commit"] = built_from
                     runs.append(m)
                     print(f"  [{name}/{impl}/seed {seed}] {report.one_line(m)}", flush=True)
                 stored["scenarios"].setdefault(name, {})[impl] = {"runs": runs}
@@ -423,6 +427,7 @@ def main(argv):
             (CHARTS / f"{name}.svg").write_text(charts.render(name, SCENARIOS[name], runs))
         RESULTS.write_text(json.dumps(stored, indent=1))
     stored["meta"] = machine.describe(["bench/run.sh", *argv], time.time() - started)
+    stored["meta"]["commit"] = built_from
     RESULTS.write_text(json.dumps(stored, indent=1))
     report.write(stored, harness.ROOT / "BENCHMARKS.md")
     print(f"wrote BENCHMARKS.md and bench/charts/ in {time.time() - started:.0f} s", flush=True)

@@ -64,3 +64,13 @@ def test_the_sampler_reads_one_replicas_start_rate_sharers_in_flight_and_calls()
     t = timeline.table(rows, 2.0)
     assert t[(0, 0)] == (5.0, 2.5, 10.0, 48, 3)
     assert t[(1, 0)] == (5.0, 2.5, 9.0, 5, 0)
+
+
+def test_the_report_names_scenarios_built_from_another_commit():
+    import report
+    stored = {"meta": {"commit": "bbb"}, "scenarios": {
+        "steady": {"ours": {"runs": [{"commit": "aaa"}, {"commit": "aaa"}]}, "baseline": {"runs": [{}]}},
+        "two-instances": {"ours": {"runs": [{"commit": "bbb"}]}}}}
+    assert report.commits_note(stored) == " (steady/ours: `aaa`)"
+    stored["scenarios"]["steady"]["ours"]["runs"] = [{"commit": "bbb"}]
+    assert report.commits_note(stored) == ""
