@@ -35,7 +35,8 @@ def runs_of(entry):
 
 
 EXTRA = ["recovery_s", "instance_finish_ratio", "kill_recovery_s", "outage_lag_s", "job_overhead_p50_ms",
-         "job_overhead_p99_ms", "job_received_p50_ms", "startup_429_per_replica", "throttled_ratio_after_startup"]
+         "job_overhead_p99_ms", "job_received_p50_ms", "startup_429_per_replica", "throttled_ratio_after_startup",
+         "sqs_requests_per_job"]
 
 
 def one_line(m):

@@ -89,6 +89,18 @@ def worker_env(scn, moto_url, sim, q):
     return env
 
 
+def sqs_requests(scraped):
+    """SQS requests of all replicas by operation, from their last scrapes (a killed replica's
+    requests before the kill are not in them)."""
+    total = {}
+    for lines in scraped:
+        for line in lines:
+            if line.startswith("resume_chat_sqs_requests_total"):
+                op = line.split('operation="', 1)[-1].split('"', 1)[0]
+                total[op] = total.get(op, 0) + int(float(line.rpartition(" ")[2]))
+    return total
+
+
 def scrape(addr):
     try:
         with urllib.request.urlopen(f"http://{addr}/metrics", timeout=3) as r:
@@ -96,7 +108,8 @@ def scrape(addr):
     except OSError:
         return []
     keep = ("resume_chat_connect_calls_total", "resume_chat_jobs_requeued_total", "resume_chat_jobs_completed_total",
-            "resume_chat_allowed_rate", "resume_chat_rate_sharers", "resume_chat_jobs_in_flight")
+            "resume_chat_allowed_rate", "resume_chat_rate_sharers", "resume_chat_jobs_in_flight",
+            "resume_chat_sqs_requests_total")
     return [line for line in text.splitlines() if line.startswith(keep)]
 
 
@@ -314,6 +327,8 @@ def run_one(name, scn, impl, seed=1):
                  duplicate_results=q.duplicate_results, load_before=load_before, load_after=machine.load(),
                  compilers_seen=sorted(set(busy_before) | set(busy_after)), metrics=scraped,
                  outage_refused=proxy.refused if proxy else None, events=fleet.events, replica_timeline=timeline,
+                 sqs_requests=sqs_requests(scraped) or None,
+                 sqs_requests_per_job=round(sum(sqs_requests(scraped).values()) / n, 2) if scraped else None,
                  when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)))
         return m
     finally:

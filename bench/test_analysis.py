@@ -74,3 +74,11 @@ def test_the_report_names_scenarios_built_from_another_commit():
     assert report.commits_note(stored) == " (steady/ours: `aaa`)"
     stored["scenarios"]["steady"]["ours"]["runs"] = [{"commit": "bbb"}]
     assert report.commits_note(stored) == ""
+
+
+def test_sqs_requests_add_up_over_replicas_by_operation():
+    scraped = [['resume_chat_sqs_requests_total{operation="ReceiveMessage"} 3',
+                'resume_chat_connect_calls_total{operation="StartChatContact",code="OK"} 9'],
+               ['resume_chat_sqs_requests_total{operation="ReceiveMessage"} 2',
+                'resume_chat_sqs_requests_total{operation="DeleteMessageBatch"} 1']]
+    assert run.sqs_requests(scraped) == {"ReceiveMessage": 5, "DeleteMessageBatch": 1}

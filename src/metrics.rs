@@ -29,6 +29,7 @@ pub struct Metrics {
     pub fleet_limiter_errors: IntCounter,
     pub visibility_extensions: IntCounterVec,
     pub sqs_errors: IntCounterVec,
+    pub sqs_requests: IntCounterVec,
     pub last_receive_success: Gauge,
     pub queue_messages: IntGaugeVec,
     pub ready: IntGauge,
@@ -112,6 +113,10 @@ impl Metrics {
                 Opts::new("resume_chat_sqs_errors_total", "Failed SQS calls or batch entries, by operation and code."),
                 &["operation", "code"],
             ).unwrap_or_else(|_| unreachable!()),
+            sqs_requests: IntCounterVec::new(
+                Opts::new("resume_chat_sqs_requests_total", "SQS requests made, by operation (SQS bills per request)."),
+                &["operation"],
+            ).unwrap_or_else(|_| unreachable!()),
             last_receive_success: Gauge::new("resume_chat_last_receive_success_timestamp_seconds", "Unix time of the last successful ReceiveMessage.").unwrap_or_else(|_| unreachable!()),
             queue_messages: IntGaugeVec::new(
                 Opts::new("resume_chat_queue_messages", "Approximate messages in the jobs queue and DLQ (GetQueueAttributes, every 30 s)."),
@@ -155,6 +160,7 @@ impl Metrics {
             Box::new(m.fleet_limiter_errors.clone()),
             Box::new(m.visibility_extensions.clone()),
             Box::new(m.sqs_errors.clone()),
+            Box::new(m.sqs_requests.clone()),
             Box::new(m.last_receive_success.clone()),
             Box::new(m.queue_messages.clone()),
             Box::new(m.ready.clone()),

@@ -305,6 +305,15 @@ async fn prometheus_scrapes_the_worker_and_serves_its_series_and_rules() {
     .await;
     // Prometheus holds what the worker itself reports.
     assert_eq!(worker.metric(start_ok), START_JOBS as f64);
+    // Every job was received and deleted by SQS requests the worker counts by operation.
+    for op in ["ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"] {
+        let series = format!(r#"resume_chat_sqs_requests_total{{operation="{op}"}}"#);
+        until(WAIT, || match prometheus.total(&series) {
+            v if v >= 1.0 => Ok(()),
+            v => Err(format!("{series} = {v}, want at least 1")),
+        })
+        .await;
+    }
     assert_eq!(
         worker.metric(r#"resume_chat_jobs_completed_total{status="succeeded",code="none"}"#),
         sent

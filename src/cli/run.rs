@@ -13,6 +13,7 @@ use crate::connect::aws::AwsConnect;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::pipeline::Worker;
+use crate::queue::counted::Counted;
 use crate::queue::sqs::SqsQueue;
 
 pub async fn run(raw: RawSettings) -> Result<ExitCode, CliError> {
@@ -45,7 +46,10 @@ pub async fn run(raw: RawSettings) -> Result<ExitCode, CliError> {
         associate_rate = settings.associate.per_second,
         "resume-chat-worker started"
     );
-    let queue = Arc::new(SqsQueue::new(&shared));
+    let queue = Arc::new(Counted::new(
+        SqsQueue::new(&shared),
+        metrics.sqs_requests.clone(),
+    ));
     let connect = Arc::new(AwsConnect::new(&shared, settings.connect_timeout));
     let summary = Worker::new(settings, queue, connect, metrics, health, stop)
         .run()

@@ -1,10 +1,12 @@
 //! SQS, as the worker sees it: the [`MessageQueue`] trait over queue URLs, with an `aws-sdk-sqs`
 //! adapter ([`sqs::SqsQueue`]) and an in-memory queue with the same visibility semantics
-//! ([`memory::MemoryQueue`]) for fast pipeline tests and benchmarks of the worker's own cost.
+//! ([`memory::MemoryQueue`]) for fast pipeline tests and benchmarks of the worker's own cost;
+//! [`counted::Counted`] counts any queue's requests by operation (the metrics).
 //!
 //! Batch operations take up to 10 entries (SQS's limit) and report per-entry failures by the
 //! entry's index in the input, so callers handle partial batch failures without string ids.
 
+pub mod counted;
 pub mod fifo;
 pub mod memory;
 pub mod sqs;
