@@ -245,19 +245,19 @@ def contention(stored):
 
 
 def commits_note(stored):
-    """Scenarios whose runs were built from another commit than the last command's (a partial
-    run keeps the other scenarios' stored results)."""
+    """Which commit the runs were built from: one, or (a partial run keeps the other scenarios'
+    stored results) the commit of most of them and, listed, the scenarios built from others."""
     last = stored.get("meta", {}).get("commit")
-    other = {}
+    by_commit = {}
     for name, by_impl in stored.get("scenarios", {}).items():
         for impl, entry in by_impl.items():
             for m in runs_of(entry):
-                c = m.get("commit")
-                if c and c != last:
-                    other.setdefault(c, set()).add(f"{name}/{impl}")
-    if not other:
-        return ""
-    return " (" + "; ".join(f"{', '.join(sorted(v))}: `{c}`" for c, v in sorted(other.items())) + ")"
+                by_commit.setdefault(m.get("commit") or last, set()).add(f"{name}/{impl}")
+    if len(by_commit) <= 1:
+        return f"Commit: `{next(iter(by_commit), last)}`"
+    most = max(by_commit, key=lambda c: len(by_commit[c]))
+    listed = "; ".join(f"`{c}` for {', '.join(sorted(v))}" for c, v in sorted(by_commit.items()) if c != most)
+    return f"Commits: {listed}; `{most}` for the rest"
 
 
 def section(stored):
@@ -268,8 +268,7 @@ def section(stored):
     out = [
         BEGIN,
         f"Command: `{meta.get('command', 'bench/run.sh')}` (took {meta.get('seconds', '?')} s). Date: {meta.get('date')}"
-        f"{f'; scenario runs from {when[0]} to {when[-1]} UTC' if when else ''}. Commit: `{meta.get('commit')}`"
-        f"{commits_note(stored)}.",
+        f"{f'; scenario runs from {when[0]} to {when[-1]} UTC' if when else ''}. {commits_note(stored)}.",
         "",
         f"Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('ram_gib')} GiB RAM, Linux "
         f"{meta.get('kernel')}; {meta.get('rustc')}; {meta.get('python')}. Everything (moto, connect-sim, the "

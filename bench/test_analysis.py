@@ -69,11 +69,12 @@ def test_the_sampler_reads_one_replicas_start_rate_sharers_in_flight_and_calls()
 def test_the_report_names_scenarios_built_from_another_commit():
     import report
     stored = {"meta": {"commit": "bbb"}, "scenarios": {
-        "steady": {"ours": {"runs": [{"commit": "aaa"}, {"commit": "aaa"}]}, "baseline": {"runs": [{}]}},
+        "steady": {"ours": {"runs": [{"commit": "aaa"}, {"commit": "aaa"}]}, "baseline": {"runs": [{"commit": "aaa"}]}},
         "two-instances": {"ours": {"runs": [{"commit": "bbb"}]}}}}
-    assert report.commits_note(stored) == " (steady/ours: `aaa`)"
-    stored["scenarios"]["steady"]["ours"]["runs"] = [{"commit": "bbb"}]
-    assert report.commits_note(stored) == ""
+    assert report.commits_note(stored) == "Commits: `bbb` for two-instances/ours; `aaa` for the rest"
+    for e in stored["scenarios"]["steady"].values():
+        e["runs"] = [{"commit": "bbb"}]
+    assert report.commits_note(stored) == "Commit: `bbb`"
 
 
 def test_sqs_requests_add_up_over_replicas_by_operation():
