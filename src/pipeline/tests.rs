@@ -126,6 +126,13 @@ fn job(id: &str) -> String {
     )
 }
 
+/// A start-chat job for Connect instance `instance`.
+fn job_on(id: &str, instance: &str) -> String {
+    format!(
+        r#"{{"jobId":"{id}","instanceId":"{instance}","sourceContactId":"src","participant":{{"displayName":"A"}}}}"#
+    )
+}
+
 struct Harness {
     queue: Arc<MemoryQueue>,
     connect: Arc<ScriptedConnect>,
@@ -292,15 +299,10 @@ async fn a_full_instance_never_holds_back_another_instances_jobs() {
         ..Default::default()
     };
     let s = settings(|r| r.max_in_flight = Some("8".into()));
-    let body = |id: String, instance: &str| {
-        format!(
-            r#"{{"jobId":"{id}","instanceId":"{instance}","sourceContactId":"src","participant":{{"displayName":"A"}}}}"#
-        )
-    };
     let mut jobs = Vec::new();
     for i in 0..20 {
-        jobs.push(body(format!("f{i}"), "full"));
-        jobs.push(body(format!("b{i}"), "free"));
+        jobs.push(job_on(&format!("f{i}"), "full"));
+        jobs.push(job_on(&format!("b{i}"), "free"));
     }
     let h = start(s, connect, &jobs);
     // 20 jobs at 10 calls/s need about 2 s alone; allow for the full instance's probes.
@@ -629,15 +631,10 @@ async fn jobs_for_a_full_instance_spend_no_rate_tokens_of_the_others() {
         full_instances: vec!["full".into()],
         ..Default::default()
     };
-    let body = |id: String, instance: &str| {
-        format!(
-            r#"{{"jobId":"{id}","instanceId":"{instance}","sourceContactId":"src","participant":{{"displayName":"A"}}}}"#
-        )
-    };
     let mut jobs = Vec::new();
     for i in 0..100 {
-        jobs.push(body(format!("f{i}"), "full"));
-        jobs.push(body(format!("b{i}"), "free"));
+        jobs.push(job_on(&format!("f{i}"), "full"));
+        jobs.push(job_on(&format!("b{i}"), "free"));
     }
     let h = start(settings(|_| {}), connect, &jobs);
     until(|| h.queue.len(RESULTS) == 100).await;
