@@ -16,6 +16,7 @@
 //!                                           └▶ Capacity(NotBefore) ─▶ HoldForCapacity ─▶ Woke ─▶ AskCapacity
 //!                                                                  └▶ GiveBack / Recycle (too long to hold)
 //!             CreatePersistentContactAssociation: Acquire
+//! Acquire ─▶ Woke (a start whose instance was found full while it waited for its token) ─▶ AskCapacity
 //! Acquire ─▶ Permitted ─▶ start: ClaimCapacity ─▶ Claimed(Go) ─▶ Call
 //!                                             └▶ Claimed(NotBefore) ─▶ hold or give back, as above
 //!                      └▶ association: Call;   past notAfter: Publish(Expired)
