@@ -158,14 +158,22 @@ impl CapacityBook {
 
     /// Takes one start on `instance` now, right before the call: the machine counts a `Go` as
     /// a call on the wire until its outcome is reported. The peek's promise, if any, is
-    /// redeemed first (it held the start this claim takes).
+    /// redeemed in the same step (it held the start this claim takes, so no other peek can be
+    /// promised that start in between).
     pub fn claim(self: &Arc<Self>, instance: &str, promise: Option<CapacityPromise>) -> Asked {
-        if let Some(mut p) = promise {
-            p.redeemed = true;
-            self.with_slot(&p.instance, |s| s.promised = s.promised.saturating_sub(1));
-        }
+        // A promise of another instance (not something the pipeline makes) is given up.
+        let redeemed = match promise {
+            Some(mut p) if p.instance == instance => {
+                p.redeemed = true;
+                true
+            }
+            _ => false,
+        };
         let now = Instant::now();
         let (admit, holding, start_rate) = self.with_slot(instance, |s| {
+            if redeemed {
+                s.promised = s.promised.saturating_sub(1);
+            }
             (s.machine.admit(now), s.holding, s.machine.start_rate(now))
         });
         let lease = (admit == CapacityAdmit::Go).then(|| CapacityLease {
