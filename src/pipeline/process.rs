@@ -240,21 +240,24 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
         let waited = {
             let acquiring = ctx.acquire(op, &mut permit);
             tokio::pin!(acquiring);
+            let mut watching = watch.is_some();
             loop {
                 let changed = async {
-                    match (self.changes.as_mut(), &watch) {
-                        (Some(rx), Some(_)) => {
-                            let _ = rx.changed().await;
-                        }
-                        _ => std::future::pending().await,
+                    match self.changes.as_mut().filter(|_| watching) {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     waited = &mut acquiring => break waited,
                     _ = ctx.stop_receiving.cancelled() => return Event::Stopped,
                     _ = ticket.handed_off() => return Event::HandedOff,
-                    _ = changed => {
-                        if watch.as_deref().is_some_and(|i| ctx.capacity.paced(i)) {
+                    alive = changed => {
+                        if !alive {
+                            // The instance's machine was forgotten (open, nothing in flight):
+                            // nothing to watch, and no busy loop on a closed channel.
+                            watching = false;
+                        } else if watch.as_deref().is_some_and(|i| ctx.capacity.paced(i)) {
                             return Event::Woke;
                         }
                     }
