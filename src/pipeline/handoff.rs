@@ -22,13 +22,23 @@
 //!
 //! # End of a backlog
 //!
-//! When the jobs queue has no visible messages left, the other replicas are long-polling for work
-//! they do not get, while a replica held back to a small share of the quota may still sit on
-//! several seconds of jobs (at 0.5 calls/s, five jobs are ten seconds). So a replica running
-//! below [`SHORT_SHARE`] of its ceiling, with more waiting than it starts in [`SHORT_HORIZON`],
-//! asks SQS for the queue's depth (at most every [`DEPTH_EVERY`]); if nothing is visible, it hands
-//! off the jobs beyond [`SHORT_HORIZON`]. A replica at (most of) its ceiling never does: alone, it
-//! would only receive its own jobs again.
+//! When the jobs queue has no visible messages left, what each replica holds is all that is left,
+//! and the run ends when the last replica is done. The fleet is done soonest when every replica
+//! finishes at the same time: each holding what its own rate starts in the time the fleet needs
+//! for everything held, `T = held by the fleet / the jobs per second the quotas allow` (the
+//! queue's not-visible count over the mix-weighted ceilings: the most the fleet can do). Jobs
+//! beyond that finish later than the fleet could finish them, so they go back for replicas that
+//! run out sooner. A replica running below [`SHORT_SHARE`] of its ceiling, with more waiting
+//! than it starts in [`SHORT_HORIZON`], asks SQS for the queue's depth (at most every
+//! [`DEPTH_EVERY`]); if nothing is visible, it hands off the jobs beyond `T` of its rate, and its
+//! receiver holds no more than that ([`BacklogState::fleet_finish`]). Replicas that hold about
+//! `T` of work each (the receiver holds a lookahead of work at each replica's rate, so shares of
+//! the quota and of the jobs agree) keep it all and finish together; a replica held back to a
+//! small share (at 0.5 calls/s, five jobs are ten seconds) gives its surplus to idle ones. A
+//! replica at (most of) its ceiling never hands off: alone, it would only receive its own jobs
+//! again. (Keeping a fixed two seconds instead made every replica of a fleet sharing one quota
+//! — each below half its ceiling — give its jobs to those that had not looked yet, which then
+//! finished seconds after the others had gone idle.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -48,7 +58,8 @@ pub const HORIZON: Duration = Duration::from_secs(10);
 pub const EVERY: Duration = Duration::from_millis(250);
 /// Jobs received this many times or more are never handed off.
 pub const MAX_RECEIVES: u32 = 3;
-/// At the end of a backlog, the work a replica below [`SHORT_SHARE`] of its ceiling keeps.
+/// A replica below [`SHORT_SHARE`] of its ceiling holding more than this of work checks whether
+/// the backlog has ended (the least surplus worth a `GetQueueAttributes`).
 pub const SHORT_HORIZON: Duration = Duration::from_secs(2);
 /// Below this share of its ceiling a replica hands off at the end of a backlog.
 pub const SHORT_SHARE: f64 = 0.5;
@@ -154,29 +165,54 @@ impl Waiting {
     }
 }
 
+/// How long the fleet needs for the `held` jobs it holds at `jobs_per_second`, the most the
+/// quotas allow: the time by which every replica should be done at the end of a backlog. At most
+/// [`HORIZON`] (beyond it the ordinary handoff applies), 0 if nothing can be started.
+pub fn fleet_finish_time(held: u64, jobs_per_second: f64) -> Duration {
+    if !(jobs_per_second.is_finite() && jobs_per_second > 0.0) {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64((held as f64 / jobs_per_second).min(HORIZON.as_secs_f64()))
+}
+
 /// What the handoff task learned about the jobs queue, for the receiver.
 #[derive(Default)]
 pub struct BacklogState {
-    /// When a depth check last found no visible message.
-    drained_at: Mutex<Option<Instant>>,
+    /// When a depth check last found no visible message, and the fleet's finish time then.
+    drained: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl BacklogState {
-    fn set(&self, drained: bool) {
-        let mut at = self.drained_at.lock().unwrap_or_else(|e| e.into_inner());
-        *at = drained.then(Instant::now);
+    fn set(&self, finish: Option<Duration>) {
+        let mut at = self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        *at = finish.map(|f| (Instant::now(), f));
     }
 
-    /// Whether the last depth check, within the last two check intervals, found the queue drained.
-    pub fn end_of_backlog(&self) -> bool {
-        let at = self.drained_at.lock().unwrap_or_else(|e| e.into_inner());
-        at.is_some_and(|t| t.elapsed() < DEPTH_EVERY * 2)
+    /// If the last depth check, within the last two check intervals, found the queue drained:
+    /// the fleet's finish time it computed ([`fleet_finish_time`]), less the time since.
+    pub fn fleet_finish(&self) -> Option<Duration> {
+        let at = self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        at.and_then(|(t, finish)| {
+            let elapsed = t.elapsed();
+            (elapsed < DEPTH_EVERY * 2).then(|| finish.saturating_sub(elapsed))
+        })
     }
 }
 
 /// Whether this replica's `op` rate is below [`SHORT_SHARE`] of its ceiling.
 pub fn held_back<Q, C>(ctx: &Context<Q, C>, op: Operation) -> bool {
     ctx.start_rate(op) < SHORT_SHARE * ctx.limiter(op).ceiling()
+}
+
+/// The jobs per second the quotas allow the whole fleet (the configured rates are the account's),
+/// weighted by the recent mix of operations.
+pub fn fleet_jobs_per_second<Q, C>(ctx: &Context<Q, C>) -> f64 {
+    super::mix::jobs_per_second(
+        ctx.mix.start_share(),
+        ctx.limiter(Operation::StartChatContact).ceiling(),
+        ctx.limiter(Operation::CreatePersistentContactAssociation)
+            .ceiling(),
+    )
 }
 
 /// Checks the waiting lists every [`EVERY`] until `stop`.
@@ -198,13 +234,18 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
             let may_check = last_depth_check.is_none_or(|t| t.elapsed() >= DEPTH_EVERY);
             if short > n && held_back && may_check {
                 last_depth_check = Some(Instant::now());
-                let drained = tokio::select! {
+                let finish = tokio::select! {
                     _ = stop.cancelled() => return,
-                    d = ctx.queue.depth(&ctx.queues.jobs) => matches!(d, Ok(d) if d.visible == 0),
+                    d = ctx.queue.depth(&ctx.queues.jobs) => match d {
+                        Ok(d) if d.visible == 0 => {
+                            Some(fleet_finish_time(d.in_flight, fleet_jobs_per_second(&ctx)))
+                        }
+                        _ => None,
+                    },
                 };
-                ctx.handoff.set(drained);
-                if drained {
-                    n = excess(waiting.len(), rate, SHORT_HORIZON);
+                ctx.handoff.set(finish);
+                if let Some(finish) = finish {
+                    n = n.max(excess(waiting.len(), rate, finish));
                 }
             }
             if n > 0 {

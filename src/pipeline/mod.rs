@@ -70,7 +70,8 @@ pub struct Context<Q, C> {
     /// Jobs waiting for StartChatContact / CreatePersistentContactAssociation tokens.
     pub waiting_start: Arc<handoff::Waiting>,
     pub waiting_associate: Arc<handoff::Waiting>,
-    /// Whether the jobs queue was last seen drained (handoff's depth checks).
+    /// Whether the jobs queue was last seen drained, and by when the fleet can be done (handoff's
+    /// depth checks).
     pub handoff: handoff::BacklogState,
     pub mix: mix::JobMix,
     /// The order of FIFO groups' jobs held here.

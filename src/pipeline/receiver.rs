@@ -34,9 +34,10 @@ pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);
 /// one quota, a replica whose share is small holds few jobs, so the backlog does not pile up in
 /// slow replicas at the end of a burst.
 ///
-/// At the end of a backlog a held-back replica holds only what it keeps under handoff's short
-/// horizon (see [`super::handoff`]), and no extra message: otherwise the jobs other held-back
-/// replicas hand off would bounce between them instead of reaching the replicas with headroom.
+/// At the end of a backlog a held-back replica holds only what its rate starts by the time the
+/// fleet is done (see [`super::handoff`], "End of a backlog"), and no extra message: otherwise
+/// the jobs other held-back replicas hand off would bounce between them instead of reaching the
+/// replicas that run out first.
 /// Returns (allowance, extra messages one receive may add on top of it).
 fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
     let rate = super::mix::jobs_per_second(
@@ -44,9 +45,10 @@ fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
         ctx.start_rate(Operation::StartChatContact),
         ctx.start_rate(Operation::CreatePersistentContactAssociation),
     );
-    if ctx.handoff.end_of_backlog() && super::handoff::held_back(ctx, Operation::StartChatContact) {
-        let short = super::handoff::SHORT_HORIZON.as_secs_f64();
-        return (((rate * short).ceil() as usize).max(1), 0);
+    if let Some(finish) = ctx.handoff.fleet_finish()
+        && super::handoff::held_back(ctx, Operation::StartChatContact)
+    {
+        return (((rate * finish.as_secs_f64()).ceil() as usize).max(1), 0);
     }
     (((rate * LOOKAHEAD_SECS).ceil() as usize).max(1), 1)
 }

@@ -142,7 +142,16 @@ struct Harness {
 }
 
 fn start(settings: Settings, connect: ScriptedConnect, bodies: &[String]) -> Harness {
-    let queue = Arc::new(MemoryQueue::new());
+    start_on(Arc::new(MemoryQueue::new()), settings, connect, bodies)
+}
+
+/// [`start`] on a queue prepared by the test (e.g. with messages other replicas hold).
+fn start_on(
+    queue: Arc<MemoryQueue>,
+    settings: Settings,
+    connect: ScriptedConnect,
+    bodies: &[String],
+) -> Harness {
     for b in bodies {
         queue.push(JOBS, b.clone());
     }
@@ -560,9 +569,10 @@ async fn jobs_a_replica_cannot_start_soon_are_handed_back() {
 
 #[tokio::test(start_paused = true)]
 async fn at_the_end_of_a_backlog_a_held_back_replica_hands_off_what_it_cannot_start_soon() {
-    // Four jobs, all received at once (nothing stays visible). Throttles push the rate far below
-    // the ceiling: the ten-second horizon keeps all four, but with the queue drained the jobs
-    // beyond two seconds of work go back for replicas that are idle.
+    // Four jobs, all received at once (nothing stays visible), and no other replica holds any.
+    // Throttles push the rate far below the ceiling: the ten-second horizon keeps all four, but
+    // with the queue drained the fleet could finish them in 0.4 s at the quota, so the jobs
+    // beyond what this replica starts by then go back for replicas that are idle.
     let throttles: Vec<Reply> = (0..12)
         .map(|_| Err((ErrorClass::Throttled, "TooManyRequestsException")))
         .collect();
@@ -575,6 +585,48 @@ async fn at_the_end_of_a_backlog_a_held_back_replica_hands_off_what_it_cannot_st
         .with_label_values(&["handoff"])
         .get();
     assert!(handed_off > 0);
+    assert!(results(&h.queue).iter().all(|r| r["status"] == "succeeded"));
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_end_of_a_backlog_a_replica_keeps_what_it_finishes_when_the_fleet_does() {
+    // Other replicas hold 90 jobs (received and hidden, as their in-flight messages); this one
+    // gets the last four and is throttled far below its ceiling. The fleet needs about 9 s at
+    // the quota for what it holds, and even at the floor (0.5/s) this replica starts its four
+    // within that: it keeps them. (A fixed two seconds of work gave three away to replicas as
+    // busy as itself, which then finished after it had gone idle.)
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..90 {
+        queue.push(JOBS, job(&format!("sibling{i}")));
+    }
+    let mut held = 0;
+    while held < 90 {
+        let got = queue
+            .receive(JOBS, 10, Duration::ZERO, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(!got.is_empty());
+        held += got.len();
+    }
+    let throttles: Vec<Reply> = (0..12)
+        .map(|_| Err((ErrorClass::Throttled, "TooManyRequestsException")))
+        .collect();
+    let bodies: Vec<String> = (0..4).map(|i| job(&format!("e{i}"))).collect();
+    let h = start_on(
+        queue,
+        settings(|_| {}),
+        ScriptedConnect::new(throttles),
+        &bodies,
+    );
+    until(|| h.queue.len(RESULTS) == 4).await;
+    let handed_off = h
+        .metrics
+        .jobs_requeued
+        .with_label_values(&["handoff"])
+        .get();
+    assert_eq!(handed_off, 0);
     assert!(results(&h.queue).iter().all(|r| r["status"] == "succeeded"));
     h.stop.cancel();
     h.run.await.unwrap();
