@@ -30,8 +30,9 @@
 //! beyond that finish later than the fleet could finish them, so they go back for replicas that
 //! run out sooner. A replica running below [`SHORT_SHARE`] of its ceiling, with more waiting
 //! than it starts in [`SHORT_HORIZON`], asks SQS for the queue's depth (at most every
-//! [`DEPTH_EVERY`]); if nothing is visible, it hands off the jobs beyond `T` of its rate, and its
-//! receiver holds no more than that ([`BacklogState::fleet_finish`]). Replicas that hold about
+//! [`DEPTH_EVERY`]); if nothing is visible, it hands off the jobs beyond `T` of its rate (`T` at
+//! least [`SHORT_HORIZON`], see [`fleet_finish_time`]), and its receiver holds no more than that
+//! ([`BacklogState::fleet_finish`]). Replicas that hold about
 //! `T` of work each (the receiver holds a lookahead of work at each replica's rate, so shares of
 //! the quota and of the jobs agree) keep it all and finish together; a replica held back to a
 //! small share (at 0.5 calls/s, five jobs are ten seconds) gives its surplus to idle ones. A
@@ -166,13 +167,17 @@ impl Waiting {
 }
 
 /// How long the fleet needs for the `held` jobs it holds at `jobs_per_second`, the most the
-/// quotas allow: the time by which every replica should be done at the end of a backlog. At most
-/// [`HORIZON`] (beyond it the ordinary handoff applies), 0 if nothing can be started.
+/// quotas allow: the time by which every replica should be done at the end of a backlog. At
+/// least [`SHORT_HORIZON`] (the old fixed rule: handing off less than that gains too little to be
+/// worth a trip through SQS, and a replica alone or bound by chat capacity, which the quotas do
+/// not see, would only take its jobs back) and at most [`HORIZON`] (beyond it the ordinary handoff
+/// applies; also when nothing could be started).
 pub fn fleet_finish_time(held: u64, jobs_per_second: f64) -> Duration {
     if !(jobs_per_second.is_finite() && jobs_per_second > 0.0) {
-        return Duration::ZERO;
+        return HORIZON;
     }
-    Duration::from_secs_f64((held as f64 / jobs_per_second).min(HORIZON.as_secs_f64()))
+    let t = (held as f64 / jobs_per_second).min(HORIZON.as_secs_f64());
+    Duration::from_secs_f64(t).max(SHORT_HORIZON)
 }
 
 /// What the handoff task learned about the jobs queue, for the receiver.
@@ -189,12 +194,13 @@ impl BacklogState {
     }
 
     /// If the last depth check, within the last two check intervals, found the queue drained:
-    /// the fleet's finish time it computed ([`fleet_finish_time`]), less the time since.
+    /// the fleet's finish time it computed ([`fleet_finish_time`]), less the time since (at
+    /// least [`SHORT_HORIZON`]).
     pub fn fleet_finish(&self) -> Option<Duration> {
         let at = self.drained.lock().unwrap_or_else(|e| e.into_inner());
         at.and_then(|(t, finish)| {
             let elapsed = t.elapsed();
-            (elapsed < DEPTH_EVERY * 2).then(|| finish.saturating_sub(elapsed))
+            (elapsed < DEPTH_EVERY * 2).then(|| finish.saturating_sub(elapsed).max(SHORT_HORIZON))
         })
     }
 }
@@ -278,6 +284,19 @@ mod tests {
         assert_eq!(excess(3, f64::NAN, h), 2);
         assert_eq!(excess(0, 0.0, h), 0);
         assert_eq!(excess(1, 0.01, h), 0);
+    }
+
+    #[test]
+    fn the_fleet_finishes_what_it_holds_at_the_quota_within_the_bounds() {
+        let secs = |t: Duration| t.as_secs_f64();
+        // 46 jobs held by the fleet at 10 jobs/s: 4.6 s.
+        assert!((secs(fleet_finish_time(46, 10.0)) - 4.6).abs() < 1e-9);
+        // Never below the short horizon, never beyond the ordinary one.
+        assert_eq!(fleet_finish_time(3, 10.0), SHORT_HORIZON);
+        assert_eq!(fleet_finish_time(0, 10.0), SHORT_HORIZON);
+        assert_eq!(fleet_finish_time(10_000, 10.0), HORIZON);
+        assert_eq!(fleet_finish_time(5, 0.0), HORIZON);
+        assert_eq!(fleet_finish_time(5, f64::NAN), HORIZON);
     }
 
     #[tokio::test]
