@@ -30,8 +30,8 @@
 //! beyond that finish later than the fleet could finish them, so they go back for replicas that
 //! run out sooner. A replica running below [`SHORT_SHARE`] of its ceiling, with more waiting
 //! than it starts in [`SHORT_HORIZON`], asks SQS for the queue's depth (at most every
-//! [`DEPTH_EVERY`]); if nothing is visible, it hands off the jobs beyond `T` of its rate (`T` at
-//! least [`SHORT_HORIZON`], see [`fleet_finish_time`]), and its receiver holds no more than that
+//! [`DEPTH_EVERY`]); if nothing is visible, it hands off the jobs beyond `T` of its rate (see
+//! [`fleet_finish_time`]), and its receiver holds no more than that
 //! ([`BacklogState::fleet_finish`]). Replicas that hold about
 //! `T` of work each (the receiver holds a lookahead of work at each replica's rate, so shares of
 //! the quota and of the jobs agree) keep it all and finish together; a replica held back to a
@@ -39,7 +39,10 @@
 //! replica at (most of) its ceiling never hands off: alone, it would only receive its own jobs
 //! again. (Keeping a fixed two seconds instead made every replica of a fleet sharing one quota
 //! — each below half its ceiling — give its jobs to those that had not looked yet, which then
-//! finished seconds after the others had gone idle.)
+//! finished seconds after the others had gone idle; keeping at least 2 s, the same way, left two
+//! slow replicas of the staggered fleet with 2–3 jobs each while the fast one sat idle.) Jobs
+//! waiting for chat capacity are not on these lists (they wait in the instance's hold, see
+//! [`crate::rate::instances`]), so a replica bound by capacity is not affected.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -167,17 +170,18 @@ impl Waiting {
 }
 
 /// How long the fleet needs for the `held` jobs it holds at `jobs_per_second`, the most the
-/// quotas allow: the time by which every replica should be done at the end of a backlog. At
-/// least [`SHORT_HORIZON`] (the old fixed rule: handing off less than that gains too little to be
-/// worth a trip through SQS, and a replica alone or bound by chat capacity, which the quotas do
-/// not see, would only take its jobs back) and at most [`HORIZON`] (beyond it the ordinary handoff
-/// applies; also when nothing could be started).
+/// quotas allow: the time by which every replica should be done at the end of a backlog. At most
+/// [`HORIZON`] (beyond it the ordinary handoff applies; also when nothing could be started). No
+/// lower bound: a replica that keeps more than its rate starts by then finishes after the others
+/// have gone idle (a 2 s floor cost the staggered fleet its last seconds). A lone replica held
+/// back by a neighbour gives what it hands off to the queue, and takes it back as its rate
+/// allows (the receiver holds at least one job).
 pub fn fleet_finish_time(held: u64, jobs_per_second: f64) -> Duration {
     if !(jobs_per_second.is_finite() && jobs_per_second > 0.0) {
         return HORIZON;
     }
     let t = (held as f64 / jobs_per_second).min(HORIZON.as_secs_f64());
-    Duration::from_secs_f64(t).max(SHORT_HORIZON)
+    Duration::from_secs_f64(t)
 }
 
 /// What the handoff task learned about the jobs queue, for the receiver.
@@ -194,13 +198,12 @@ impl BacklogState {
     }
 
     /// If the last depth check, within the last two check intervals, found the queue drained:
-    /// the fleet's finish time it computed ([`fleet_finish_time`]), less the time since (at
-    /// least [`SHORT_HORIZON`]).
+    /// the fleet's finish time it computed ([`fleet_finish_time`]), less the time since.
     pub fn fleet_finish(&self) -> Option<Duration> {
         let at = self.drained.lock().unwrap_or_else(|e| e.into_inner());
         at.and_then(|(t, finish)| {
             let elapsed = t.elapsed();
-            (elapsed < DEPTH_EVERY * 2).then(|| finish.saturating_sub(elapsed).max(SHORT_HORIZON))
+            (elapsed < DEPTH_EVERY * 2).then(|| finish.saturating_sub(elapsed))
         })
     }
 }
@@ -291,9 +294,9 @@ mod tests {
         let secs = |t: Duration| t.as_secs_f64();
         // 46 jobs held by the fleet at 10 jobs/s: 4.6 s.
         assert!((secs(fleet_finish_time(46, 10.0)) - 4.6).abs() < 1e-9);
-        // Never below the short horizon, never beyond the ordinary one.
-        assert_eq!(fleet_finish_time(3, 10.0), SHORT_HORIZON);
-        assert_eq!(fleet_finish_time(0, 10.0), SHORT_HORIZON);
+        // Short when little is held; never beyond the ordinary horizon.
+        assert!((secs(fleet_finish_time(3, 10.0)) - 0.3).abs() < 1e-9);
+        assert_eq!(fleet_finish_time(0, 10.0), Duration::ZERO);
         assert_eq!(fleet_finish_time(10_000, 10.0), HORIZON);
         assert_eq!(fleet_finish_time(5, 0.0), HORIZON);
         assert_eq!(fleet_finish_time(5, f64::NAN), HORIZON);
