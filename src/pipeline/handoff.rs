@@ -25,13 +25,15 @@
 //! When the jobs queue has no visible messages left, what each replica holds is all that is left,
 //! and the run ends when the last replica is done. The fleet is done soonest when every replica
 //! finishes at the same time: each holding what its own rate starts in the time the fleet needs
-//! for everything held, `T = held by the fleet / the jobs per second the quotas allow` (the
-//! queue's not-visible count over the mix-weighted ceilings: the most the fleet can do). Jobs
+//! for everything held, `T = held by the fleet / the fleet's jobs per second` (the queue's
+//! not-visible count over this replica's rate times its estimate of sharers, at most the quota:
+//! see [`fleet_jobs_per_second`]). Jobs
 //! beyond that finish later than the fleet could finish them, so they go back for replicas that
-//! run out sooner. A replica running below [`SHORT_SHARE`] of its ceiling, with more waiting
-//! than it starts in [`SHORT_HORIZON`], asks SQS for the queue's depth (at most every
-//! [`DEPTH_EVERY`]); if nothing is visible, it hands off the jobs beyond `T` of its rate (see
-//! [`fleet_finish_time`]), and its receiver holds no more than that
+//! run out sooner. A replica running below [`SHORT_SHARE`] of its ceiling with jobs waiting
+//! asks SQS for the queue's depth (at most every [`DEPTH_EVERY`]); if nothing is visible, until
+//! the next check it hands off the jobs it is not expected to start within `T`
+//! ([`beyond_finish`], its last job too: a replica starved to a small rate would start it
+//! seconds after an idle sibling could), and its receiver holds no more than that, at least one
 //! ([`BacklogState::fleet_finish`]). Replicas that hold about
 //! `T` of work each (the receiver holds a lookahead of work at each replica's rate, so shares of
 //! the quota and of the jobs agree) keep it all and finish together; a replica held back to a
@@ -62,9 +64,6 @@ pub const HORIZON: Duration = Duration::from_secs(10);
 pub const EVERY: Duration = Duration::from_millis(250);
 /// Jobs received this many times or more are never handed off.
 pub const MAX_RECEIVES: u32 = 3;
-/// A replica below [`SHORT_SHARE`] of its ceiling holding more than this of work checks whether
-/// the backlog has ended (the least surplus worth a `GetQueueAttributes`).
-pub const SHORT_HORIZON: Duration = Duration::from_secs(2);
 /// Below this share of its ceiling a replica hands off at the end of a backlog.
 pub const SHORT_SHARE: f64 = 0.5;
 /// Shortest time between two queue-depth checks.
@@ -79,6 +78,26 @@ pub fn excess(waiting: usize, rate: f64, horizon: Duration) -> usize {
         0
     };
     waiting.saturating_sub(keep.max(1))
+}
+
+/// At the end of a backlog: how many of `waiting` jobs this replica is not expected to start
+/// before the fleet is done, `finish` from now, at `rate` calls/s. It starts about
+/// `rate × finish` of them by then (its pacer's next slot is anywhere within `1 / rate`), so it
+/// keeps that many, rounded to the nearest: a job it more likely than not starts after `finish`
+/// goes back, its last one too, for a sibling that runs out then.
+pub fn beyond_finish(waiting: usize, rate: f64, finish: Duration) -> usize {
+    waiting.saturating_sub(keep_until(rate, finish))
+}
+
+/// Jobs `rate` calls/s start within `finish`, rounded to the nearest (0 for a rate that is not
+/// a positive number).
+pub fn keep_until(rate: f64, finish: Duration) -> usize {
+    let jobs = rate * finish.as_secs_f64();
+    if jobs.is_finite() && jobs > 0.0 {
+        jobs.round().min(usize::MAX as f64) as usize
+    } else {
+        0
+    }
 }
 
 struct Entry {
@@ -169,13 +188,11 @@ impl Waiting {
     }
 }
 
-/// How long the fleet needs for the `held` jobs it holds at `jobs_per_second`, the most the
-/// quotas allow: the time by which every replica should be done at the end of a backlog. At most
+/// How long the fleet needs for the `held` jobs it holds at `jobs_per_second`
+/// ([`fleet_jobs_per_second`]): the time by which every replica should be done at the end of a backlog. At most
 /// [`HORIZON`] (beyond it the ordinary handoff applies; also when nothing could be started). No
 /// lower bound: a replica that keeps more than its rate starts by then finishes after the others
-/// have gone idle (a 2 s floor cost the staggered fleet its last seconds). A lone replica held
-/// back by a neighbour gives what it hands off to the queue, and takes it back as its rate
-/// allows (the receiver holds at least one job).
+/// have gone idle (a 2 s floor cost the staggered fleet its last seconds).
 pub fn fleet_finish_time(held: u64, jobs_per_second: f64) -> Duration {
     if !(jobs_per_second.is_finite() && jobs_per_second > 0.0) {
         return HORIZON;
@@ -198,13 +215,13 @@ impl BacklogState {
     }
 
     /// If the last depth check, within the last two check intervals, found the queue drained:
-    /// the fleet's finish time it computed ([`fleet_finish_time`]), less the time since.
+    /// the fleet's finish time it computed ([`fleet_finish_time`]). Not counted down: checks
+    /// come every [`DEPTH_EVERY`] while jobs wait, each from what is held then, and a finish
+    /// counted down would, once passed, give away a lone replica's last job (throttled past it,
+    /// it would only receive it again).
     pub fn fleet_finish(&self) -> Option<Duration> {
         let at = self.drained.lock().unwrap_or_else(|e| e.into_inner());
-        at.and_then(|(t, finish)| {
-            let elapsed = t.elapsed();
-            (elapsed < DEPTH_EVERY * 2).then(|| finish.saturating_sub(elapsed))
-        })
+        at.and_then(|(t, finish)| (t.elapsed() < DEPTH_EVERY * 2).then_some(finish))
     }
 }
 
@@ -213,14 +230,23 @@ pub fn held_back<Q, C>(ctx: &Context<Q, C>, op: Operation) -> bool {
     ctx.start_rate(op) < SHORT_SHARE * ctx.limiter(op).ceiling()
 }
 
-/// The jobs per second the quotas allow the whole fleet (the configured rates are the account's),
-/// weighted by the recent mix of operations.
+/// The jobs per second the whole fleet does, weighted by the recent mix of operations: per
+/// operation this replica's rate times its estimate of the replicas sharing the quota (the
+/// estimate is the queue's in-flight count over ours, and holdings follow rates, so this is the
+/// fleet's rate when it was taken, see [`super::sharers`]), at most the quota's ceiling (the
+/// configured rates are the account's). An idle sibling is invisible in the queue's counts, so
+/// the estimate, taken while the siblings held work, is what tells a starved replica that its
+/// last job would start sooner elsewhere; a replica alone (estimate 1) does no better than its
+/// own rate and keeps its jobs, even when a foreign caller holds it back.
 pub fn fleet_jobs_per_second<Q, C>(ctx: &Context<Q, C>) -> f64 {
+    let fleet_rate = |op: Operation| {
+        let limiter = ctx.limiter(op);
+        (ctx.start_rate(op) * limiter.sharers()).min(limiter.ceiling())
+    };
     super::mix::jobs_per_second(
         ctx.mix.start_share(),
-        ctx.limiter(Operation::StartChatContact).ceiling(),
-        ctx.limiter(Operation::CreatePersistentContactAssociation)
-            .ceiling(),
+        fleet_rate(Operation::StartChatContact),
+        fleet_rate(Operation::CreatePersistentContactAssociation),
     )
 }
 
@@ -238,24 +264,26 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
             let waiting = ctx.waiting(op);
             let rate = ctx.start_rate(op);
             let mut n = excess(waiting.len(), rate, HORIZON);
-            let short = excess(waiting.len(), rate, SHORT_HORIZON);
             let held_back = held_back(&ctx, op);
             let may_check = last_depth_check.is_none_or(|t| t.elapsed() >= DEPTH_EVERY);
-            if short > n && held_back && may_check {
+            if !waiting.is_empty() && held_back && may_check {
                 last_depth_check = Some(Instant::now());
                 let finish = tokio::select! {
                     _ = stop.cancelled() => return,
                     d = ctx.queue.depth(&ctx.queues.jobs) => match d {
                         Ok(d) if d.visible == 0 => {
-                            Some(fleet_finish_time(d.in_flight, fleet_jobs_per_second(&ctx)))
+                            // SQS's counts lag: the fleet holds at least what this replica does.
+                            let ours = ctx.inflight.len().await as u64;
+                            let held = d.in_flight.max(ours);
+                            Some(fleet_finish_time(held, fleet_jobs_per_second(&ctx)))
                         }
                         _ => None,
                     },
                 };
                 ctx.handoff.set(finish);
-                if let Some(finish) = finish {
-                    n = n.max(excess(waiting.len(), rate, finish));
-                }
+            }
+            if held_back && let Some(finish) = ctx.handoff.fleet_finish() {
+                n = n.max(beyond_finish(waiting.len(), rate, finish));
             }
             if n > 0 {
                 let signalled = waiting.hand_off_newest(n);

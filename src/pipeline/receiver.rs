@@ -35,7 +35,9 @@ pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);
 /// slow replicas at the end of a burst.
 ///
 /// At the end of a backlog a held-back replica holds only what its rate starts by the time the
-/// fleet is done (see [`super::handoff`], "End of a backlog"), and no extra message: otherwise
+/// fleet is done (see [`super::handoff`], "End of a backlog"; at least one job, so a fleet whose
+/// replicas are all held back by a foreign caller never stops receiving), and no extra message:
+/// otherwise
 /// the jobs other held-back replicas hand off would bounce between them instead of reaching the
 /// replicas that run out first.
 /// Returns (allowance, extra messages one receive may add on top of it).
@@ -48,7 +50,7 @@ fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
     if let Some(finish) = ctx.handoff.fleet_finish()
         && super::handoff::held_back(ctx, Operation::StartChatContact)
     {
-        return (((rate * finish.as_secs_f64()).ceil() as usize).max(1), 0);
+        return (super::handoff::keep_until(rate, finish).max(1), 0);
     }
     (((rate * LOOKAHEAD_SECS).ceil() as usize).max(1), 1)
 }

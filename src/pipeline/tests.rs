@@ -632,6 +632,56 @@ async fn at_the_end_of_a_backlog_a_replica_keeps_what_it_finishes_when_the_fleet
     h.run.await.unwrap();
 }
 
+/// One job for a replica throttled to its floor while `siblings` jobs are held by other replicas
+/// that finish theirs (their messages are deleted) 2 s in; returns the jobs it handed off.
+async fn last_job_handoffs(siblings: usize) -> u64 {
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..siblings {
+        queue.push(JOBS, job(&format!("sibling{i}")));
+    }
+    let mut held = Vec::new();
+    while held.len() < siblings {
+        let got = queue
+            .receive(JOBS, 10, Duration::ZERO, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        held.extend(got.into_iter().map(|m| m.receipt_handle));
+    }
+    let throttles: Vec<Reply> = (0..12)
+        .map(|_| Err((ErrorClass::Throttled, "TooManyRequestsException")))
+        .collect();
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(throttles),
+        &[job("last")],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for batch in held.chunks(10) {
+        queue.delete_batch(JOBS, batch).await.unwrap();
+    }
+    until(|| h.queue.len(RESULTS) == 1).await;
+    assert_eq!(results(&h.queue)[0]["status"], "succeeded");
+    let handed_off = h
+        .metrics
+        .jobs_requeued
+        .with_label_values(&["handoff"])
+        .get();
+    h.stop.cancel();
+    h.run.await.unwrap();
+    handed_off
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_end_of_a_backlog_a_starved_replica_hands_off_its_last_job_only_in_a_fleet() {
+    // With 20 jobs held by siblings when it took its estimate of sharers, the fleet is about 20
+    // times faster than this replica at its floor: once the queue is drained (the siblings idle,
+    // which the queue's counts cannot show) it would start its last job after the fleet could,
+    // so even that one goes back. Alone (estimate 1) it keeps it: it would only receive it again.
+    assert!(last_job_handoffs(20).await > 0);
+    assert_eq!(last_job_handoffs(0).await, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn credential_refusals_fail_no_job_even_past_the_receive_limit() {
     // Twelve refusals (ExpiredTokenException) before Connect accepts the credentials again, and
