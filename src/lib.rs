@@ -10,7 +10,7 @@
 //!
 //! Adapters (the only code that knows the AWS SDKs; they classify errors into our own types):
 //! - [`connect`]: the [`connect::ConnectApi`] trait, its `aws-sdk-connect` adapter and error classes.
-//! - [`queue`]: the [`queue::JobQueue`] trait, its `aws-sdk-sqs` adapter and an in-memory queue.
+//! - [`queue`]: the [`queue::MessageQueue`] trait, its `aws-sdk-sqs` adapter and an in-memory queue.
 //!
 //! Decisions (plain functions of their inputs, tested under paused time):
 //! - [`decide`]: what a job does next, one pure function of its state, the event, `now` and a

@@ -19,7 +19,7 @@
 //! later result (by `completedAt`) win.
 //!
 //! To a FIFO jobs queue (`.fifo`), each copy carries `MessageGroupId` (its jobId) and a
-//! `MessageDeduplicationId` (see `queue::fifo` and [`replayed`]).
+//! `MessageDeduplicationId` (see `queue::fifo` and `replayed`).
 //!
 //! `--dry-run` moves nothing: it reports the DLQ's approximate depth (`GetQueueAttributes`) and a
 //! sample of up to 10 jobIds, read by receiving with a 5 s visibility and releasing the messages
@@ -116,7 +116,7 @@ pub struct DryRun {
 }
 
 /// Message attribute a replay to a FIFO jobs queue sets to the DLQ message's id (see
-/// [`replayed`]).
+/// `replayed`).
 pub const REPLAYED_FROM_ATTRIBUTE: &str = "resumeChatReplayedFrom";
 
 /// The copy of a DLQ message for the jobs queue: its body and attributes. To a FIFO jobs queue
