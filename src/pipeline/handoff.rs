@@ -189,10 +189,10 @@ impl Waiting {
 }
 
 /// How long the fleet needs for the `held` jobs it holds at `jobs_per_second`
-/// ([`fleet_jobs_per_second`]): the time by which every replica should be done at the end of a backlog. At most
-/// [`HORIZON`] (beyond it the ordinary handoff applies; also when nothing could be started). No
-/// lower bound: a replica that keeps more than its rate starts by then finishes after the others
-/// have gone idle (a 2 s floor cost the staggered fleet its last seconds).
+/// ([`fleet_jobs_per_second`]): the time by which every replica should be done at the end of a
+/// backlog. At most [`HORIZON`] (beyond it the ordinary handoff applies; also when nothing could
+/// be started). No lower bound: a replica that keeps more than its rate starts by then finishes
+/// after the others have gone idle (a 2 s floor cost the staggered fleet its last seconds).
 pub fn fleet_finish_time(held: u64, jobs_per_second: f64) -> Duration {
     if !(jobs_per_second.is_finite() && jobs_per_second > 0.0) {
         return HORIZON;
@@ -237,7 +237,9 @@ pub fn held_back<Q, C>(ctx: &Context<Q, C>, op: Operation) -> bool {
 /// configured rates are the account's). An idle sibling is invisible in the queue's counts, so
 /// the estimate, taken while the siblings held work, is what tells a starved replica that its
 /// last job would start sooner elsewhere; a replica alone (estimate 1) does no better than its
-/// own rate and keeps its jobs, even when a foreign caller holds it back.
+/// own rate and keeps its jobs, even when a foreign caller holds it back. The estimate errs high
+/// while jobs wait in SQS with a delay (throttle and capacity give-backs count as in flight, not
+/// as ours): then a lone replica may give back a few jobs, and receives them again.
 pub fn fleet_jobs_per_second<Q, C>(ctx: &Context<Q, C>) -> f64 {
     let fleet_rate = |op: Operation| {
         let limiter = ctx.limiter(op);

@@ -37,9 +37,8 @@ pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(5);
 /// At the end of a backlog a held-back replica holds only what its rate starts by the time the
 /// fleet is done (see [`super::handoff`], "End of a backlog"; at least one job, so a fleet whose
 /// replicas are all held back by a foreign caller never stops receiving), and no extra message:
-/// otherwise
-/// the jobs other held-back replicas hand off would bounce between them instead of reaching the
-/// replicas that run out first.
+/// otherwise the jobs other held-back replicas hand off would bounce between them instead of
+/// reaching the replicas that run out first.
 /// Returns (allowance, extra messages one receive may add on top of it).
 fn work_allowance<Q, C>(ctx: &Context<Q, C>) -> (usize, usize) {
     let rate = super::mix::jobs_per_second(
