@@ -570,10 +570,11 @@ async fn jobs_a_replica_cannot_start_soon_are_handed_back() {
 #[tokio::test(start_paused = true)]
 async fn at_the_end_of_a_backlog_a_held_back_replica_hands_off_what_it_cannot_start_soon() {
     // Four jobs, all received at once (nothing stays visible), and no other replica holds any.
-    // Throttles push the rate far below the ceiling: the ten-second horizon keeps all four. The
-    // throttled jobs that wait in SQS with a delay count as in flight but not as ours, so the
-    // estimate of sharers errs high (see `sharers`), the fleet looks faster than this replica,
-    // and at the end of the backlog it gives back what it would not start by the fleet's finish.
+    // Throttles push the rate far below the ceiling: the ten-second horizon keeps all four. Alone,
+    // the fleet can still look faster than this replica at the end of the backlog (throttled jobs
+    // waiting in SQS with a delay count as in flight, not as ours, so the estimate of sharers errs
+    // high; and the rate falls further between two depth checks), so it gives back what it would
+    // not start by then, and receives it again.
     let throttles: Vec<Reply> = (0..12)
         .map(|_| Err((ErrorClass::Throttled, "TooManyRequestsException")))
         .collect();
