@@ -119,7 +119,7 @@ impl Metrics {
             ).unwrap_or_else(|_| unreachable!()),
             last_receive_success: Gauge::new("resume_chat_last_receive_success_timestamp_seconds", "Unix time of the last successful ReceiveMessage.").unwrap_or_else(|_| unreachable!()),
             queue_messages: IntGaugeVec::new(
-                Opts::new("resume_chat_queue_messages", "Approximate messages in the jobs queue and DLQ (GetQueueAttributes, every 30 s)."),
+                Opts::new("resume_chat_queue_messages", "Approximate messages in the jobs queue and DLQ (GetQueueAttributes; the DLQ every 30 s, the jobs queue from its latest reading, at most 45 s old)."),
                 &["queue", "state"],
             ).unwrap_or_else(|_| unreachable!()),
             ready: IntGauge::new("resume_chat_ready", "1 while /readyz answers 200.").unwrap_or_else(|_| unreachable!()),

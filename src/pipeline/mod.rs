@@ -4,7 +4,7 @@
 //! - [`process`]: works one job and decides its ending;
 //! - [`inflight`]: the registry of received messages and the visibility heartbeat;
 //! - [`settle`]: publishes results and deletes jobs in batches;
-//! - [`depth`]: polls queue depths for the metrics;
+//! - [`depth`]: the one reader of the queues' depths (sharers, handoff, the gauge);
 //! - [`handoff`]: gives back waiting jobs this replica cannot start soon;
 //! - [`groups`]: the jobs of one FIFO group one at a time, in order;
 //! - [`mix`]: the recent mix of operations, to size the work the receiver holds;
@@ -73,6 +73,8 @@ pub struct Context<Q, C> {
     /// Whether the jobs queue was last seen drained, and by when the fleet can be done (handoff's
     /// depth checks).
     pub handoff: handoff::BacklogState,
+    /// The jobs queue's last depth reading, shared by everything that reads it.
+    pub jobs_depth: depth::JobsDepth,
     pub mix: mix::JobMix,
     /// The order of FIFO groups' jobs held here.
     pub groups: Arc<groups::GroupOrder>,
@@ -81,6 +83,16 @@ pub struct Context<Q, C> {
     /// Cancelled when the grace period is over: abandon calls on the wire.
     pub abandon: CancellationToken,
     settle_tx: mpsc::Sender<SettleRequest>,
+}
+
+impl<Q: MessageQueue, C> Context<Q, C> {
+    /// The jobs queue's depth, a shared reading if one is younger than `fresh_within`
+    /// ([`depth::JobsDepth`]); `None` if SQS did not answer (counted).
+    pub async fn jobs_depth(&self, fresh_within: Duration) -> Option<crate::queue::QueueDepth> {
+        self.jobs_depth
+            .read(&*self.queue, &self.queues, &self.metrics, fresh_within)
+            .await
+    }
 }
 
 impl<Q, C> Context<Q, C> {
@@ -301,6 +313,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             waiting_start: Arc::default(),
             waiting_associate: Arc::default(),
             handoff: handoff::BacklogState::default(),
+            jobs_depth: depth::JobsDepth::default(),
             mix: mix::JobMix::default(),
             groups: Arc::default(),
             stop_receiving: stop,
@@ -337,12 +350,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             ctx.metrics.clone(),
             background_stop.clone(),
         ));
-        let depth = tokio::spawn(depth::poll(
-            ctx.queue.clone(),
-            ctx.queues.clone(),
-            ctx.metrics.clone(),
-            background_stop.clone(),
-        ));
+        let depth = tokio::spawn(depth::poll(ctx.clone(), background_stop.clone()));
 
         let handoff = tokio::spawn(handoff::run(ctx.clone(), background_stop.clone()));
         let sharers = tokio::spawn(sharers::run(ctx.clone(), background_stop.clone()));

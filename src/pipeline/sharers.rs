@@ -60,22 +60,14 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         last = Some(tokio::time::Instant::now());
         let depth = tokio::select! {
             _ = stop.cancelled() => return,
-            d = ctx.queue.depth(&ctx.queues.jobs) => d,
+            d = ctx.jobs_depth(super::depth::FRESH) => d,
         };
-        match depth {
-            Ok(d) => {
-                let n = estimate(d.in_flight, ours);
-                for op in Operation::ALL {
-                    ctx.limiter(op).set_sharers(n);
-                }
-                ctx.metrics.rate_sharers.set(n);
+        if let Some(d) = depth {
+            let n = estimate(d.in_flight, ours);
+            for op in Operation::ALL {
+                ctx.limiter(op).set_sharers(n);
             }
-            Err(e) => {
-                ctx.metrics
-                    .sqs_errors
-                    .with_label_values(&["GetQueueAttributes", &e.code])
-                    .inc();
-            }
+            ctx.metrics.rate_sharers.set(n);
         }
     }
 }

@@ -24,6 +24,11 @@ impl<Q> Counted<Q> {
         Counted { inner, requests }
     }
 
+    /// The queue it counts for.
+    pub fn inner(&self) -> &Q {
+        &self.inner
+    }
+
     fn count(&self, operation: &str) {
         self.requests.with_label_values(&[operation]).inc();
     }
