@@ -193,6 +193,15 @@ class Queues:
                 on_progress(len(wanted & self.seen.keys()))
         return wanted.issubset(self.seen)
 
+    def drain_rest(self, limit_s):
+        """Receives until the results queue is empty (two empty receives and a depth of 0), at most `limit_s`."""
+        deadline = time.time() + limit_s
+        empty = 0
+        while time.time() < deadline and empty < 2:
+            empty = 0 if self.drain_once(wait=1) else empty + 1
+            if empty == 2 and self.depth(self.results) > 0:
+                empty = 0
+
     def depth(self, url):
         a = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         return int(a.get("ApproximateNumberOfMessages", 0)) + int(a.get("ApproximateNumberOfMessagesNotVisible", 0)) \

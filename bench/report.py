@@ -187,6 +187,11 @@ def targets_table(stored):
             v = o.get("idle", {}).get(impl, {}).get("idle_rss_mib")
             cells.append(f"{num(v)} MiB{_mark(meets(v, '<=', 30.0))}" if v is not None else "–")
         rows.append(f"| overhead | idle RSS ≤ 30 MiB | {cells[0]} | {cells[1]} |")
+        cells = []
+        for impl, _ in IMPLS:
+            v = o.get("idle", {}).get(impl, {}).get("idle_cpu_pct")
+            cells.append(f"{num(v, 2)} %{_mark(meets(v, '<=', 1.0))}" if v is not None else "–")
+        rows.append(f"| overhead | idle CPU ≤ 1 % of a core | {cells[0]} | {cells[1]} |")
     return rows
 
 
@@ -209,7 +214,7 @@ def overhead_section(o):
     if p:
         lines.append(f"| the same paced by a {p['rate']}/s quota ({p['jobs']} jobs in {p['seconds']:.0f} s): CPU per "
                      f"1,000 jobs | {p['cpu_seconds_per_1000_jobs']:.3f} s | – |")
-    row_cpu, row_rss, row_rate, row_idle = [], [], [], []
+    row_cpu, row_rss, row_rate, row_idle, row_idle_cpu = [], [], [], [], []
     for impl, _ in IMPLS:
         m = moto.get(impl)
         row_cpu.append(f"{m['worker_cpu_ms_per_job']:.2f} s" if m and m["worker_cpu_ms_per_job"] is not None else "–")
@@ -218,14 +223,18 @@ def overhead_section(o):
                         else "–")
         v = idle.get(impl, {}).get("idle_rss_mib")
         row_idle.append(f"{v:.1f} MiB" if v is not None else "–")
+        v = idle.get(impl, {}).get("idle_cpu_pct")
+        row_idle_cpu.append(f"{v:.2f} %" if v is not None else "–")
     n = OVERHEAD["moto_jobs"]
     lines += [
         f"| worker process CPU per 1,000 jobs against moto ({n} jobs, incl. its own SQS calls) | {row_cpu[0]} | "
         f"{row_cpu[1]} |",
         f"| peak RSS against moto | {row_rss[0]} | {row_rss[1]} |",
         f"| throughput against moto (moto's SQS is the bound) | {row_rate[0]} | {row_rate[1]} |",
-        f"| idle RSS (VmRSS after {OVERHEAD['idle_seconds']} s idle, polling an empty queue on moto) | {row_idle[0]} | "
+        f"| idle RSS (VmRSS after {OVERHEAD['idle_seconds'] + 5} s idle, polling an empty queue on moto) | {row_idle[0]} | "
         f"{row_idle[1]} |",
+        f"| idle CPU (% of one core over {OVERHEAD['idle_seconds']} s after a 5 s start-up, the same processes) | "
+        f"{row_idle_cpu[0]} | {row_idle_cpu[1]} |",
     ]
     return lines
 

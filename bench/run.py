@@ -314,8 +314,11 @@ def run_one(name, scn, impl, seed=1):
         busy_after = machine.compilers()
         exits = fleet.stop()
         stats = sim.stats()
-        for _ in range(2):  # late or duplicate results
-            q.drain_once(wait=1)
+        # Late or duplicate results, and whatever moto had not delivered yet: with the workers
+        # stopped, drain the results queue until it is empty (moto slows as a queue grows, so a
+        # long run's results can outpace the drain while the workers run; a result still in the
+        # queue is not a lost job).
+        q.drain_rest(limit_s=300)
         ctx = {"t0": t0, "sent_at": sent_at, "kinds": {job_id: k for (job_id, _), k in zip(bodies, kinds)},
                "starts": [at for what, _, at in fleet.events if what == "start"],
                "kill": kill or None, "outage": scn.get("outage"), "seed": seed, "wanted": wanted,
@@ -346,8 +349,9 @@ def run_one(name, scn, impl, seed=1):
             moto.close()
 
 
-def idle_rss(seconds):
-    """VmRSS of each worker after `seconds` idle against an empty queue."""
+def idle_rss(seconds, warm_up=5):
+    """VmRSS of each worker after `warm_up` + `seconds` idle against an empty queue, and its CPU over the last
+    `seconds` (start-up excluded) as a percentage of one core."""
     log_dir = OUT / "logs" / "overhead-idle"
     log_dir.mkdir(parents=True, exist_ok=True)
     moto = harness.Moto(log_dir)
@@ -358,8 +362,15 @@ def idle_rss(seconds):
         scn = {"rate": OVERHEAD["rate"], "burst": OVERHEAD["burst"]}
         for impl in ("ours", "baseline"):
             procs[impl] = harness.Proc(worker_cmd(impl), worker_env(scn, moto.url, sim, q), log_dir / f"{impl}.log")
+        time.sleep(warm_up)
+        before = {impl: p.cpu_seconds() for impl, p in procs.items()}
         time.sleep(seconds)
-        return {impl: {"idle_rss_mib": p.status_mib("VmRSS:"), "idle_cpu_s": p.cpu_seconds()}
+
+        def pct(impl, p):
+            now, then = p.cpu_seconds(), before[impl]
+            return None if now is None or then is None else round((now - then) / seconds * 100, 3)
+        return {impl: {"idle_rss_mib": p.status_mib("VmRSS:"), "idle_cpu_s": p.cpu_seconds(),
+                       "idle_cpu_pct": pct(impl, p)}
                 for impl, p in procs.items()}
     finally:
         for p in procs.values():
