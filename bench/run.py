@@ -266,15 +266,18 @@ def run_one(name, scn, impl, seed=1):
             worker_sqs = proxy.url
         kinds = job_kinds(scn, seed)
         bodies = [(f"bench-{i}", job_body(i, *kinds[i])) for i in range(n)]
+        # A trickle sends its jobs one by one during the run, after `preload` of them queued up front.
+        preload = scn.get("preload", 0) if scn.get("trickle") else n
         t_enq = time.time()
-        if not scn.get("trickle"):
-            q.enqueue([b for _, b in bodies])
+        if preload:
+            q.enqueue([b for _, b in bodies[:preload]])
         enqueue_s = time.time() - t_enq
         sim.reset()
         t0 = time.time()
         sent_at = {}
         if scn.get("trickle"):
-            threading.Thread(target=trickle, args=(q, bodies, scn["trickle"], seed, sent_at, t0), daemon=True).start()
+            threading.Thread(target=trickle, args=(q, bodies[preload:], scn["trickle"], seed, sent_at, t0),
+                             daemon=True).start()
         if proxy and scn.get("outage"):
             proxy.schedule(t0, *scn["outage"])
         envs = []

@@ -5,12 +5,14 @@
 //! [`super::sharers::EVERY`] while this replica holds jobs), the end-of-backlog check of the
 //! handoff (at most every [`super::handoff::DEPTH_EVERY`] while a held-back replica has a job
 //! waiting) and the `resume_chat_queue_messages` gauge ([`poll`], every [`EVERY`], with the DLQ's).
-//! [`JobsDepth::read`] is their one reader: a reading younger than the caller's `fresh_within` is
-//! shared instead of asked for again, and callers that ask at the same time wait for one request
-//! (the lock is held across it). Every reading sets the gauge, so the gauge is as fresh as the
-//! freshest reading and its own poll costs a request only when nothing else read the queue in
-//! the last [`EVERY`]. A failed read is counted in `resume_chat_sqs_errors_total`, returns `None`
-//! and leaves the last values in place.
+//! [`JobsDepth::read`] is their one reader: every reading sets the gauge, so the gauge is as
+//! fresh as the freshest reading and its own poll asks only when no other loop read the queue in
+//! the last half [`EVERY`]. The two control loops always read afresh (`fresh_within` zero): their
+//! counts change within a second at a fleet's start-up, and a shared reading a second old gave
+//! replicas a first estimate of 1.2 sharers instead of 5 (benchmark fleet3, 2026-12-03: start-up
+//! 429s per replica 1.33–1.67 → 2.0–2.67, goodput 0.992–0.997 → 0.973–0.986). Callers that ask
+//! at the same time wait for one request (the lock is held across it). A failed read is counted
+//! in `resume_chat_sqs_errors_total`, returns `None` and leaves the last values in place.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +28,6 @@ use crate::queue::{MessageQueue, QueueDepth};
 /// Between two readings of the gauge: dashboards and alerts look at minutes, not seconds.
 const EVERY: Duration = Duration::from_secs(30);
 
-/// How old a shared reading the sharers estimate and the end-of-backlog check accept: a second,
-/// what SQS's approximate counts may lag by anyway, and well under either caller's cadence
-/// (5 s and 2 s), so sharing changes neither's view by more than the counts' own lag.
-pub const FRESH: Duration = Duration::from_secs(1);
-
 /// The jobs queue's last reading and when it was taken (see the module doc).
 #[derive(Default)]
 pub struct JobsDepth {
@@ -38,8 +35,8 @@ pub struct JobsDepth {
 }
 
 impl JobsDepth {
-    /// The jobs queue's depth: the last reading if it is younger than `fresh_within`, else a new
-    /// one. `None` if the read failed (counted; the last values stay).
+    /// The jobs queue's depth: the last reading if it is younger than `fresh_within` (never, when
+    /// zero), else a new one. `None` if the read failed (counted; the last values stay).
     pub async fn read<Q: MessageQueue>(
         &self,
         queue: &Q,
@@ -49,6 +46,7 @@ impl JobsDepth {
     ) -> Option<QueueDepth> {
         let mut last = self.last.lock().await;
         if let Some((at, depth)) = *last
+            && !fresh_within.is_zero()
             && at.elapsed() < fresh_within
         {
             return Some(depth);
@@ -115,6 +113,8 @@ mod tests {
     use crate::queue::memory::MemoryQueue;
     use prometheus::{IntCounterVec, Opts};
 
+    const FRESH: Duration = Duration::from_secs(1);
+
     fn setup() -> (Counted<MemoryQueue>, IntCounterVec, Queues, Metrics) {
         let requests = IntCounterVec::new(Opts::new("r", "r"), &["operation"]).unwrap();
         let queue = Counted::new(MemoryQueue::new(), requests.clone());
@@ -156,6 +156,10 @@ mod tests {
         assert_eq!(fresh.map(|d| d.visible), Some(2));
         assert_eq!(calls(), 2);
         assert_eq!(visible(), 2);
+
+        // Zero: always a new reading.
+        jobs.read(&queue, &queues, &metrics, Duration::ZERO).await;
+        assert_eq!(calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]

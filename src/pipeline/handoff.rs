@@ -272,7 +272,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
                 last_depth_check = Some(Instant::now());
                 let finish = tokio::select! {
                     _ = stop.cancelled() => return,
-                    d = ctx.jobs_depth(super::depth::FRESH) => match d {
+                    d = ctx.jobs_depth(Duration::ZERO) => match d {
                         Some(d) if d.visible == 0 => {
                             // SQS's counts lag: the fleet holds at least what this replica does.
                             let ours = ctx.inflight.len().await as u64;

@@ -60,7 +60,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         last = Some(tokio::time::Instant::now());
         let depth = tokio::select! {
             _ = stop.cancelled() => return,
-            d = ctx.jobs_depth(super::depth::FRESH) => d,
+            d = ctx.jobs_depth(Duration::ZERO) => d,
         };
         if let Some(d) = depth {
             let n = estimate(d.in_flight, ours);
