@@ -4,6 +4,7 @@
 
 use clap::{Args, Parser, ValueEnum};
 
+use crate::contact_events::{self, DelayRange};
 use crate::instances::{InstanceLimit, Prefill};
 use crate::lifetimes::Lifetime;
 use crate::schedule::Segment;
@@ -124,6 +125,20 @@ pub struct SimConfig {
     /// Empty disables it.
     #[arg(long, default_value = "voice-")]
     pub voice_contact_prefix: String,
+    /// Contact events: every chat that ends (an API caller's, the background caller's, a
+    /// prefilled one with SECONDS) sends one EventBridge `Amazon Connect Contact Event`
+    /// envelope (`eventType` DISCONNECTED) to this SQS queue, as an EventBridge rule targeting
+    /// the queue would (see contact_events.rs). Off when absent.
+    #[arg(long)]
+    pub contact_events_queue_url: Option<String>,
+    /// Delivery latency of a contact event after its chat ended, `LO:HI` milliseconds, drawn
+    /// uniformly per chat (seeded from `--seed`, own RNG streams).
+    #[arg(long, default_value = "250:750")]
+    pub contact_events_delay_ms: DelayRange,
+    /// SQS endpoint for the contact events, `scheme://host[:port]`. Default: that of the queue
+    /// URL (moto's queue URLs are on its endpoint).
+    #[arg(long)]
+    pub contact_events_endpoint: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -174,6 +189,21 @@ impl SimConfig {
         }
         if self.background_instance.is_some() && self.background_rate == 0.0 && !scheduled {
             return Err("background_instance is set but the background caller never calls".into());
+        }
+        if let Some(url) = &self.contact_events_queue_url {
+            contact_events::endpoint_of(url)
+                .map_err(|e| format!("contact_events_queue_url: {e}"))?;
+        }
+        if let Some(endpoint) = &self.contact_events_endpoint {
+            contact_events::endpoint_of(endpoint)
+                .map_err(|e| format!("contact_events_endpoint: {e}"))?;
+        }
+        let d = self.contact_events_delay_ms;
+        if d.lo_ms > d.hi_ms {
+            return Err(format!(
+                "contact_events_delay_ms: LO ({}) exceeds HI ({})",
+                d.lo_ms, d.hi_ms
+            ));
         }
         Ok(())
     }
@@ -279,6 +309,69 @@ mod tests {
         assert!(c.validate().is_ok());
         assert!(DefaultsOnly::try_parse_from(["x", "--chat-lifetime", "uniform:9:1"]).is_err());
         assert!(DefaultsOnly::try_parse_from(["x", "--background-schedule", "5:1:1"]).is_err());
+    }
+
+    #[test]
+    fn contact_event_flags_parse() {
+        let c = SimConfig::default();
+        assert_eq!(c.contact_events_queue_url, None);
+        assert_eq!(c.contact_events_endpoint, None);
+        assert_eq!(
+            c.contact_events_delay_ms,
+            DelayRange {
+                lo_ms: 250,
+                hi_ms: 750
+            }
+        );
+        let c = DefaultsOnly::parse_from([
+            "x",
+            "--contact-events-queue-url",
+            "http://127.0.0.1:5000/123456789012/contact-events",
+            "--contact-events-delay-ms",
+            "0:20",
+        ])
+        .config;
+        assert_eq!(
+            c.contact_events_queue_url.as_deref(),
+            Some("http://127.0.0.1:5000/123456789012/contact-events")
+        );
+        assert_eq!(
+            c.contact_events_delay_ms,
+            DelayRange {
+                lo_ms: 0,
+                hi_ms: 20
+            }
+        );
+        assert!(c.validate().is_ok());
+        let c = DefaultsOnly::parse_from([
+            "x",
+            "--contact-events-queue-url",
+            "https://sqs.eu-west-1.amazonaws.com/210987654321/events",
+            "--contact-events-endpoint",
+            "http://localhost:4566",
+        ])
+        .config;
+        assert_eq!(
+            c.contact_events_endpoint.as_deref(),
+            Some("http://localhost:4566")
+        );
+        assert!(c.validate().is_ok());
+        for bad in ["750:250", "250", "a:b", "-1:5", "1:2:3"] {
+            assert!(
+                DefaultsOnly::try_parse_from(["x", "--contact-events-delay-ms", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let c = SimConfig {
+            contact_events_queue_url: Some("not a url".into()),
+            ..SimConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = SimConfig {
+            contact_events_endpoint: Some("ftp://x".into()),
+            ..SimConfig::default()
+        };
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! active chats per instance, another caller sharing the quota), idempotent ClientTokens,
 //! fault injection and counters; past chat sessions for persistent chat (which contact a resume
 //! continues from, which sources are refused), and the participant token's connect window with
-//! the Participant Service's CreateParticipantConnection (`POST /participant/connection`).
+//! the Participant Service's CreateParticipantConnection (`POST /participant/connection`);
+//! and contact events: an EventBridge DISCONNECTED envelope sent to an SQS queue when each chat
+//! ends (`--contact-events-queue-url`, see `contact_events`).
 //!
 //! Use it from tests as a library (`start(SimConfig, "127.0.0.1:0")`, then point an AWS SDK
 //! at `SimHandle::endpoint_url()` and read `SimHandle::stats()`), or run the `connect-sim`
@@ -15,6 +17,7 @@ mod auth;
 mod background;
 mod bucket;
 pub mod config;
+pub mod contact_events;
 mod core;
 pub mod credentials;
 mod error;
@@ -30,6 +33,6 @@ pub use config::{BackgroundOperation, SimConfig};
 pub use credentials::{CredentialFault, CredentialSwitch};
 pub use server::{SimHandle, start};
 pub use stats::{
-    BackgroundCounters, CallRecord, ChatRecord, InstanceCounters, OpCounters, Operations,
-    SecondCounts, Stats, TimelineSecond,
+    BackgroundCounters, CallRecord, ChatRecord, ContactEventCounters, InstanceCounters, OpCounters,
+    Operations, SecondCounts, Stats, TimelineSecond,
 };

@@ -18,6 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower_service::Service;
 
 use crate::config::SimConfig;
+use crate::contact_events::{self, SqsSink};
 use crate::core::Core;
 use crate::credentials::{self, CredentialSwitch};
 use crate::stats::Stats;
@@ -43,6 +44,8 @@ pub struct SimHandle {
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     background: JoinHandle<()>,
+    /// The contact-events task (`--contact-events-queue-url`).
+    events: Option<JoinHandle<()>>,
 }
 
 /// Binds `addr` (port 0 picks a free port) and serves until the handle is shut down or
@@ -56,6 +59,15 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
     let background_rate = config.background_rate;
     let credentials = Arc::new(CredentialSwitch::new(config.credential_fault));
     let background_schedule = config.background_schedule.clone();
+    let sink = match &config.contact_events_queue_url {
+        Some(url) => {
+            let sink = SqsSink::new(url, config.contact_events_endpoint.as_deref())
+                .await
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            Some((sink, contact_events::account_of(url)))
+        }
+        None => None,
+    };
     let core = Arc::new(Core::new(config));
     let (stop, stopped) = watch::channel(false);
     let router = credentials::wrap(api::router(Arc::clone(&core)), Arc::clone(&credentials));
@@ -65,6 +77,16 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
         background_rate,
         background_schedule,
     ));
+    let events = sink.map(|(sink, account)| {
+        let region = sink.region().to_owned();
+        tracing::info!(%account, %region, "contact events on");
+        tokio::spawn(contact_events::run(
+            Arc::clone(&core),
+            Arc::new(sink),
+            account,
+            region,
+        ))
+    });
     tracing::info!(%addr, "connect-sim listening");
     Ok(SimHandle {
         addr,
@@ -73,6 +95,7 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
         stop,
         server: Some(server),
         background,
+        events,
     })
 }
 
@@ -120,6 +143,9 @@ impl SimHandle {
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         self.background.abort();
+        if let Some(events) = &self.events {
+            events.abort();
+        }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
@@ -130,6 +156,9 @@ impl Drop for SimHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         self.background.abort();
+        if let Some(events) = &self.events {
+            events.abort();
+        }
         if let Some(server) = &self.server {
             server.abort();
         }

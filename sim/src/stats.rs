@@ -112,6 +112,14 @@ pub struct CallRecord {
 /// counted in `records_dropped` only.
 pub const MAX_RECORDS: usize = 200_000;
 
+/// Contact events (`--contact-events-queue-url`): SendMessage calls that reached the queue, and
+/// events given up after their retries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactEventCounters {
+    pub sent: u64,
+    pub failed: u64,
+}
+
 /// Everything `/_sim/stats` returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -145,6 +153,9 @@ pub struct Stats {
     /// Records not kept in `chats` or `calls` beyond `MAX_RECORDS`.
     #[serde(default)]
     pub records_dropped: u64,
+    /// Contact events sent and failed (zero without `--contact-events-queue-url`).
+    #[serde(default)]
+    pub contact_events: ContactEventCounters,
 }
 
 /// The two Connect operations.
@@ -236,6 +247,8 @@ mod tests {
         assert_eq!(v["timeline"][1]["background"]["refused"], 1);
         assert_eq!(v["background"]["attempted"], 0);
         assert_eq!(v["duplicate_source_chats"], 0);
+        assert_eq!(v["contact_events"]["sent"], 0);
+        assert_eq!(v["contact_events"]["failed"], 0);
         let back: Stats = serde_json::from_value(v).unwrap_or_default();
         assert_eq!(back, s);
     }

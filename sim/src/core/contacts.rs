@@ -282,6 +282,13 @@ impl Contacts {
         Ok(id)
     }
 
+    /// When a contact ends or ended, as far as the sim knows now (`None`: unknown, forgotten or
+    /// ended before the sim started). Only final once its connect window has passed or it was
+    /// connected: see `expire`.
+    pub fn ends_of(&self, id: &str) -> Option<Instant> {
+        self.by_id.get(id).and_then(|c| c.ends)
+    }
+
     /// What the sim knows of a contact, for `GET /_sim/contacts/{id}` (test introspection).
     pub fn describe(&self, id: &str, now: Instant) -> Option<Value> {
         let c = self.by_id.get(id)?;

@@ -9,6 +9,7 @@
 //! active chats (429 LimitExceeded, StartChatContact only) → fault injection → success.
 
 mod contacts;
+mod endings;
 mod ops;
 mod records;
 mod resume;
@@ -62,12 +63,16 @@ struct Inner {
     rng: StdRng,
     /// Lifetime draws (see `records`).
     scenario: records::Scenario,
+    /// Chats still to end, for contact events (`endings`); `None` when they are off.
+    endings: Option<endings::Endings>,
 }
 
 pub struct Core {
     config: SimConfig,
     idempotency_ttl: Duration,
     inner: Mutex<Inner>,
+    /// Wakes the contact-events task (see `endings`).
+    ends_changed: tokio::sync::Notify,
 }
 
 impl Core {
@@ -82,6 +87,7 @@ impl Core {
             idempotency_ttl: Duration::from_secs_f64(config.idempotency_ttl_seconds),
             config,
             inner: Mutex::new(inner),
+            ends_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -119,6 +125,8 @@ impl Core {
         let now = Instant::now();
         let rng = std::mem::replace(&mut inner.rng, StdRng::seed_from_u64(0));
         *inner = Inner::new(&self.config, now, rng);
+        drop(inner);
+        self.ends_changed.notify_one();
     }
 }
 
@@ -140,6 +148,7 @@ impl Inner {
             },
             rng,
             scenario: records::Scenario::new(config),
+            endings: endings::Endings::new(config),
         };
         inner.prefill(config, now);
         inner

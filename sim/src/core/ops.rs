@@ -11,6 +11,7 @@
 //! its ClientToken then replays the created result, as a real partial failure would.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::RngExt;
 use serde_json::{Value, json};
@@ -349,6 +350,18 @@ impl Core {
             body["StreamingId"] = json!(ids::uuid(rng));
         }
         self.remember_contact(inner, req, &body, continued_from, ends, now);
+        if let Some(contact_id) = body["ContactId"].as_str() {
+            // Looked at first when its connect window passes (it may end unconnected then).
+            let window = Duration::from_secs_f64(self.config.connect_window_seconds);
+            let check = if window.is_zero() {
+                ends
+            } else {
+                ends.min(now + window)
+            };
+            if inner.schedule_end(&req.instance_id, Some(contact_id), now, check) {
+                self.ends_changed.notify_one();
+            }
+        }
         body
     }
 }

@@ -87,6 +87,12 @@ impl Inner {
                 insert_end(queue, end);
             }
             self.active_total += u64::from(p.chats);
+            // Held for SECONDS: they end then (contact events); for the whole run: never.
+            if p.seconds.is_some() {
+                for _ in 0..p.chats {
+                    self.schedule_end(&p.instance, None, now, end);
+                }
+            }
         }
         self.stats.peak_active_chats = self.active_total;
         for p in &config.instance_prefill {
@@ -227,6 +233,9 @@ impl Core {
             } else {
                 let lifetime = inner.scenario.background_lifetimes.draw();
                 inner.open_chat(config, instance, lifetime, now);
+                if inner.schedule_end(instance, None, now, now + lifetime) {
+                    self.ends_changed.notify_one();
+                }
             }
         }
         let second = inner.second(now);

@@ -221,7 +221,8 @@ def test_stats_shape_and_reset(sim_factory):
     assert set(stats) == {"operations", "active_chats", "peak_active_chats", "chats_created",
                           "duplicate_source_chats", "chats_abandoned", "background",
                           "timeline", "epoch_unix_ms", "instances", "chats", "calls",
-                          "records_dropped"}
+                          "records_dropped", "contact_events"}
+    assert stats["contact_events"] == {"sent": 0, "failed": 0}
     assert set(stats["timeline"][0]) == {"second", "StartChatContact",
                                          "CreatePersistentContactAssociation", "background"}
     req = urllib.request.Request(sim.url + "/_sim/reset", method="POST")
