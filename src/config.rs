@@ -20,6 +20,11 @@ pub struct RawSettings {
     /// URL of the dead-letter queue; jobs received more than MAX_RECEIVE_COUNT times are moved there.
     #[arg(long, env = "DEAD_LETTER_QUEUE_URL")]
     pub dead_letter_queue_url: Option<String>,
+    /// URL of an SQS queue that an EventBridge rule fills with Amazon Connect contact events
+    /// (DISCONNECTED, channel CHAT): a full instance then starts one chat per chat that ended,
+    /// instead of pacing guesses (optional).
+    #[arg(long, env = "CONTACT_EVENTS_QUEUE_URL")]
+    pub contact_events_queue_url: Option<String>,
     /// Connect instance id used when a job has no `instanceId`.
     #[arg(long, env = "CONNECT_INSTANCE_ID")]
     pub connect_instance_id: Option<String>,
@@ -98,6 +103,7 @@ impl std::fmt::Debug for RawSettings {
             .field("jobs_queue_url", &self.jobs_queue_url)
             .field("results_queue_url", &self.results_queue_url)
             .field("dead_letter_queue_url", &self.dead_letter_queue_url)
+            .field("contact_events_queue_url", &self.contact_events_queue_url)
             .field("connect_instance_id", &self.connect_instance_id)
             .field("connect_contact_flow_id", &self.connect_contact_flow_id)
             .field("start_chat_rate", &self.start_chat_rate)
@@ -200,6 +206,8 @@ pub struct Settings {
     pub jobs_queue_url: String,
     pub results_queue_url: String,
     pub dead_letter_queue_url: Option<String>,
+    /// `CONTACT_EVENTS_QUEUE_URL`: chat ends from Connect's contact events.
+    pub contact_events_queue_url: Option<String>,
     pub defaults: JobDefaults,
     pub start_chat: RateSetting,
     pub associate: RateSetting,
@@ -454,6 +462,22 @@ impl RawSettings {
         let dead_letter_queue_url = trimmed(&self.dead_letter_queue_url)
             .map(|s| url(s, "DEAD_LETTER_QUEUE_URL"))
             .transpose()?;
+        let contact_events_queue_url = trimmed(&self.contact_events_queue_url)
+            .map(|s| url(s, "CONTACT_EVENTS_QUEUE_URL"))
+            .transpose()?;
+        if let Some(events) = &contact_events_queue_url {
+            let clash = [Some(&jobs_queue_url), Some(&results_queue_url)]
+                .into_iter()
+                .chain([dead_letter_queue_url.as_ref()])
+                .flatten()
+                .any(|q| q == events);
+            if clash {
+                return Err(bad(
+                    "CONTACT_EVENTS_QUEUE_URL",
+                    "must be a queue of its own (its messages are deleted once read)",
+                ));
+            }
+        }
         let id = |v: &Option<String>, setting, max: usize| -> Result<Option<String>, ConfigError> {
             match trimmed(v) {
                 Some(s) if s.chars().count() > max => {
@@ -561,6 +585,7 @@ impl RawSettings {
             jobs_queue_url,
             results_queue_url,
             dead_letter_queue_url,
+            contact_events_queue_url,
             defaults,
             start_chat,
             associate,

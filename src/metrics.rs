@@ -39,6 +39,7 @@ pub struct Metrics {
     pub recycle_failures: IntCounter,
     pub build_info: IntGaugeVec,
     pub connect_window_used: Histogram,
+    pub contact_events: IntCounterVec,
 }
 
 const AGE_BUCKETS: &[f64] = &[
@@ -94,6 +95,10 @@ impl Metrics {
             rate_ceiling: GaugeVec::new(
                 Opts::new("resume_chat_rate_ceiling", "Configured calls per second (the limiter's ceiling)."),
                 &["operation"],
+            ).unwrap_or_else(|_| unreachable!()),
+            contact_events: IntCounterVec::new(
+                Opts::new("resume_chat_contact_events_total", "Messages read from CONTACT_EVENTS_QUEUE_URL, by kind: chat_ended (a DISCONNECTED chat: a slot freed), duplicate (the same contact again), other (another event type or channel, ignored), malformed (not a contact event; deleted)."),
+                &["kind"],
             ).unwrap_or_else(|_| unreachable!()),
             capacity_limited: IntGaugeVec::new(
                 Opts::new("resume_chat_capacity_limited", "1 while the Connect instance has been found out of chat capacity (LimitExceededException) and starts on it are paced, else 0 (only instances that were ever limited)."),
@@ -170,6 +175,7 @@ impl Metrics {
             Box::new(m.recycle_failures.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.connect_window_used.clone()),
+            Box::new(m.contact_events.clone()),
         ];
         for c in collectors {
             // Names are distinct constants; registration cannot fail.

@@ -9,13 +9,15 @@
 //! - [`groups`]: the jobs of one FIFO group one at a time, in order;
 //! - [`mix`]: the recent mix of operations, to size the work the receiver holds;
 //! - [`sharers`]: how many replicas of ours share the quota, from the jobs queue, for the limiters;
-//! - [`permit`]: a call's permit, which owes every limiter its one feedback.
+//! - [`permit`]: a call's permit, which owes every limiter its one feedback;
+//! - [`contact_events`]: chat ends from Connect's contact events, for the capacity machines.
 //!
 //! Shutdown ([`Worker::run`]): on the stop signal the receiver stops at once (the long poll is
 //! dropped), jobs not yet calling Connect are released with visibility 0, calls on the wire get
 //! until the grace period ends, then the remaining jobs are released; results are flushed and the
 //! run returns. Nothing is deleted without its result published first.
 
+pub mod contact_events;
 pub mod depth;
 pub mod groups;
 pub mod handoff;
@@ -282,7 +284,10 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
             );
             let (forget_limited, forget_rate) = (limited.clone(), rate.clone());
             Arc::new(CapacityBook::new(
-                CapacitySettings::default(),
+                CapacitySettings {
+                    contact_events: settings.contact_events_queue_url.is_some(),
+                    ..CapacitySettings::default()
+                },
                 move |g| {
                     limited.with_label_values(&[&g.instance]).set(g.state_code);
                     rate.with_label_values(&[&g.instance])
@@ -354,6 +359,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
 
         let handoff = tokio::spawn(handoff::run(ctx.clone(), background_stop.clone()));
         let sharers = tokio::spawn(sharers::run(ctx.clone(), background_stop.clone()));
+        let events = tokio::spawn(contact_events::run(ctx.clone(), background_stop.clone()));
         if let Some(fleet) = &ctx.fleet {
             // Reach Redis before the first receive, so the state gauge and the log tell at
             // start-up and the first jobs already take fleet slots: while one connection attempt
@@ -397,6 +403,7 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         let _ = depth.await;
         let _ = handoff.await;
         let _ = sharers.await;
+        let _ = events.await;
         summary
     }
 }

@@ -760,3 +760,56 @@ async fn jobs_for_a_full_instance_spend_no_rate_tokens_of_the_others() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_contact_events_a_full_instance_starts_the_next_chat_when_one_ends() {
+    // One chat of capacity. Job a's chat lives 3 s; b is refused behind it. With contact
+    // events the instance sends nothing more until Connect reports a's end (the first
+    // insurance probe is 5 s after the refusal), then starts b at once. The blind pace would
+    // have guessed several times before 3 s (it starts from the fill's rate).
+    const EVENTS: &str = "http://memory/contact-events";
+    let t0 = tokio::time::Instant::now();
+    let connect = ScriptedConnect {
+        capacity: Some((1, Duration::from_secs(3))),
+        ..Default::default()
+    };
+    let h = start(
+        settings(|r| r.contact_events_queue_url = Some(EVENTS.into())),
+        connect,
+        &[job("a"), job("b")],
+    );
+    until(|| h.connect.calls() == 2).await;
+    tokio::time::sleep_until(t0 + Duration::from_millis(3_300)).await;
+    assert_eq!(h.connect.calls(), 2, "no start between the refusal and the chat's end");
+    let refused = || {
+        h.metrics
+            .connect_calls
+            .with_label_values(&["StartChatContact", "LimitExceededException"])
+            .get()
+    };
+    assert_eq!(refused(), 1);
+    // A malformed message and another instance's event are read and dropped.
+    h.queue.push(EVENTS, "not json");
+    h.queue.push(
+        EVENTS,
+        super::contact_events::tests::event("elsewhere", "x", "DISCONNECTED", "CHAT"),
+    );
+    h.queue.push(
+        EVENTS,
+        super::contact_events::tests::event("inst", "contact-a", "DISCONNECTED", "CHAT"),
+    );
+    let pushed = tokio::time::Instant::now();
+    until(|| h.queue.len(RESULTS) == 2).await;
+    assert!(
+        pushed.elapsed() < Duration::from_millis(500),
+        "b started {:?} after the event",
+        pushed.elapsed()
+    );
+    assert_eq!((h.connect.calls(), refused()), (3, 1));
+    assert!(results(&h.queue).iter().all(|r| r["status"] == "succeeded"));
+    until(|| h.queue.is_empty(EVENTS)).await;
+    let kinds = |k: &str| h.metrics.contact_events.with_label_values(&[k]).get();
+    assert_eq!((kinds("chat_ended"), kinds("malformed")), (2, 1));
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

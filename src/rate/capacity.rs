@@ -71,6 +71,11 @@
 //! - **Inconclusive** answers (throttled, 5xx, transport, not sent) say nothing about capacity:
 //!   their token is given back.
 //!
+//! - **Contact events.** When the worker reads Connect's chat ends (`contact_events`), the
+//!   pace stands aside while the instance is full: one start goes per reported end, plus rare
+//!   insurance probes ([`super::freed::FreedSlots`]); the rest of the machine (open, the first
+//!   refusal, the burst it measures) is the same.
+//!
 //! Time enters only through the `now` arguments (no clock reads, no I/O); one machine per
 //! Connect instance. Design notes and the scenario family: `docs/capacity-control.md` and
 //! `tests/data/capacity-scenarios/`.
@@ -79,6 +84,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::freed::FreedSlots;
 
 /// Rounding tolerance of the bucket, in starts (not a tuning constant).
 const TOKEN_EPSILON: f64 = 1e-6;
@@ -131,6 +138,15 @@ pub struct CapacitySettings {
     /// the retry that still goes while they mostly fail (to notice when they work again): 8, a
     /// handful of cycles, so the machine switches within a minute of 5 s chats.
     pub retry_memory: f64,
+    /// Whether chat ends are reported ([`InstanceCapacity::freed`]): the worker reads Connect's
+    /// contact events (`CONTACT_EVENTS_QUEUE_URL` set). Off by default: nothing reports them.
+    pub contact_events: bool,
+    /// With contact events, the first insurance probe on a full instance comes this long after
+    /// the refusal (then doubling up to `1 / min_rate`). 5 s: an event is taken as lost only
+    /// well after EventBridge's delivery of about a second, so a probe does not race the event
+    /// it waits for; what it costs while an instance stays full is `log₂(300 / 5)` ≈ 6 refusals,
+    /// then the floor's 12 an hour.
+    pub event_probe_min: Duration,
 }
 
 impl Default for CapacitySettings {
@@ -147,6 +163,8 @@ impl Default for CapacitySettings {
             max_rate: 1_000.0,
             min_burst: 1.0,
             retry_memory: 8.0,
+            contact_events: false,
+            event_probe_min: Duration::from_secs(5),
         }
     }
 }
@@ -224,12 +242,14 @@ pub struct InstanceCapacity {
     /// starts since the machine last opened (in the open period and after).
     open_starts: VecDeque<Instant>,
     open_count: u32,
+    /// With contact events: the slots their chat ends freed (the pace stands aside).
+    events: Option<FreedSlots>,
 }
 
 impl InstanceCapacity {
     /// An open machine.
     pub fn new(settings: CapacitySettings, now: Instant) -> Self {
-        InstanceCapacity {
+        let mut m = InstanceCapacity {
             burst: settings.min_burst.max(1.0),
             settings,
             phase: Phase::Open,
@@ -251,6 +271,40 @@ impl InstanceCapacity {
             success_run: 0,
             open_starts: VecDeque::new(),
             open_count: 0,
+            events: None,
+        };
+        m.set_contact_events(m.settings.contact_events);
+        m
+    }
+
+    /// Whether chat ends are reported from now on (the worker's contact-events reader is
+    /// healthy). Off: the blind pace takes over where the machine's state is.
+    pub fn set_contact_events(&mut self, on: bool) {
+        match (on, self.events.is_some()) {
+            (true, false) => {
+                let max = Duration::from_secs_f64((1.0 / self.settings.min_rate).min(1e6));
+                let mut ev = FreedSlots::new(self.settings.event_probe_min, max);
+                if self.phase == Phase::Limited {
+                    // Nothing known about which slots freed: probe from now.
+                    ev.found_full(self.refilled, self.refilled);
+                }
+                self.events = Some(ev);
+            }
+            (false, true) => self.events = None,
+            _ => {}
+        }
+    }
+
+    /// A chat on this instance ended at `ended` (a contact event, received at `now`): ours or
+    /// another caller's. Without contact events on, ignored.
+    pub fn freed(&mut self, ended: Instant, now: Instant) {
+        let limited = self.phase == Phase::Limited;
+        if let Some(ev) = self.events.as_mut() {
+            if limited {
+                ev.freed(ended, now);
+            } else {
+                ev.seen(now);
+            }
         }
     }
 
@@ -258,6 +312,9 @@ impl InstanceCapacity {
     /// [`InstanceCapacity::report`] exactly once with its outcome. `NotBefore(t)`: do not ask
     /// again before `t`.
     pub fn admit(&mut self, now: Instant) -> CapacityAdmit {
+        if self.events.is_some() {
+            return self.admit_on_events(now);
+        }
         if self.phase == Phase::Limited {
             self.refill(now);
         }
@@ -274,8 +331,61 @@ impl InstanceCapacity {
         CapacityAdmit::Go
     }
 
+    /// `admit` with contact events: open as without; full, a start per freed slot.
+    fn admit_on_events(&mut self, now: Instant) -> CapacityAdmit {
+        if self.would_open(now) {
+            self.open(now);
+        }
+        let limited = self.phase == Phase::Limited;
+        let Some(ev) = self.events.as_mut() else {
+            return CapacityAdmit::Go;
+        };
+        if limited {
+            if let Err(probe) = ev.admit(now) {
+                // A report wakes the caller at each chat end; until one, the next end is
+                // expected one mean gap of the ends away (what a caller sizes its wait by).
+                let gap = ev.end_rate(now).map(|r| Duration::from_secs_f64((1.0 / r).min(1e6)));
+                return CapacityAdmit::NotBefore(gap.map_or(probe, |g| probe.min(now + g)));
+            }
+        } else {
+            ev.admitted_open(now);
+        }
+        self.in_flight = self.in_flight.saturating_add(1);
+        CapacityAdmit::Go
+    }
+
+    /// `report` with contact events: the open period and the first refusal as without; while
+    /// full, an answer only voids stale slots (a refusal) or counts our chats (a start).
+    fn report_on_events(&mut self, outcome: CapacityOutcome, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let started = match outcome {
+            CapacityOutcome::Started => Some(true),
+            CapacityOutcome::LimitExceeded => Some(false),
+            CapacityOutcome::Inconclusive => None,
+        };
+        let phase = self.phase;
+        let Some(ev) = self.events.as_mut() else {
+            return;
+        };
+        let admitted = ev.answered(started, now).unwrap_or(now);
+        if outcome == CapacityOutcome::LimitExceeded {
+            ev.found_full(admitted, now);
+        }
+        match (phase, outcome) {
+            (Phase::Open, CapacityOutcome::Started) => self.report_open_start(now),
+            (Phase::Open, CapacityOutcome::LimitExceeded) => self.limit_found(now),
+            (Phase::Limited, CapacityOutcome::Started) => {
+                self.open_count = self.open_count.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+
     /// The outcome of a start admitted with `Go`.
     pub fn report(&mut self, outcome: CapacityOutcome, now: Instant) {
+        if self.events.is_some() {
+            return self.report_on_events(outcome, now);
+        }
         self.in_flight = self.in_flight.saturating_sub(1);
         let stale = self.stale > 0;
         if self.stale == 1 && self.retry_pending {
@@ -326,6 +436,9 @@ impl InstanceCapacity {
         if self.phase != Phase::Limited || self.would_open(now) {
             return None;
         }
+        if let Some(ev) = &self.events {
+            return Some(ev.end_rate(now).unwrap_or_else(|| self.rate()));
+        }
         Some(self.rate())
     }
 
@@ -333,6 +446,9 @@ impl InstanceCapacity {
     pub fn ready_starts(&self, now: Instant) -> f64 {
         if self.phase != Phase::Limited {
             return 0.0;
+        }
+        if let Some(ev) = &self.events {
+            return ev.ready_at(now) as f64;
         }
         let (level, _) = self.level_at(now);
         level.max(0.0)
@@ -392,6 +508,10 @@ impl InstanceCapacity {
     }
 
     fn would_open(&self, now: Instant) -> bool {
+        if let Some(ev) = &self.events {
+            // As many slots free as our starts filled, and no start needed them.
+            return self.phase == Phase::Limited && ev.ready() as f64 >= self.burst;
+        }
         let (_, overflow) = self.level_at(now);
         self.unused + overflow >= self.burst
     }
@@ -417,6 +537,9 @@ impl InstanceCapacity {
     }
 
     fn open(&mut self, now: Instant) {
+        if let Some(ev) = self.events.as_mut() {
+            ev.reset();
+        }
         self.phase = Phase::Open;
         self.open_starts.clear();
         self.open_count = 0;

@@ -83,7 +83,17 @@ struct Scenario {
     /// first free slot.
     #[serde(default)]
     warmup_s: Option<f64>,
+    /// Connect's contact events: each chat end (ours and others') is reported to one replica
+    /// (the events queue's competing consumers) this long after it (uniform, ms).
+    #[serde(default)]
+    contact_events: Option<EventsSpec>,
     instances: Vec<InstanceSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsSpec {
+    delay_ms: [f64; 2],
 }
 
 fn one_replica() -> usize {
@@ -269,6 +279,7 @@ const LATENCY: u64 = 2;
 const INCONCLUSIVE: u64 = 3;
 const OTHERS: u64 = 100;
 const JOBS: u64 = 200;
+const EVENTS: u64 = 300;
 
 /// Arrival times (ns) of job batches on each instance.
 fn job_arrivals(s: &Scenario, seed: u64) -> Vec<Vec<u64>> {
@@ -352,6 +363,8 @@ enum Event {
     },
     /// A chat ends.
     End { i: usize, ours: bool },
+    /// The contact event of a chat on instance `i` that ended at `ended` reaches replica `r`.
+    Freed { r: usize, i: usize, ended: u64 },
     /// Another caller's start reaches instance `i` (index into its arrivals).
     Other { i: usize, n: usize },
     /// The n-th batch of jobs for instance `i` arrives.
@@ -642,7 +655,7 @@ fn run_ideal(
             }
             Event::Wake { .. } => token_wake = false,
             Event::Jobs { i, n } => jobs_arrive(s, &mut insts, jobs, &mut q, i, n),
-            Event::Arrive { .. } | Event::Answer { .. } => {}
+            Event::Arrive { .. } | Event::Answer { .. } | Event::Freed { .. } => {}
         }
         // Start wherever a slot is free, one instance after the other, while tokens last.
         loop {
@@ -719,7 +732,11 @@ fn run_ours(
             machines: s
                 .instances
                 .iter()
-                .map(|_| InstanceCapacity::new(settings(), base))
+                .map(|_| {
+                    let mut settings = settings();
+                    settings.contact_events = s.contact_events.is_some();
+                    InstanceCapacity::new(settings, base)
+                })
                 .collect(),
             ceiling: Ceiling {
                 level: (s.ceiling.burst / count as f64).max(1.0),
@@ -738,6 +755,7 @@ fn run_ours(
     };
     let mut latency = Rng::new(seed, LATENCY);
     let mut fails = Rng::new(seed, INCONCLUSIVE);
+    let mut events = Rng::new(seed, EVENTS);
     seed_others(&mut q, &mut insts, arrivals);
     seed_jobs(&mut q, jobs);
     for r in 0..count {
@@ -791,7 +809,18 @@ fn run_ours(
                 } else {
                     insts[i].others -= 1;
                 }
+                if let Some(ev) = &s.contact_events {
+                    let [lo, hi] = ev.delay_ms;
+                    let delay = ns((lo + (hi - lo) * events.next_f64()) / 1000.0);
+                    let r = ((events.next_f64() * count as f64) as usize).min(count - 1);
+                    q.push(now + delay, Event::Freed { r, i, ended: now });
+                }
                 continue;
+            }
+            Event::Freed { r, i, ended } => {
+                reps[r].machines[i].freed(at(ended), at(now));
+                reps[r].wake_at[i] = None;
+                vec![r]
             }
             Event::Other { i, n } => {
                 other_arrives(&mut insts[i], arrivals[i][n].1, now, &mut q, i);
@@ -1154,4 +1183,17 @@ scenarios!(
     slow_connect_lognormal_60s,
     bench_capacity_160,
     bench_lifetimes_160,
+    fixed_5s_events,
+    uniform_1_15s_events,
+    lognormal_5s_events,
+    lognormal_60s_events,
+    lognormal_1h_events,
+    others_half_events,
+    others_fill_then_leave_events,
+    two_instances_one_full_events,
+    batches_fixed_5s_events,
+    fleet_3_fixed_5s_events,
+    fleet_3_lognormal_60s_events,
+    bench_capacity_160_events,
+    bench_lifetimes_160_events,
 );

@@ -26,8 +26,13 @@
 //!   the next askers, so the decision can give back what the instance will not start soon) and
 //!   waits on [`CapacityBook::changes`] or until the time given.
 //! - Every report bumps the instance's change counter, so held jobs ask again at once.
+//! - With contact events, [`CapacityBook::freed`] hands a chat end to the instance's machine
+//!   (only an instance this worker has a machine for: events name every instance of the
+//!   account) and bumps its counter the same way; [`CapacityBook::set_contact_events`] turns
+//!   that mode on or off for every machine (the reader's health).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -65,6 +70,8 @@ pub struct InstanceGauges {
 /// See the module doc.
 pub struct CapacityBook {
     settings: CapacitySettings,
+    /// Whether chat ends are being reported (new machines start in that mode).
+    contact_events: AtomicBool,
     slots: Mutex<HashMap<String, Slot>>,
     /// Called after a report with the gauges of an instance that has been limited, and with
     /// `None` for its rate when the machine is forgotten (the gauges go).
@@ -90,6 +97,7 @@ impl CapacityBook {
         on_forget: impl Fn(&str) + Send + Sync + 'static,
     ) -> Self {
         CapacityBook {
+            contact_events: AtomicBool::new(settings.contact_events),
             settings,
             slots: Mutex::new(HashMap::new()),
             on_change: Box::new(on_change),
@@ -109,8 +117,15 @@ impl CapacityBook {
                 keep
             });
         }
+        let events = self.contact_events.load(Ordering::Relaxed);
         let slot = slots.entry(instance.to_owned()).or_insert_with(|| Slot {
-            machine: InstanceCapacity::new(self.settings.clone(), Instant::now()),
+            machine: InstanceCapacity::new(
+                CapacitySettings {
+                    contact_events: events,
+                    ..self.settings.clone()
+                },
+                Instant::now(),
+            ),
             holding: 0,
             promised: 0,
             changes: watch::channel(0).0,
@@ -224,6 +239,29 @@ impl CapacityBook {
         });
         if let Some(g) = gauges {
             (self.on_change)(&g);
+        }
+    }
+
+    /// A chat on `instance` ended at `ended` (a contact event): the machine may admit a start
+    /// for it, and held jobs ask again. An instance without a machine here is left alone.
+    pub fn freed(&self, instance: &str, ended: Instant) {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get_mut(instance) {
+            s.machine.freed(ended.min(now), now);
+            s.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Whether chat ends are reported from now on, for every machine (off: the blind pace).
+    pub fn set_contact_events(&self, on: bool) {
+        if self.contact_events.swap(on, Ordering::Relaxed) == on {
+            return;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        for s in slots.values_mut() {
+            s.machine.set_contact_events(on);
+            s.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 

@@ -11,7 +11,8 @@
 //!   maximum of concurrent active chats. The quota is per instance, so is the reaction:
 //!   [`capacity::InstanceCapacity`] (one pure machine per instance, kept in
 //!   [`instances::CapacityBook`]) paces starts on that instance to the rate its chats free up,
-//!   and never touches the rate limiter.
+//!   and never touches the rate limiter. With contact events (`CONTACT_EVENTS_QUEUE_URL`),
+//!   a full instance admits one start per chat end Connect reports instead ([`freed`]).
 //!
 //! Callers map every Connect outcome to a [`RateFeedback`] and report it to the operation's
 //! limiter: `Throttled` only for the two "too fast" exceptions, `Accepted` for a success, and
@@ -26,6 +27,7 @@ mod capacity_scenarios;
 mod clock;
 mod controller;
 pub mod fleet;
+pub mod freed;
 pub mod instances;
 mod limiter;
 #[cfg(test)]

@@ -1,0 +1,293 @@
+//! [`FreedSlots`]: admission of starts on a full instance from its chats' ends, as Amazon
+//! Connect's contact events report them.
+//!
+//! Blind to chat ends, [`super::capacity::InstanceCapacity`] paces starts by a rate it steers
+//! with refusals: every start on a full instance is a guess, and its refusal budget is the
+//! price (docs/capacity-control.md). Connect does publish chat ends: an EventBridge rule on
+//! `aws.connect` / `Amazon Connect Contact Event` with `eventType` `DISCONNECTED` and `channel`
+//! `CHAT`, targeting an SQS queue, delivers one event per ended chat of the instance — ours and
+//! other callers' — about a second after it ended (best effort). When the worker reads that
+//! queue (`CONTACT_EVENTS_QUEUE_URL`), each event is a slot known to be free, and a full
+//! instance admits one start per event instead of a paced guess.
+//!
+//! # Protocol
+//!
+//! - **A token per freed slot**, kept with the time the chat ended. A start on a full instance
+//!   goes only on a token (oldest first).
+//! - **Stale ends are void.** A refusal says the instance was full when that call reached it,
+//!   which is after the call was admitted: every slot freed before that instant had been taken
+//!   again (by us or another caller). So a refusal drops the tokens of chats that ended before
+//!   the refused call's admission, and later events for such chats are ignored (EventBridge
+//!   delivers about a second late, so events of chats that ended while the instance was still
+//!   open arrive after it was found full).
+//! - **A refusal on a token** means another caller took that slot first: it costs that token
+//!   and nothing else. Refusals are bounded by other callers' starts; none are guesses.
+//! - **Insurance probes.** Delivery is best effort and a rule can be misconfigured, so a lost
+//!   event must not leave a slot idle for ever: with no token, one start goes every probe gap,
+//!   which starts at `probe_min` at each refusal of a fill and doubles per probe up to
+//!   `probe_max`; a probe that starts a chat (an end the events missed) resets it. While the
+//!   instance stays full this costs `log₂(probe_max / probe_min)` refusals and then one per
+//!   `probe_max`, the blind machine's floor.
+//! - **Inconclusive** answers (throttled, 5xx, not sent) give a token back; a probe's is
+//!   retried at the next admit.
+//! - **Open again** when tokens pile up to `burst` (as many slots free as our starts filled, and
+//!   no job needed them): the instance is not the limit.
+//!
+//! Answers are matched to admissions in order (Connect answers about in send order; a swap
+//! only swaps which admission a probe's outcome is charged to). Pure: time only through the
+//! `now` arguments.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Most admissions remembered unanswered: beyond it the oldest are forgotten (lost reports).
+const MAX_IN_FLIGHT: usize = 10_000;
+/// Most tokens kept: far above any instance's quota of active chats (keeps memory bounded
+/// against a flood of events).
+const MAX_TOKENS: usize = 100_000;
+/// Event arrivals over which the rate of chat ends is measured (for holding jobs).
+const RATE_WINDOW: usize = 20;
+
+/// What a start on a full instance went on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A freed slot's token (the chat's end time).
+    Token(Instant),
+    /// An insurance probe.
+    Probe,
+    /// Admitted while open (or before the instance was found full).
+    Open,
+}
+
+/// The event-driven half of one instance's capacity machine. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct FreedSlots {
+    probe_min: Duration,
+    probe_max: Duration,
+    /// Ends of chats whose slots no start has taken yet, oldest first.
+    tokens: VecDeque<Instant>,
+    /// Chats that ended before this were found replaced (a refused call admitted then).
+    full_since: Option<Instant>,
+    probe_gap: Duration,
+    next_probe: Option<Instant>,
+    in_flight: VecDeque<(Source, Instant)>,
+    /// When the last events arrived (for the rate of chat ends).
+    arrivals: VecDeque<Instant>,
+}
+
+impl FreedSlots {
+    pub fn new(probe_min: Duration, probe_max: Duration) -> Self {
+        let probe_min = probe_min.max(Duration::from_millis(1));
+        FreedSlots {
+            probe_min,
+            probe_max: probe_max.max(probe_min),
+            tokens: VecDeque::new(),
+            full_since: None,
+            probe_gap: probe_min,
+            next_probe: None,
+            in_flight: VecDeque::new(),
+            arrivals: VecDeque::new(),
+        }
+    }
+
+    /// The instance was found full by a call admitted at `admitted` (answered at `now`): slots
+    /// freed before that are taken. The first time since it was open, the probe schedule
+    /// starts over.
+    pub fn found_full(&mut self, admitted: Instant, now: Instant) {
+        if self.full_since.is_none() {
+            self.probe_gap = self.probe_min;
+            self.next_probe = Some(now + self.probe_gap);
+        }
+        self.full_since = Some(self.full_since.map_or(admitted, |f| f.max(admitted)));
+        self.tokens.retain(|&ended| ended >= admitted);
+    }
+
+    /// An event arrived at `now` (for the rate of chat ends), whatever the instance's state.
+    pub fn seen(&mut self, now: Instant) {
+        if self.arrivals.len() >= RATE_WINDOW {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(now);
+    }
+
+    /// A chat on the full instance ended at `ended` (its event arrived at `now`): a token,
+    /// unless the instance was found full after that end.
+    pub fn freed(&mut self, ended: Instant, now: Instant) {
+        self.seen(now);
+        if self.full_since.is_some_and(|f| ended < f) {
+            return;
+        }
+        if self.tokens.len() >= MAX_TOKENS {
+            return;
+        }
+        let at = self.tokens.partition_point(|&t| t <= ended);
+        self.tokens.insert(at, ended);
+    }
+
+    /// Whether a start may go now on a full instance; `Err(t)`: not before `t`.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Instant> {
+        let source = if let Some(ended) = self.tokens.pop_front() {
+            Source::Token(ended)
+        } else {
+            let due = *self.next_probe.get_or_insert(now + self.probe_gap);
+            if now < due {
+                return Err(due);
+            }
+            self.probe_gap = (self.probe_gap * 2).min(self.probe_max);
+            self.next_probe = Some(now + self.probe_gap);
+            Source::Probe
+        };
+        self.push(source, now);
+        Ok(())
+    }
+
+    /// A start admitted while the instance was open (its answer will be reported here too).
+    pub fn admitted_open(&mut self, now: Instant) {
+        self.push(Source::Open, now);
+    }
+
+    fn push(&mut self, source: Source, now: Instant) {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.push_back((source, now));
+    }
+
+    /// The answer of the oldest admission still in flight. Returns when that admission was
+    /// made (for [`FreedSlots::found_full`]).
+    pub fn answered(&mut self, started: Option<bool>, now: Instant) -> Option<Instant> {
+        let (source, admitted) = self.in_flight.pop_front()?;
+        match (source, started) {
+            // A probe found a slot the events missed: probe soon again.
+            (Source::Probe, Some(true)) => {
+                self.probe_gap = self.probe_min;
+                self.next_probe = Some(now + self.probe_gap);
+            }
+            (Source::Token(ended), None) => {
+                let at = self.tokens.partition_point(|&t| t <= ended);
+                self.tokens.insert(at, ended);
+            }
+            (Source::Probe, None) => self.next_probe = Some(now),
+            _ => {}
+        }
+        Some(admitted)
+    }
+
+    /// Tokens waiting.
+    pub fn ready(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Starts that may go at once at `now`: the tokens, or a probe that is due.
+    pub fn ready_at(&self, now: Instant) -> usize {
+        let probe = self.tokens.is_empty() && self.next_probe.is_some_and(|t| now >= t);
+        self.tokens.len() + usize::from(probe)
+    }
+
+    /// Chat ends per second over the last events, if two or more arrived.
+    pub fn end_rate(&self, now: Instant) -> Option<f64> {
+        let first = *self.arrivals.front()?;
+        let n = self.arrivals.len();
+        if n < 2 {
+            return None;
+        }
+        let span = now.saturating_duration_since(first).as_secs_f64();
+        (span > 0.0).then(|| (n - 1) as f64 / span)
+    }
+
+    /// Back to the state of an open instance: nothing known about slots.
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.full_since = None;
+        self.probe_gap = self.probe_min;
+        self.next_probe = None;
+    }
+
+    /// Admissions not answered yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn slots() -> FreedSlots {
+        FreedSlots::new(s(5), s(300))
+    }
+
+    #[test]
+    fn one_start_per_freed_slot_then_probes_doubling_apart() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        f.found_full(t0, t0);
+        assert_eq!(f.admit(t0), Err(t0 + s(5)));
+        f.freed(t0 + s(1), t0 + s(2));
+        assert_eq!(f.admit(t0 + s(2)), Ok(()));
+        assert_eq!(f.admit(t0 + s(2)), Err(t0 + s(5)));
+        // The probe at 5 s, then 10 s and 20 s apart while nothing frees.
+        assert_eq!(f.admit(t0 + s(5)), Ok(()));
+        assert_eq!(f.admit(t0 + s(5)), Err(t0 + s(15)));
+        assert_eq!(f.admit(t0 + s(15)), Ok(()));
+        assert_eq!(f.admit(t0 + s(15)), Err(t0 + s(35)));
+    }
+
+    #[test]
+    fn a_refusal_voids_the_slots_that_freed_before_the_refused_call() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        f.freed(t0, t0 + s(1));
+        f.freed(t0 + s(3), t0 + s(4));
+        assert_eq!(f.ready(), 2);
+        // A call admitted at 2 s was refused: the end at 0 s had been taken again, the one
+        // at 3 s not.
+        f.found_full(t0 + s(2), t0 + s(4));
+        assert_eq!(f.ready(), 1);
+        // A late event of a chat that ended at 1 s: void.
+        f.freed(t0 + s(1), t0 + s(5));
+        assert_eq!(f.ready(), 1);
+    }
+
+    #[test]
+    fn a_probe_that_starts_a_chat_resets_the_gap_and_inconclusive_gives_back() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        f.found_full(t0, t0);
+        assert_eq!(f.admit(t0 + s(5)), Ok(()));
+        assert_eq!(f.admit(t0 + s(15)), Ok(()));
+        assert_eq!(f.answered(Some(false), t0 + s(15)), Some(t0 + s(5)));
+        assert_eq!(f.answered(Some(true), t0 + s(16)), Some(t0 + s(15)));
+        assert_eq!(f.admit(t0 + s(16)), Err(t0 + s(21)));
+        // A token whose call failed comes back; a probe's failure re-probes at once.
+        f.freed(t0 + s(17), t0 + s(18));
+        assert_eq!(f.admit(t0 + s(18)), Ok(()));
+        assert_eq!(f.ready(), 0);
+        f.answered(None, t0 + s(18));
+        assert_eq!(f.ready(), 1);
+        assert_eq!(f.admit(t0 + s(18)), Ok(()));
+        assert_eq!(f.admit(t0 + s(21)), Ok(()));
+        f.answered(Some(true), t0 + s(19));
+        f.answered(None, t0 + s(21));
+        assert_eq!(f.admit(t0 + s(21)), Ok(()));
+        assert_eq!(f.in_flight(), 1);
+    }
+
+    #[test]
+    fn the_rate_of_chat_ends_comes_from_the_events() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        assert_eq!(f.end_rate(t0), None);
+        for k in 0..5 {
+            f.freed(t0 + s(k), t0 + s(k));
+        }
+        let r = f.end_rate(t0 + s(4)).unwrap();
+        assert!((r - 1.0).abs() < 1e-9, "{r}");
+    }
+}
