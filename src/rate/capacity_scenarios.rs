@@ -42,6 +42,7 @@
 //! - `excess_wait_s`: (with `arrivals`) how much longer our jobs wait for their chat on average
 //!   than the ideal starter's (from arrival to the answer of the start that succeeded).
 //!
+//! `CAPACITY_EVENTS_DELAY_MS=lo,hi` the contact events' delay,
 //! `CAPACITY_SEEDS=a-b` overrides the seeds, `CAPACITY_TRACE=seed` prints a timeline of that
 //! seed, `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
 
@@ -698,6 +699,16 @@ fn settings() -> CapacitySettings {
     s
 }
 
+/// `CAPACITY_EVENTS_DELAY_MS=lo,hi` overrides the scenarios' event delay (a sweep).
+fn events_delay() -> Option<[f64; 2]> {
+    let v = std::env::var("CAPACITY_EVENTS_DELAY_MS").ok()?;
+    let f: Vec<f64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    match f[..] {
+        [lo, hi] => Some([lo, hi]),
+        _ => None,
+    }
+}
+
 const STARTED: u8 = 0;
 const REFUSED: u8 = 1;
 const INCONCLUSIVE_ANSWER: u8 = 2;
@@ -810,7 +821,7 @@ fn run_ours(
                     insts[i].others -= 1;
                 }
                 if let Some(ev) = &s.contact_events {
-                    let [lo, hi] = ev.delay_ms;
+                    let [lo, hi] = events_delay().unwrap_or(ev.delay_ms);
                     let delay = ns((lo + (hi - lo) * events.next_f64()) / 1000.0);
                     let r = ((events.next_f64() * count as f64) as usize).min(count - 1);
                     q.push(now + delay, Event::Freed { r, i, ended: now });

@@ -25,9 +25,11 @@
 //! - **Insurance probes.** Delivery is best effort and a rule can be misconfigured, so a lost
 //!   event must not leave a slot idle for ever: with no token, one start goes every probe gap,
 //!   which starts at `probe_min` at each refusal of a fill and doubles per probe up to
-//!   `probe_max`; a probe that starts a chat (an end the events missed) resets it. While the
-//!   instance stays full this costs `log₂(probe_max / probe_min)` refusals and then one per
-//!   `probe_max`, the blind machine's floor.
+//!   `probe_max`. A probe that starts a chat took a slot whose end is either still on its way
+//!   as an event (the next event of a chat that ended before the probe is then that slot's,
+//!   and starts nothing) or was missed (no such event within `probe_min`: the gap starts over).
+//!   While the instance stays full this costs `log₂(probe_max / probe_min)` refusals and then
+//!   one per `probe_max`, the blind machine's floor.
 //! - **Inconclusive** answers (throttled, 5xx, not sent) give a token back; a probe's is
 //!   retried at the next admit.
 //! - **Open again** when tokens pile up to `burst` (as many slots free as our starts filled, and
@@ -72,6 +74,9 @@ pub struct FreedSlots {
     full_since: Option<Instant>,
     probe_gap: Duration,
     next_probe: Option<Instant>,
+    /// Admissions of probes that started a chat, each waiting for the event of the end whose
+    /// slot it took (for at most `probe_min`).
+    prepaid: VecDeque<Instant>,
     in_flight: VecDeque<(Source, Instant)>,
     /// When the last events arrived (for the rate of chat ends).
     arrivals: VecDeque<Instant>,
@@ -87,6 +92,7 @@ impl FreedSlots {
             full_since: None,
             probe_gap: probe_min,
             next_probe: None,
+            prepaid: VecDeque::new(),
             in_flight: VecDeque::new(),
             arrivals: VecDeque::new(),
         }
@@ -116,7 +122,14 @@ impl FreedSlots {
     /// unless the instance was found full after that end.
     pub fn freed(&mut self, ended: Instant, now: Instant) {
         self.seen(now);
+        self.expire_prepaid(now);
         if self.full_since.is_some_and(|f| ended < f) {
+            return;
+        }
+        // A probe admitted after this end may have taken its slot: that start was this
+        // event's, which must not start another.
+        if let Some(k) = self.prepaid.iter().position(|&p| p >= ended) {
+            self.prepaid.remove(k);
             return;
         }
         if self.tokens.len() >= MAX_TOKENS {
@@ -128,6 +141,7 @@ impl FreedSlots {
 
     /// Whether a start may go now on a full instance; `Err(t)`: not before `t`.
     pub fn admit(&mut self, now: Instant) -> Result<(), Instant> {
+        self.expire_prepaid(now);
         let source = if let Some(ended) = self.tokens.pop_front() {
             Source::Token(ended)
         } else {
@@ -160,11 +174,9 @@ impl FreedSlots {
     pub fn answered(&mut self, started: Option<bool>, now: Instant) -> Option<Instant> {
         let (source, admitted) = self.in_flight.pop_front()?;
         match (source, started) {
-            // A probe found a slot the events missed: probe soon again.
-            (Source::Probe, Some(true)) => {
-                self.probe_gap = self.probe_min;
-                self.next_probe = Some(now + self.probe_gap);
-            }
+            // A probe found a slot: one whose event is still on its way (it is matched when
+            // it comes), or one the events missed (see `expire_prepaid`).
+            (Source::Probe, Some(true)) => self.prepaid.push_back(admitted),
             (Source::Token(ended), None) => {
                 let at = self.tokens.partition_point(|&t| t <= ended);
                 self.tokens.insert(at, ended);
@@ -173,6 +185,20 @@ impl FreedSlots {
             _ => {}
         }
         Some(admitted)
+    }
+
+    /// A probe's slot whose event has not come within `probe_min` of the probe: the events
+    /// missed that end, so probe soon again.
+    fn expire_prepaid(&mut self, now: Instant) {
+        while self
+            .prepaid
+            .front()
+            .is_some_and(|&p| now.saturating_duration_since(p) > self.probe_min)
+        {
+            self.prepaid.pop_front();
+            self.probe_gap = self.probe_min;
+            self.next_probe = Some(now + self.probe_gap);
+        }
     }
 
     /// Tokens waiting.
@@ -200,6 +226,7 @@ impl FreedSlots {
     /// Back to the state of an open instance: nothing known about slots.
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.prepaid.clear();
         self.full_since = None;
         self.probe_gap = self.probe_min;
         self.next_probe = None;
@@ -217,6 +244,10 @@ mod tests {
 
     fn s(n: u64) -> Duration {
         Duration::from_secs(n)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     fn slots() -> FreedSlots {
@@ -256,26 +287,52 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_that_starts_a_chat_resets_the_gap_and_inconclusive_gives_back() {
+    fn a_probe_that_fits_is_matched_with_the_event_of_the_slot_it_took() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        f.found_full(t0, t0);
+        // The probe at 5 s fits: a chat ended at 4.8 s and its event is on its way.
+        assert_eq!(f.admit(t0 + s(5)), Ok(()));
+        f.answered(Some(true), t0 + s(5));
+        // That event starts nothing (the probe took its slot); a later end is a token.
+        f.freed(t0 + ms(4_800), t0 + ms(5_300));
+        assert_eq!(f.ready(), 0);
+        f.freed(t0 + ms(5_200), t0 + ms(5_600));
+        assert_eq!(f.ready(), 1);
+        // The gap went on doubling: the probe was no sign of a lost event.
+        assert_eq!(f.admit(t0 + s(6)), Ok(()));
+        assert_eq!(f.admit(t0 + s(6)), Err(t0 + s(15)));
+    }
+
+    #[test]
+    fn a_probe_whose_slot_no_event_explains_probes_soon_again() {
         let t0 = Instant::now();
         let mut f = slots();
         f.found_full(t0, t0);
         assert_eq!(f.admit(t0 + s(5)), Ok(()));
         assert_eq!(f.admit(t0 + s(15)), Ok(()));
-        assert_eq!(f.answered(Some(false), t0 + s(15)), Some(t0 + s(5)));
-        assert_eq!(f.answered(Some(true), t0 + s(16)), Some(t0 + s(15)));
-        assert_eq!(f.admit(t0 + s(16)), Err(t0 + s(21)));
-        // A token whose call failed comes back; a probe's failure re-probes at once.
-        f.freed(t0 + s(17), t0 + s(18));
-        assert_eq!(f.admit(t0 + s(18)), Ok(()));
+        f.answered(Some(false), t0 + s(5));
+        f.answered(Some(true), t0 + s(15));
+        // Next probe due at 35 s; no event for the slot the 15 s probe found by 20 s: missed,
+        // so probing starts over from then.
+        assert_eq!(f.admit(t0 + ms(20_001)), Err(t0 + ms(25_001)));
+    }
+
+    #[test]
+    fn an_inconclusive_answer_gives_the_token_back_and_a_probe_goes_again() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        f.found_full(t0, t0);
+        f.freed(t0 + s(1), t0 + s(2));
+        assert_eq!(f.admit(t0 + s(2)), Ok(()));
         assert_eq!(f.ready(), 0);
-        f.answered(None, t0 + s(18));
+        f.answered(None, t0 + s(2));
         assert_eq!(f.ready(), 1);
-        assert_eq!(f.admit(t0 + s(18)), Ok(()));
-        assert_eq!(f.admit(t0 + s(21)), Ok(()));
-        f.answered(Some(true), t0 + s(19));
-        f.answered(None, t0 + s(21));
-        assert_eq!(f.admit(t0 + s(21)), Ok(()));
+        assert_eq!(f.admit(t0 + s(2)), Ok(()));
+        f.answered(Some(true), t0 + s(2));
+        assert_eq!(f.admit(t0 + s(5)), Ok(()));
+        f.answered(None, t0 + s(5));
+        assert_eq!(f.admit(t0 + s(5)), Ok(()));
         assert_eq!(f.in_flight(), 1);
     }
 
