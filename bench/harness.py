@@ -4,7 +4,7 @@
 - `Sim`: the `connect-sim` binary; its first stdout line `connect-sim listening on http://IP:PORT`
   gives the URL; `/_sim/stats` and `/_sim/reset` are read and posted with urllib.
 - `Queues`: jobs (VisibilityTimeout 60, redrive to the DLQ after 15 receives, above the worker's
-  MAX_RECEIVE_COUNT of 10), results and DLQ; batch enqueue; result draining deduplicated by jobId
+  MAX_RECEIVE_COUNT of 10), results and DLQ (and `contact-events` for the scenarios with contact events); batch enqueue; result draining deduplicated by jobId
   (SQS and moto deliver at least once).
 - `Proc`: a worker process (ours or the baseline) with its CPU (utime+stime from /proc/PID/stat)
   and memory (VmHWM/VmRSS from /proc/PID/status), stopped with SIGTERM.
@@ -81,10 +81,12 @@ class Moto:
 
 
 class Sim:
-    def __init__(self, flags, log_dir):
+    def __init__(self, flags, log_dir, env=None):
+        """`env`: extra environment (the AWS credentials its contact events are signed with)."""
         self.log = open(log_dir / "connect-sim.log", "wb")
         self.proc = subprocess.Popen([str(RELEASE / "connect-sim"), "--addr", "127.0.0.1:0", *flags],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env={**os.environ, **env} if env else None)
         line = self.proc.stdout.readline().strip()
         prefix = "connect-sim listening on "
         if not line.startswith(prefix):
@@ -136,8 +138,12 @@ def sqs_client(endpoint):
 
 
 class Queues:
-    def __init__(self, moto):
+    def __init__(self, moto, contact_events=False):
+        """`contact_events`: also a standard queue `contact-events` (`self.contact_events`, else None)
+        that connect-sim sends its EventBridge DISCONNECTED events to."""
         self.sqs = sqs_client(moto.url)
+        self.contact_events = self.sqs.create_queue(QueueName="contact-events")["QueueUrl"] if contact_events \
+            else None
         self.dlq = self.sqs.create_queue(QueueName="dlq")["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         redrive = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "15"})

@@ -5,7 +5,7 @@ Only the text between the two marker comments (BEGIN/END below) is replaced, so 
 the markers are missing, the section is appended at the end of the file.
 """
 
-from scenarios import EVERYWHERE, ORDER, OVERHEAD, SCENARIOS, meets
+from scenarios import EVERYWHERE, ORDER, OVERHEAD, SCENARIOS, contact_events_note, meets
 
 BEGIN = "<!-- bench/run.sh: generated, begin -->"
 END = "<!-- bench/run.sh: generated, end -->"
@@ -45,7 +45,17 @@ def one_line(m):
             f"bg refused {pct(m['background_refused_ratio'])}, p50/p99 {secs(m['p50_s'])}/{secs(m['p99_s'])}, "
             f"lost {m['lost']}, dup chats {m['duplicate_chats']}, results {m['results']}/{m['jobs']}, "
             f"outcomes {m['outcomes']}, cpu {num(m['worker_cpu_ms_per_job'], 2)} ms/job"
-            + (f"; {extra}" if extra else ""))
+            + (f"; {extra}" if extra else "") + events_part(m))
+
+
+def events_part(m):
+    """Contact events of a run that had them: sent / failed by connect-sim, left unread in the queue."""
+    e = m.get("contact_events")
+    if not e:
+        return ""
+    read = e.get("worker_read")
+    return (f"; contact events sent {e.get('sent')}, failed {e.get('failed')}, read by the workers "
+            f"{read if read else 0}, left in the queue {e.get('left_in_queue')}")
 
 
 def _mark(ok):
@@ -299,7 +309,8 @@ def section(stored):
             out.append(f"- **{name}**: {s['title']}; `connect-sim {' '.join(s['sim'])}`; workers: START_CHAT_RATE="
                        f"{s['rate']} START_CHAT_BURST={s['burst']}{env} MAX_IN_FLIGHT=64 (ours), "
                        f"{s.get('baseline_threads', 8)} threads (baseline), "
-                       f"{s['replicas']} process{'es' if s['replicas'] > 1 else ''}.")
+                       f"{s['replicas']} process{'es' if s['replicas'] > 1 else ''}"
+                       + (f"; {contact_events_note(s)}" if contact_events_note(s) else "") + ".")
     out += ["", "### Results", ""] + results_table(scn_results)
     out += ["", "† CPU of the worker process(es) (utime+stime from /proc) over the run, divided by the jobs, "
             "including the worker's own SQS calls against moto; see Overhead for the in-memory number.", ""]

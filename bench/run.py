@@ -101,6 +101,18 @@ def sqs_requests(scraped):
     return total
 
 
+def contact_events_read(scraped):
+    """Contact-event messages our replicas read, by kind (chat_ended, duplicate, other, malformed),
+    from their last scrapes."""
+    total = {}
+    for lines in scraped:
+        for line in lines:
+            if line.startswith("resume_chat_contact_events_total"):
+                kind = line.split('kind="', 1)[-1].split('"', 1)[0]
+                total[kind] = total.get(kind, 0) + int(float(line.rpartition(" ")[2]))
+    return total
+
+
 def scrape(addr):
     try:
         with urllib.request.urlopen(f"http://{addr}/metrics", timeout=3) as r:
@@ -109,7 +121,7 @@ def scrape(addr):
         return []
     keep = ("resume_chat_connect_calls_total", "resume_chat_jobs_requeued_total", "resume_chat_jobs_completed_total",
             "resume_chat_allowed_rate", "resume_chat_rate_sharers", "resume_chat_jobs_in_flight",
-            "resume_chat_sqs_requests_total")
+            "resume_chat_sqs_requests_total", "resume_chat_contact_events_total")
     return [line for line in text.splitlines() if line.startswith(keep)]
 
 
@@ -159,9 +171,10 @@ class Sampler:
         return self.rows
 
 
-def sim_flags(scn, seed):
+def sim_flags(scn, seed, contact_events_url=None):
     """The scenario's connect-sim flags with this run's seed, and the connect window off where the
-    binary has one (chats then live their configured lifetimes)."""
+    binary has one (chats then live their configured lifetimes); with contact events, the queue
+    they go to and their delivery delay."""
     flags = list(scn["sim"])
     if "--seed" in flags:
         i = flags.index("--seed")
@@ -169,7 +182,15 @@ def sim_flags(scn, seed):
     flags += ["--seed", str(seed)]
     if harness.sim_has_flag("--connect-window-seconds"):
         flags += ["--connect-window-seconds", "0"]
+    if scn.get("contact_events"):
+        lo, hi = scn["contact_events"]
+        flags += ["--contact-events-queue-url", contact_events_url, "--contact-events-delay-ms", f"{lo}:{hi}"]
     return flags
+
+
+# connect-sim signs its contact events (SigV4) with the standard env credentials, as the workers do.
+SIM_AWS_ENV = {"AWS_REGION": harness.REGION, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 class Fleet:
@@ -256,10 +277,11 @@ def run_one(name, scn, impl, seed=1):
     try:
         load_before, busy_before = machine.load(), machine.compilers()
         moto = harness.Moto(log_dir)
-        sim = harness.Sim(sim_flags(scn, seed), log_dir)
+        events = bool(scn.get("contact_events"))
+        q = harness.Queues(moto, contact_events=events)
+        sim = harness.Sim(sim_flags(scn, seed, q.contact_events), log_dir, SIM_AWS_ENV if events else None)
         if scn.get("redis"):
             redis = harness.Redis(log_dir)
-        q = harness.Queues(moto)
         worker_sqs = moto.url
         if scn.get("outage"):
             proxy = sqs_proxy.Proxy(moto.port, "results", 0)
@@ -285,6 +307,8 @@ def run_one(name, scn, impl, seed=1):
             env = worker_env(scn, worker_sqs, sim, q)
             if redis:
                 env["REDIS_URL"] = redis.url
+            if q.contact_events and impl == "ours":
+                env["CONTACT_EVENTS_QUEUE_URL"] = q.contact_events
             envs.append(env)
         kill = {}
 
@@ -329,6 +353,11 @@ def run_one(name, scn, impl, seed=1):
         m = analysis.analyse(scn, n, t0, stats, q.seen, q.depth(q.jobs), q.depth(q.dlq),
                              sum(c for c in cpu if c is not None), max((r for r in rss if r is not None), default=None),
                              finished_at, ctx)
+        if q.contact_events:
+            # What connect-sim had sent when the workers stopped (chats still ending send more), what
+            # the workers read by kind, and what is left unread in the queue.
+            m["contact_events"] = dict(stats.get("contact_events", {}), left_in_queue=q.depth(q.contact_events),
+                                       worker_read=contact_events_read(scraped) or None)
         m.update(impl=impl, seed=seed, complete=complete, exit_codes=exits, enqueue_s=enqueue_s,
                  duplicate_results=q.duplicate_results, load_before=load_before, load_after=machine.load(),
                  compilers_seen=sorted(set(busy_before) | set(busy_after)), metrics=scraped,

@@ -5,8 +5,8 @@
 # connect-sim for resume-chat-worker and the boto3 baseline and rewrites its section of
 # BENCHMARKS.md and bench/charts/*.svg.
 # Usage: bench/run.sh [SCENARIO ...] [--impl ours|baseline|both] [--seeds N]
-# Scenarios (bench/scenarios.py ORDER): steady noisy neighbour capacity lifetimes two-instances
-# new-account both-ops latency trickle faults outage fleet3 fleet6 staggered kill fleet3-redis
+# Scenarios (bench/scenarios.py ORDER): steady noisy neighbour capacity lifetimes capacity-events
+# lifetimes-events two-instances new-account both-ops latency trickle faults outage fleet3 fleet6 staggered kill fleet3-redis
 # fleet6-redis fleet6-long overhead. No scenario: all of them, each with its own seeds (3 for the
 # targeted ones); BENCHMARKS.md states how long the last full run took.
 set -euo pipefail

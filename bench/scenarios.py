@@ -215,7 +215,31 @@ SCENARIOS["fleet6-long"] = dict(SCENARIOS["fleet6"], jobs=1200, preload=300, tri
                                 title="6 replicas sharing quota 10/s burst 10 (each START_CHAT_RATE=10), "
                                       "1,200 jobs (300 queued, then 900 at 10/s: two minutes)")
 
-ORDER = ["steady", "noisy", "neighbour", "capacity", "lifetimes", "two-instances", "new-account", "both-ops",
+# Capacity and lifetimes again with contact events: the harness creates a `contact-events` queue in
+# moto, connect-sim sends an EventBridge DISCONNECTED envelope to it 0.25–0.75 s after each chat ends
+# (`--contact-events-queue-url`, `--contact-events-delay-ms`), and our workers get
+# CONTACT_EVENTS_QUEUE_URL, so they can learn when a slot frees instead of guessing. The same sim
+# flags, jobs, seeds and targets. Ours only: the baseline ignores the events, so its run would be the
+# one of `capacity` / `lifetimes` again.
+CONTACT_EVENTS_DELAY_MS = (250, 750)
+for _n in ("capacity", "lifetimes"):
+    SCENARIOS[_n + "-events"] = dict(SCENARIOS[_n], contact_events=CONTACT_EVENTS_DELAY_MS, impls=["ours"],
+                                     title=SCENARIOS[_n]["title"] + ", with contact events")
+
+
+def contact_events_note(scn):
+    """The scenario list's words for a scenario with contact events (None without)."""
+    if not scn.get("contact_events"):
+        return None
+    lo, hi = scn["contact_events"]
+    return (f"contact events: EventBridge DISCONNECTED events via an SQS queue, delivered {lo / 1000:g}–{hi / 1000:g} s "
+            f"after each chat ends (connect-sim `--contact-events-queue-url <contact-events queue> "
+            f"--contact-events-delay-ms {lo}:{hi}`, our workers `CONTACT_EVENTS_QUEUE_URL`); ours only (the baseline "
+            f"ignores the events: its run would be the one without them)")
+
+
+ORDER = ["steady", "noisy", "neighbour", "capacity", "lifetimes", "capacity-events", "lifetimes-events",
+         "two-instances", "new-account", "both-ops",
          "latency", "trickle", "faults", "outage", "fleet3", "fleet6", "staggered", "kill", "fleet3-redis",
          "fleet6-redis", "fleet6-long", "overhead"]
 

@@ -83,3 +83,29 @@ def test_sqs_requests_add_up_over_replicas_by_operation():
                ['resume_chat_sqs_requests_total{operation="ReceiveMessage"} 2',
                 'resume_chat_sqs_requests_total{operation="DeleteMessageBatch"} 1']]
     assert run.sqs_requests(scraped) == {"ReceiveMessage": 5, "DeleteMessageBatch": 1}
+
+
+def test_the_contact_events_scenarios_are_capacity_and_lifetimes_plus_the_queue():
+    from scenarios import ORDER, SCENARIOS, contact_events_note
+    for base in ("capacity", "lifetimes"):
+        scn, orig = SCENARIOS[base + "-events"], SCENARIOS[base]
+        assert base + "-events" in ORDER
+        for key in ("sim", "jobs", "seeds", "targets", "rate", "burst", "allowed", "max_active_chats"):
+            assert scn.get(key) == orig.get(key), key
+        assert scn["contact_events"] == (250, 750) and scn["impls"] == ["ours"]
+        flags = run.sim_flags(scn, 2, "http://127.0.0.1:1/123456789012/contact-events")
+        assert flags[flags.index("--contact-events-queue-url") + 1].endswith("/contact-events")
+        assert flags[flags.index("--contact-events-delay-ms") + 1] == "250:750"
+        assert flags[flags.index("--seed") + 1] == "2"
+        assert "--contact-events-queue-url" not in run.sim_flags(orig, 2)
+        assert "delivered 0.25–0.75 s after each chat ends" in contact_events_note(scn)
+        assert contact_events_note(orig) is None
+
+
+def test_contact_events_read_add_up_over_replicas_by_kind():
+    scraped = [['resume_chat_contact_events_total{kind="chat_ended"} 7',
+                'resume_chat_sqs_requests_total{operation="ReceiveMessage"} 3'],
+               ['resume_chat_contact_events_total{kind="chat_ended"} 2',
+                'resume_chat_contact_events_total{kind="duplicate"} 1']]
+    assert run.contact_events_read(scraped) == {"chat_ended": 9, "duplicate": 1}
+    assert run.contact_events_read([]) == {}
