@@ -326,6 +326,66 @@ async fn jobs_without_chat_capacity_wait_and_then_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_contact_events_a_full_instance_starts_chats_as_connect_reports_their_ends() {
+    // connect-sim sends each ended chat's EventBridge event to the contact-events queue (as the
+    // stack's rule does), signed as an admin: EventBridge's own permission, not the task's. The
+    // worker reads the queue under the task policy and starts one held job per reported end.
+    let moto = Moto::start();
+    let queues = Queues::create(&moto, 30, 50).await;
+    let admin = moto.admin_credentials();
+    let sim = start_sim(SimConfig {
+        max_active_chats: 2,
+        chat_seconds: 3.0,
+        contact_events_queue_url: Some(queues.events.clone()),
+        contact_events_credentials: Some(admin),
+        ..generous_sim()
+    })
+    .await;
+    let mut env = worker_env(&moto, &queues, &sim);
+    set(&mut env, "CONTACT_EVENTS_QUEUE_URL", &queues.events);
+    let worker = Worker::start(&env);
+    let jobs: Vec<String> = (0..6).map(|i| start_job(&format!("ev-{i}"))).collect();
+    queues.send_jobs(&jobs).await;
+    let results = queues.results(6, Duration::from_secs(120)).await;
+    assert_eq!(
+        results.iter().filter(|r| r.status() == "succeeded").count(),
+        6,
+        "{results:#?}\nlog:\n{}",
+        worker.log()
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.chats_created, 6);
+    assert!(stats.peak_active_chats <= 2);
+    // The events were read and deleted, under the task policy.
+    assert!(stats.contact_events.sent >= 4, "{:?}", stats.contact_events);
+    assert_eq!(stats.contact_events.failed, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while worker.metric(r#"resume_chat_contact_events_total{kind="chat_ended"}"#) < 4.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        worker.metric(
+            r#"resume_chat_sqs_errors_total{operation="ReceiveMessage",code="AccessDenied"}"#
+        ),
+        0.0
+    );
+    // Refusals: the first burst (six calls into two slots) and at most the first insurance
+    // probe (5 s after the fill); every later start went on a reported end. The blind pace of
+    // `jobs_without_chat_capacity_wait_and_then_succeed` allows up to 24 for the same run.
+    let refused = stats.operations.start_chat_contact.limit_exceeded;
+    assert!(
+        refused <= 6,
+        "LimitExceeded {refused}\nlog:\n{}",
+        worker.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_job_opens_one_chat_not_two() {
     let moto = Moto::start();
     let queues = Queues::create(&moto, 30, 5).await;

@@ -139,6 +139,11 @@ pub struct SimConfig {
     /// URL (moto's queue URLs are on its endpoint).
     #[arg(long)]
     pub contact_events_endpoint: Option<String>,
+    /// Access key id and secret to sign the contact events with, instead of the standard chain
+    /// (for a simulator inside a test process whose moto enforces IAM; the binary reads the
+    /// environment, never secrets on its command line).
+    #[arg(skip)]
+    pub contact_events_credentials: Option<(String, String)>,
 }
 
 impl Default for SimConfig {

@@ -183,7 +183,11 @@ pub struct SqsSink {
 
 impl SqsSink {
     /// The SDK client from the standard chain, with `endpoint` (None: the queue URL's).
-    pub async fn new(queue_url: &str, endpoint: Option<&str>) -> Result<Self, String> {
+    pub async fn new(
+        queue_url: &str,
+        endpoint: Option<&str>,
+        credentials: Option<(String, String)>,
+    ) -> Result<Self, String> {
         use aws_config::meta::region::RegionProviderChain;
         use aws_sdk_sqs::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
 
@@ -204,10 +208,21 @@ impl SqsSink {
                     .operation_timeout(Duration::from_secs(5))
                     .build(),
             );
-        let found = match shared.credentials_provider() {
-            Some(p) => p.provide_credentials().await.is_ok(),
-            None => false,
-        };
+        let given = credentials.is_some();
+        if let Some((key, secret)) = credentials {
+            conf = conf.credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                key,
+                secret,
+                None,
+                None,
+                "connect-sim",
+            )));
+        }
+        let found = given
+            || match shared.credentials_provider() {
+                Some(p) => p.provide_credentials().await.is_ok(),
+                None => false,
+            };
         if !found {
             tracing::warn!(
                 "contact events: no AWS credentials found (AWS_ACCESS_KEY_ID, ...); signing with \

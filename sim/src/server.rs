@@ -61,9 +61,13 @@ pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<SimHa
     let background_schedule = config.background_schedule.clone();
     let sink = match &config.contact_events_queue_url {
         Some(url) => {
-            let sink = SqsSink::new(url, config.contact_events_endpoint.as_deref())
-                .await
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let sink = SqsSink::new(
+                url,
+                config.contact_events_endpoint.as_deref(),
+                config.contact_events_credentials.clone(),
+            )
+            .await
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             Some((sink, contact_events::account_of(url)))
         }
         None => None,

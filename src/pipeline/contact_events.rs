@@ -84,9 +84,8 @@ pub fn parse(body: &str) -> Result<ContactEvent, Malformed> {
         return Err(Malformed::NotContactEvent);
     }
     let detail = v.get("detail").ok_or(Malformed::NotContactEvent)?;
-    let is = |key: &str, want: &str| {
-        text(detail, key).is_some_and(|s| s.eq_ignore_ascii_case(want))
-    };
+    let is =
+        |key: &str, want: &str| text(detail, key).is_some_and(|s| s.eq_ignore_ascii_case(want));
     if !(is("eventType", "DISCONNECTED") && is("channel", "CHAT")) {
         return Ok(ContactEvent::Other);
     }
@@ -248,11 +247,19 @@ pub(crate) mod tests {
 
     /// An event as EventBridge delivers it, ended now (the wall clock).
     pub(crate) fn event(instance: &str, contact: &str, event_type: &str, channel: &str) -> String {
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let now = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         event_at(instance, contact, event_type, channel, &now)
     }
 
-    fn event_at(instance: &str, contact: &str, event_type: &str, channel: &str, ended: &str) -> String {
+    fn event_at(
+        instance: &str,
+        contact: &str,
+        event_type: &str,
+        channel: &str,
+        ended: &str,
+    ) -> String {
         serde_json::json!({
             "version": "0",
             "id": "5a1b2c3d-0000-0000-0000-000000000000",
@@ -286,7 +293,10 @@ pub(crate) mod tests {
         else {
             panic!("{e:?}");
         };
-        assert_eq!((instance_id.as_str(), contact_id.as_str()), ("inst-1", "c-1"));
+        assert_eq!(
+            (instance_id.as_str(), contact_id.as_str()),
+            ("inst-1", "c-1")
+        );
         assert_eq!(ended.unwrap().millisecond(), 250);
     }
 
@@ -296,7 +306,10 @@ pub(crate) mod tests {
             assert_eq!(parse(&event("i", "c", t, c)), Ok(ContactEvent::Other));
         }
         assert_eq!(parse("{"), Err(Malformed::NotJson));
-        assert_eq!(parse(r#"{"source":"aws.s3"}"#), Err(Malformed::NotContactEvent));
+        assert_eq!(
+            parse(r#"{"source":"aws.s3"}"#),
+            Err(Malformed::NotContactEvent)
+        );
         let no_instance = event("", "c", "DISCONNECTED", "CHAT");
         assert_eq!(parse(&no_instance), Err(Malformed::NoInstance));
         let no_contact = event("i", "", "DISCONNECTED", "CHAT");

@@ -780,7 +780,11 @@ async fn with_contact_events_a_full_instance_starts_the_next_chat_when_one_ends(
     );
     until(|| h.connect.calls() == 2).await;
     tokio::time::sleep_until(t0 + Duration::from_millis(3_300)).await;
-    assert_eq!(h.connect.calls(), 2, "no start between the refusal and the chat's end");
+    assert_eq!(
+        h.connect.calls(),
+        2,
+        "no start between the refusal and the chat's end"
+    );
     let refused = || {
         h.metrics
             .connect_calls

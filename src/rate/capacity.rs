@@ -344,7 +344,9 @@ impl InstanceCapacity {
             if let Err(probe) = ev.admit(now) {
                 // A report wakes the caller at each chat end; until one, the next end is
                 // expected one mean gap of the ends away (what a caller sizes its wait by).
-                let gap = ev.end_rate(now).map(|r| Duration::from_secs_f64((1.0 / r).min(1e6)));
+                let gap = ev
+                    .end_rate(now)
+                    .map(|r| Duration::from_secs_f64((1.0 / r).min(1e6)));
                 return CapacityAdmit::NotBefore(gap.map_or(probe, |g| probe.min(now + g)));
             }
         } else {

@@ -27,7 +27,8 @@
 //!   which starts at `probe_min` at each refusal of a fill and doubles per probe up to
 //!   `probe_max`. A probe that starts a chat took a slot whose end is either still on its way
 //!   as an event (the next event of a chat that ended before the probe is then that slot's,
-//!   and starts nothing) or was missed (no such event within `probe_min`: the gap starts over).
+//!   and starts nothing) or was missed (no such event within `probe_min`, and no event at all
+//!   since the probe: the stream is silent, and the gap starts over).
 //!   While the instance stays full this costs `log₂(probe_max / probe_min)` refusals and then
 //!   one per `probe_max`, the blind machine's floor.
 //! - **Inconclusive** answers (throttled, 5xx, not sent) give a token back; a probe's is
@@ -187,17 +188,22 @@ impl FreedSlots {
         Some(admitted)
     }
 
-    /// A probe's slot whose event has not come within `probe_min` of the probe: the events
-    /// missed that end, so probe soon again.
+    /// A probe's slot whose event has not come within `probe_min` of the probe. If no event at
+    /// all came since, the stream is silent (a rule or queue broke): probe soon again. If
+    /// events did come, the stream works and the end went elsewhere (with several replicas the
+    /// queue hands each event to one of them) or was a rare loss: the gap goes on doubling, or
+    /// every replica's probes would steal the slots whose events its siblings are about to
+    /// act on.
     fn expire_prepaid(&mut self, now: Instant) {
-        while self
-            .prepaid
-            .front()
-            .is_some_and(|&p| now.saturating_duration_since(p) > self.probe_min)
-        {
+        while let Some(&p) = self.prepaid.front() {
+            if now.saturating_duration_since(p) <= self.probe_min {
+                break;
+            }
             self.prepaid.pop_front();
-            self.probe_gap = self.probe_min;
-            self.next_probe = Some(now + self.probe_gap);
+            if self.arrivals.back().is_none_or(|&last| last < p) {
+                self.probe_gap = self.probe_min;
+                self.next_probe = Some(now + self.probe_gap);
+            }
         }
     }
 

@@ -115,11 +115,18 @@ impl Moto {
 
     /// Switches IAM enforcement on with the task principal's policy from worker.yaml (see the
     /// module doc); `drop` removes `action@LogicalId` pairs from it (a test of their absence).
-    pub fn enforce_task_policy(&self, jobs: &str, results: &str, dlq: &str, drop: &[&str]) {
+    pub fn enforce_task_policy(
+        &self,
+        jobs: &str,
+        results: &str,
+        dlq: &str,
+        events: &str,
+        drop: &[&str],
+    ) {
         let python = repo_root().join(".venv/bin/python");
         let mut cmd = Command::new(&python);
         cmd.arg(repo_root().join("tests/iam/task_principal.py"))
-            .args([&self.endpoint, jobs, results, dlq]);
+            .args([&self.endpoint, jobs, results, dlq, events]);
         for d in drop {
             cmd.args(["--drop", d]);
         }
@@ -170,12 +177,14 @@ pub fn sqs_client_as(endpoint: &str, (key, secret): (&str, &str)) -> aws_sdk_sqs
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-/// The three queues of one test.
+/// The queues of one test: jobs, results, DLQ, and the contact events (EventBridge's target;
+/// the worker reads it only when a test sets `CONTACT_EVENTS_QUEUE_URL`).
 pub struct Queues {
     pub sqs: aws_sdk_sqs::Client,
     pub jobs: String,
     pub results: String,
     pub dlq: String,
+    pub events: String,
 }
 
 impl Queues {
@@ -234,6 +243,14 @@ impl Queues {
             .expect("results")
             .queue_url
             .expect("url");
+        let events = sqs
+            .create_queue()
+            .queue_name("contact-events")
+            .send()
+            .await
+            .expect("contact-events")
+            .queue_url
+            .expect("url");
         let arn = |url: &str| {
             let name = url.rsplit('/').next().unwrap_or_default();
             dlq_arn
@@ -241,7 +258,7 @@ impl Queues {
                 .map(|(p, _)| format!("{p}:{name}"))
                 .expect("arn")
         };
-        moto.enforce_task_policy(&arn(&jobs), &arn(&results), &dlq_arn, drop);
+        moto.enforce_task_policy(&arn(&jobs), &arn(&results), &dlq_arn, &arn(&events), drop);
         let admin = moto.principals.get().expect("principals").admin.clone();
         let sqs = sqs_client_as(&moto.endpoint, (&admin.0, &admin.1));
         Queues {
@@ -249,6 +266,7 @@ impl Queues {
             jobs,
             results,
             dlq,
+            events,
         }
     }
 

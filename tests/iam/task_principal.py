@@ -22,7 +22,9 @@ What moto can and cannot evaluate (tests/common/mod.rs repeats this):
   assumed role), and `sqs:GetQueueUrl` (moto resolves no resource for it; the worker never
   calls it). The Connect statements are not exercised: connect-sim does not evaluate IAM.
 
-Usage: task_principal.py ENDPOINT JOBS_ARN RESULTS_ARN DLQ_ARN [--drop ACTION@LOGICAL_ID ...]
+Usage: task_principal.py ENDPOINT JOBS_ARN RESULTS_ARN DLQ_ARN [EVENTS_ARN] [--drop ACTION@LOGICAL_ID ...]
+  EVENTS_ARN: the contact-events queue; given, the template's UseContactEvents condition holds
+  (its `!If` statements take their first branch), else it does not.
   --drop sqs:SendMessage@JobsQueue removes that action on that queue from the policy (a test of
   what happens without it).
 """
@@ -71,9 +73,18 @@ def _any_tag(loader, suffix, node):
 CfnLoader.add_multi_constructor("!", _any_tag)
 
 
-def resolve(value, arns, where):
-    """Replaces `!GetAtt Queue.Arn` (short or long form) by the test's ARN; anything else
-    unresolvable is an error, so a template change cannot silently widen or narrow the test."""
+NO_VALUE = object()  # `!Ref AWS::NoValue`: the element is left out
+
+
+def resolve(value, arns, where, conditions=frozenset()):
+    """Replaces `!GetAtt Queue.Arn` (short or long form) by the test's ARN and `!If [Cond, a, b]`
+    by `a` when Cond is in `conditions`, else `b`; anything else unresolvable is an error, so a
+    template change cannot silently widen or narrow the test."""
+    if isinstance(value, Tagged) and value.tag == "!If":
+        cond, yes, no = value.value
+        return resolve(yes if cond in conditions else no, arns, where, conditions)
+    if isinstance(value, Tagged) and value.tag == "!Ref" and value.value == "AWS::NoValue":
+        return NO_VALUE
     if isinstance(value, Tagged):
         if value.tag == "!GetAtt":
             target = value.value if isinstance(value.value, str) else ".".join(value.value)
@@ -82,21 +93,22 @@ def resolve(value, arns, where):
                 return arns[logical]
         sys.exit(f"task_principal.py: cannot resolve {value!r} in {where}")
     if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
-        return resolve(Tagged("!GetAtt", value["Fn::GetAtt"]), arns, where)
+        return resolve(Tagged("!GetAtt", value["Fn::GetAtt"]), arns, where, conditions)
     if isinstance(value, list):
-        return [resolve(v, arns, where) for v in value]
+        out = [resolve(v, arns, where, conditions) for v in value]
+        return [v for v in out if v is not NO_VALUE]
     if isinstance(value, dict):
-        return {k: resolve(v, arns, where) for k, v in value.items()}
+        return {k: resolve(v, arns, where, conditions) for k, v in value.items()}
     return value
 
 
-def task_sqs_policy(arns, drops):
+def task_sqs_policy(arns, drops, conditions=frozenset()):
     template = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=CfnLoader)
     role = template["Resources"]["TaskRole"]["Properties"]
     docs = [p["PolicyDocument"] for p in role["Policies"] if p["PolicyName"] == "sqs"]
     if len(docs) != 1:
         sys.exit("task_principal.py: TaskRole has no single policy named sqs")
-    doc = resolve(docs[0], arns, "TaskRole policy sqs")
+    doc = resolve(docs[0], arns, "TaskRole policy sqs", conditions)
     by_arn = {v: k for k, v in arns.items()}
     statements = []
     for st in doc["Statement"]:
@@ -120,9 +132,13 @@ def main():
         i = args.index("--drop")
         drops.add(args[i + 1])
         del args[i : i + 2]
-    endpoint, jobs, results, dlq = args
+    endpoint, jobs, results, dlq, *events = args
     arns = {"JobsQueue": jobs, "ResultsQueue": results, "DeadLetterQueue": dlq}
-    policy = task_sqs_policy(arns, drops)
+    conditions = set()
+    if events:
+        arns["ContactEventsQueue"] = events[0]
+        conditions.add("UseContactEvents")
+    policy = task_sqs_policy(arns, drops, frozenset(conditions))
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                        aws_access_key_id="test", aws_secret_access_key="test")
     out = {"policy": policy}
