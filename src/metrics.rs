@@ -40,6 +40,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub connect_window_used: Histogram,
     pub contact_events: IntCounterVec,
+    pub contact_events_readable: IntGauge,
 }
 
 const AGE_BUCKETS: &[f64] = &[
@@ -100,6 +101,7 @@ impl Metrics {
                 Opts::new("resume_chat_contact_events_total", "Messages read from CONTACT_EVENTS_QUEUE_URL, by kind: chat_ended (a DISCONNECTED chat: a slot freed), duplicate (the same contact again), other (another event type or channel, ignored), malformed (not a contact event; deleted)."),
                 &["kind"],
             ).unwrap_or_else(|_| unreachable!()),
+            contact_events_readable: IntGauge::new("resume_chat_contact_events_readable", "With CONTACT_EVENTS_QUEUE_URL: 1 while the contact-events queue is read (full instances start on reported chat ends), 0 after its receives failed for 20 s (capacity paced blind), -1 without the setting.").unwrap_or_else(|_| unreachable!()),
             capacity_limited: IntGaugeVec::new(
                 Opts::new("resume_chat_capacity_limited", "1 while the Connect instance has been found out of chat capacity (LimitExceededException) and starts on it are paced, else 0 (only instances that were ever limited)."),
                 &["connect_instance"],
@@ -176,6 +178,7 @@ impl Metrics {
             Box::new(m.build_info.clone()),
             Box::new(m.connect_window_used.clone()),
             Box::new(m.contact_events.clone()),
+            Box::new(m.contact_events_readable.clone()),
         ];
         for c in collectors {
             // Names are distinct constants; registration cannot fail.
@@ -190,6 +193,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION"), build_commit()])
             .set(1);
         m.rate_sharers.set(1.0);
+        m.contact_events_readable.set(-1);
         // Series that alerts divide by exist from the start, at zero.
         for op in crate::connect::Operation::ALL {
             m.connect_calls.with_label_values(&[op.as_str(), "OK"]);

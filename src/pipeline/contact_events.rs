@@ -154,6 +154,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
     let Some(url) = ctx.settings.contact_events_queue_url.clone() else {
         return;
     };
+    ctx.metrics.contact_events_readable.set(1);
     let mut recent = RecentIds::default();
     let mut last_ok = Instant::now();
     let mut backoff = Duration::from_secs(1);
@@ -173,6 +174,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
                 if trusted && last_ok.elapsed() >= LONG_POLL {
                     trusted = false;
                     ctx.capacity.set_contact_events(false);
+                    ctx.metrics.contact_events_readable.set(0);
                     tracing::warn!(
                         error = %e,
                         "contact events unreadable for 20 s: chat capacity paced without them"
@@ -191,6 +193,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         if !trusted {
             trusted = true;
             ctx.capacity.set_contact_events(true);
+            ctx.metrics.contact_events_readable.set(1);
             tracing::info!("contact events readable again");
         }
         let wall = SystemTime::now();

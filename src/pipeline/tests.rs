@@ -817,3 +817,33 @@ async fn with_contact_events_a_full_instance_starts_the_next_chat_when_one_ends(
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_contact_events_queue_falls_back_to_the_blind_pace() {
+    // The events queue is missing: after 20 s of failed receives the machines pace blind, the
+    // gauge says so, and jobs behind a full instance still start as its chats end.
+    const EVENTS: &str = "http://memory/contact-events";
+    let queue = Arc::new(MemoryQueue::new());
+    queue.mark_missing(EVENTS);
+    let connect = ScriptedConnect {
+        capacity: Some((1, Duration::from_secs(30))),
+        ..Default::default()
+    };
+    let jobs: Vec<String> = (0..3).map(|i| job(&format!("f{i}"))).collect();
+    let h = start_on(
+        queue,
+        settings(|r| r.contact_events_queue_url = Some(EVENTS.into())),
+        connect,
+        &jobs,
+    );
+    until(|| h.metrics.contact_events_readable.get() == 0).await;
+    let missing = ["ReceiveMessage", "AWS.SimpleQueueService.NonExistentQueue"];
+    assert!(h.metrics.sqs_errors.with_label_values(&missing).get() > 0);
+    until(|| h.queue.len(RESULTS) == 3).await;
+    assert!(results(&h.queue).iter().all(|r| r["status"] == "succeeded"));
+    // Readable again: back on events.
+    h.queue.mark_present(EVENTS);
+    until(|| h.metrics.contact_events_readable.get() == 1).await;
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
