@@ -57,14 +57,19 @@ def main():
                                   stdout=open(OUT / "moto.log", "w"), stderr=subprocess.STDOUT))
     wait_http(moto + "/moto-api/")
 
+    sqs = boto3.client("sqs", endpoint_url=moto)
+    # Connect's contact events, as the stack's EventBridge rule delivers them: connect-sim sends
+    # each ended chat's DISCONNECTED event here, the worker reads it (CONTACT_EVENTS_QUEUE_URL).
+    events = sqs.create_queue(QueueName="resume-chat-contact-events")["QueueUrl"]
+
     sim_proc = subprocess.Popen([str(ROOT / "target/debug/connect-sim"), "--addr", "127.0.0.1:0",
                                  "--start-chat-rate", "5", "--start-chat-burst", "5",
-                                 "--max-active-chats", "6", "--chat-seconds", "8"],
+                                 "--max-active-chats", "6", "--chat-seconds", "8",
+                                 "--contact-events-queue-url", events],
                                 stdout=subprocess.PIPE, stderr=open(OUT / "sim.log", "w"), text=True)
     procs.append(sim_proc)
     sim = sim_proc.stdout.readline().strip().rsplit(" ", 1)[-1]
 
-    sqs = boto3.client("sqs", endpoint_url=moto)
     dlq = sqs.create_queue(QueueName="resume-chat-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     jobs = sqs.create_queue(QueueName="resume-chat-jobs", Attributes={
@@ -80,6 +85,7 @@ def main():
 
     metrics_addr = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, JOBS_QUEUE_URL=jobs, RESULTS_QUEUE_URL=results, DEAD_LETTER_QUEUE_URL=dlq,
+               CONTACT_EVENTS_QUEUE_URL=events,
                CONNECT_INSTANCE_ID="demo-instance", CONNECT_CONTACT_FLOW_ID="demo-flow",
                AWS_ENDPOINT_URL_SQS=moto, AWS_ENDPOINT_URL_CONNECT=sim, START_CHAT_RATE="5", START_CHAT_BURST="5",
                METRICS_ADDR=metrics_addr, REDIS_URL=f"redis://127.0.0.1:{redis_port}", LOG_FORMAT=os.environ.get("LOG_FORMAT", "json"))
@@ -93,6 +99,7 @@ def main():
 
     print(f"\nmoto SQS:        {moto}\nconnect-sim:     {sim}  (counters: {sim}/_sim/stats)")
     print(f"redis:           redis://127.0.0.1:{redis_port}  (fleet rate limiter)")
+    print(f"contact events:  {events}  (chat ends, as EventBridge delivers them)")
     print(f"worker metrics:  http://{metrics_addr}/metrics   health: /healthz   ready: /readyz")
     print(f"logs:            {OUT}/worker.log\n\nsent {len(lines)} sample jobs from {JOBS.relative_to(ROOT)}; results:\n")
 
@@ -117,12 +124,13 @@ def main():
     stats = json.load(urllib.request.urlopen(sim + "/_sim/stats"))
     op = stats["operations"]["StartChatContact"]
     print(f"\nconnect-sim: StartChatContact ok={op['ok']} throttled={op['throttled']} "
-          f"limit_exceeded={op['limit_exceeded']} not_found={op['not_found']}; peak active chats {stats['peak_active_chats']}")
+          f"limit_exceeded={op['limit_exceeded']} not_found={op['not_found']}; peak active chats {stats['peak_active_chats']}; "
+          f"contact events sent {stats.get('contact_events', {}).get('sent', 0)}")
     metrics = urllib.request.urlopen(f"http://{metrics_addr}/metrics").read().decode()
     print("worker metrics (excerpt):")
     for line in metrics.splitlines():
         if line.startswith(("resume_chat_jobs_completed_total", "resume_chat_connect_calls_total", "resume_chat_allowed_rate",
-                            "resume_chat_fleet_limiter_state")):
+                            "resume_chat_fleet_limiter_state", "resume_chat_contact_events_total")):
             print("  " + line)
     if len(seen) < len(lines):
         print(f"\ndemo: only {len(seen)} of {len(lines)} results arrived", file=sys.stderr)
