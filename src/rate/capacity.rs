@@ -244,6 +244,8 @@ pub struct InstanceCapacity {
     open_count: u32,
     /// With contact events: the slots their chat ends freed (the pace stands aside).
     events: Option<FreedSlots>,
+    /// The events were found silent: the blind pace runs until the next event.
+    blind_until_event: bool,
 }
 
 impl InstanceCapacity {
@@ -272,6 +274,7 @@ impl InstanceCapacity {
             open_starts: VecDeque::new(),
             open_count: 0,
             events: None,
+            blind_until_event: false,
         };
         m.set_contact_events(m.settings.contact_events);
         m
@@ -299,6 +302,16 @@ impl InstanceCapacity {
     /// another caller's. Without contact events on, ignored.
     pub fn freed(&mut self, ended: Instant, now: Instant) {
         let limited = self.phase == Phase::Limited;
+        if self.blind_until_event
+            && let Some(ev) = self.events.as_mut()
+        {
+            // Events again: back to them, knowing nothing of the slots yet (probes from now).
+            self.blind_until_event = false;
+            ev.reset();
+            if limited {
+                ev.found_full(now, now);
+            }
+        }
         if let Some(ev) = self.events.as_mut() {
             if limited {
                 ev.freed(ended, now);
@@ -312,8 +325,19 @@ impl InstanceCapacity {
     /// [`InstanceCapacity::report`] exactly once with its outcome. `NotBefore(t)`: do not ask
     /// again before `t`.
     pub fn admit(&mut self, now: Instant) -> CapacityAdmit {
-        if self.events.is_some() {
-            return self.admit_on_events(now);
+        if let Some(ev) = self.events.as_mut()
+            && !self.blind_until_event
+        {
+            if !ev.take_silent(now) {
+                return self.admit_on_events(now);
+            }
+            // Probes find slots and no event comes: pace blind from here, as at a refusal
+            // (the pace's own state is from the first fill).
+            self.blind_until_event = true;
+            if self.phase == Phase::Limited {
+                self.refilled = now;
+                self.level = self.level.clamp(0.0, 1.0);
+            }
         }
         if self.phase == Phase::Limited {
             self.refill(now);
@@ -329,6 +353,11 @@ impl InstanceCapacity {
         }
         self.in_flight = self.in_flight.saturating_add(1);
         CapacityAdmit::Go
+    }
+
+    /// The events' state while the machine runs on them.
+    fn live_events(&self) -> Option<&FreedSlots> {
+        self.events.as_ref().filter(|_| !self.blind_until_event)
     }
 
     /// `admit` with contact events: open as without; full, a start per freed slot.
@@ -385,8 +414,12 @@ impl InstanceCapacity {
 
     /// The outcome of a start admitted with `Go`.
     pub fn report(&mut self, outcome: CapacityOutcome, now: Instant) {
-        if self.events.is_some() {
+        if self.events.is_some() && !self.blind_until_event {
             return self.report_on_events(outcome, now);
+        }
+        if let Some(ev) = self.events.as_mut() {
+            // Keep the events' matching of answers to admissions in step.
+            ev.forget_oldest();
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         let stale = self.stale > 0;
@@ -438,7 +471,7 @@ impl InstanceCapacity {
         if self.phase != Phase::Limited || self.would_open(now) {
             return None;
         }
-        if let Some(ev) = &self.events {
+        if let Some(ev) = self.live_events() {
             return Some(ev.end_rate(now).unwrap_or_else(|| self.rate()));
         }
         Some(self.rate())
@@ -449,7 +482,7 @@ impl InstanceCapacity {
         if self.phase != Phase::Limited {
             return 0.0;
         }
-        if let Some(ev) = &self.events {
+        if let Some(ev) = self.live_events() {
             return ev.ready_at(now) as f64;
         }
         let (level, _) = self.level_at(now);
@@ -510,7 +543,7 @@ impl InstanceCapacity {
     }
 
     fn would_open(&self, now: Instant) -> bool {
-        if let Some(ev) = &self.events {
+        if let Some(ev) = self.live_events() {
             // As many slots free as our starts filled, and no start needed them.
             return self.phase == Phase::Limited && ev.ready() as f64 >= self.burst;
         }

@@ -95,6 +95,9 @@ struct Scenario {
 #[serde(deny_unknown_fields)]
 struct EventsSpec {
     delay_ms: [f64; 2],
+    /// Share of events never delivered (EventBridge is best effort).
+    #[serde(default)]
+    lost: f64,
 }
 
 fn one_replica() -> usize {
@@ -824,7 +827,9 @@ fn run_ours(
                     let [lo, hi] = events_delay().unwrap_or(ev.delay_ms);
                     let delay = ns((lo + (hi - lo) * events.next_f64()) / 1000.0);
                     let r = ((events.next_f64() * count as f64) as usize).min(count - 1);
-                    q.push(now + delay, Event::Freed { r, i, ended: now });
+                    if ev.lost <= 0.0 || events.next_f64() >= ev.lost {
+                        q.push(now + delay, Event::Freed { r, i, ended: now });
+                    }
                 }
                 continue;
             }
@@ -1205,6 +1210,8 @@ scenarios!(
     batches_fixed_5s_events,
     fleet_3_fixed_5s_events,
     fleet_3_lognormal_60s_events,
+    lognormal_60s_events_lost_5pct,
+    lognormal_60s_events_silent,
     bench_capacity_160_events,
     bench_lifetimes_160_events,
 );

@@ -78,6 +78,8 @@ pub struct FreedSlots {
     /// Admissions of probes that started a chat, each waiting for the event of the end whose
     /// slot it took (for at most `probe_min`).
     prepaid: VecDeque<Instant>,
+    /// A probe found a slot and no event at all came for `probe_min` after it.
+    silent: bool,
     in_flight: VecDeque<(Source, Instant)>,
     /// When the last events arrived (for the rate of chat ends).
     arrivals: VecDeque<Instant>,
@@ -94,6 +96,7 @@ impl FreedSlots {
             probe_gap: probe_min,
             next_probe: None,
             prepaid: VecDeque::new(),
+            silent: false,
             in_flight: VecDeque::new(),
             arrivals: VecDeque::new(),
         }
@@ -188,23 +191,34 @@ impl FreedSlots {
         Some(admitted)
     }
 
-    /// A probe's slot whose event has not come within `probe_min` of the probe. If no event at
-    /// all came since, the stream is silent (a rule or queue broke): probe soon again. If
-    /// events did come, the stream works and the end went elsewhere (with several replicas the
-    /// queue hands each event to one of them) or was a rare loss: the gap goes on doubling, or
-    /// every replica's probes would steal the slots whose events its siblings are about to
-    /// act on.
+    /// A probe's slot whose event has not come within `probe_min` of the probe: a free slot
+    /// the events did not report (lost, or sent to a sibling replica), and there may be more,
+    /// so the next probe goes at once. If no event at all came since that probe, the stream is
+    /// silent (a broken rule or queue policy delivers nothing while receives succeed): the
+    /// machine should pace blind until an event comes ([`FreedSlots::take_silent`]).
     fn expire_prepaid(&mut self, now: Instant) {
         while let Some(&p) = self.prepaid.front() {
             if now.saturating_duration_since(p) <= self.probe_min {
                 break;
             }
             self.prepaid.pop_front();
+            self.probe_gap = self.probe_min;
+            self.next_probe = Some(now);
             if self.arrivals.back().is_none_or(|&last| last < p) {
-                self.probe_gap = self.probe_min;
-                self.next_probe = Some(now + self.probe_gap);
+                self.silent = true;
             }
         }
+    }
+
+    /// Whether the stream was found silent since the last call (and clears it).
+    pub fn take_silent(&mut self, now: Instant) -> bool {
+        self.expire_prepaid(now);
+        std::mem::take(&mut self.silent)
+    }
+
+    /// Drops the oldest admission in flight, its answer not heard here (the machine paced blind).
+    pub fn forget_oldest(&mut self) {
+        self.in_flight.pop_front();
     }
 
     /// Tokens waiting.
@@ -233,6 +247,7 @@ impl FreedSlots {
     pub fn reset(&mut self) {
         self.tokens.clear();
         self.prepaid.clear();
+        self.silent = false;
         self.full_since = None;
         self.probe_gap = self.probe_min;
         self.next_probe = None;
@@ -319,9 +334,25 @@ mod tests {
         assert_eq!(f.admit(t0 + s(15)), Ok(()));
         f.answered(Some(false), t0 + s(5));
         f.answered(Some(true), t0 + s(15));
-        // Next probe due at 35 s; no event for the slot the 15 s probe found by 20 s: missed,
-        // so probing starts over from then.
-        assert_eq!(f.admit(t0 + ms(20_001)), Err(t0 + ms(25_001)));
+        // Next probe due at 35 s; no event for the slot the 15 s probe found by 20 s: a slot
+        // the events did not report, so the next probe goes at once, and with no event at all
+        // since the probe the stream is silent.
+        assert!(f.take_silent(t0 + ms(20_001)));
+        assert!(!f.take_silent(t0 + ms(20_001)), "reported once");
+        assert_eq!(f.admit(t0 + ms(20_001)), Ok(()));
+    }
+
+    #[test]
+    fn an_unreported_slot_while_events_flow_is_not_silence() {
+        let t0 = Instant::now();
+        let mut f = slots();
+        f.found_full(t0, t0);
+        assert_eq!(f.admit(t0 + s(5)), Ok(()));
+        f.answered(Some(true), t0 + s(5));
+        // An event of a later end (not the probe's slot) comes; the probe's never does.
+        f.freed(t0 + s(6), t0 + s(7));
+        assert_eq!(f.ready(), 1);
+        assert!(!f.take_silent(t0 + s(11)));
     }
 
     #[test]
