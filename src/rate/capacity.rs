@@ -292,8 +292,12 @@ impl InstanceCapacity {
                     ev.found_full(self.refilled, self.refilled);
                 }
                 self.events = Some(ev);
+                self.blind_until_event = false;
             }
-            (false, true) => self.events = None,
+            (false, true) => {
+                self.events = None;
+                self.blind_until_event = false;
+            }
             _ => {}
         }
     }
@@ -309,7 +313,7 @@ impl InstanceCapacity {
             self.blind_until_event = false;
             ev.reset();
             if limited {
-                ev.found_full(now, now);
+                ev.found_full(ended.min(now), now);
             }
         }
         if let Some(ev) = self.events.as_mut() {
@@ -1196,5 +1200,40 @@ mod tests {
         let _ = m.admit(far);
         let _ = m.start_rate(far);
         let _ = m.ready_starts(far);
+    }
+
+    #[test]
+    fn with_contact_events_a_silent_stream_falls_back_to_the_pace_until_an_event() {
+        let t0 = Instant::now();
+        let settings = CapacitySettings {
+            contact_events: true,
+            ..CapacitySettings::default()
+        };
+        let mut m = InstanceCapacity::new(settings, t0);
+        // The fill: three starts fit, the next is refused.
+        for k in 0..3u64 {
+            assert_eq!(m.admit(t0 + ms(10 * k)), CapacityAdmit::Go);
+            m.report(CapacityOutcome::Started, t0 + ms(10 * k + 5));
+        }
+        assert_eq!(m.admit(t0 + ms(50)), CapacityAdmit::Go);
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(100));
+        // No event, no start until the first insurance probe, 5 s after the refusal.
+        assert_eq!(
+            m.admit(t0 + ms(1_000)),
+            CapacityAdmit::NotBefore(t0 + ms(5_100))
+        );
+        assert_eq!(m.admit(t0 + ms(5_100)), CapacityAdmit::Go);
+        m.report(CapacityOutcome::Started, t0 + ms(5_150));
+        // The probe found a slot and no event came in 5 s: silent, so the blind pace guesses.
+        let went = (0..100u64).any(|k| m.admit(t0 + ms(10_200 + 100 * k)) == CapacityAdmit::Go);
+        assert!(went, "the blind pace starts again");
+        m.report(CapacityOutcome::LimitExceeded, t0 + ms(20_000));
+        // An event: back on events, its end is a token, and nothing more goes until a probe.
+        m.freed(t0 + ms(21_000), t0 + ms(21_300));
+        assert_eq!(m.admit(t0 + ms(21_300)), CapacityAdmit::Go);
+        assert!(matches!(
+            m.admit(t0 + ms(21_300)),
+            CapacityAdmit::NotBefore(_)
+        ));
     }
 }
