@@ -29,7 +29,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
+use crate::decide::Now;
 use crate::queue::{MAX_BATCH, MessageQueue};
 
 /// SQS's longest long poll; also how long receives may fail before the machines stop
@@ -112,16 +113,15 @@ fn instance_of_arn(arn: &str) -> Option<String> {
     (!id.is_empty() && id.len() <= 100).then(|| id.to_owned())
 }
 
-/// The tokio instant of a wall-clock time: `now` less how long ago it was (never later than
-/// `now`: a clock ahead of ours puts the end at the receipt).
-pub fn instant_of(ended: Option<OffsetDateTime>, wall_now: SystemTime, now: Instant) -> Instant {
+/// The tokio instant of a wall-clock time: `now.mono` less how long ago it was (never later
+/// than `now`: a clock ahead of ours puts the end at the receipt).
+pub fn instant_of(ended: Option<OffsetDateTime>, now: Now) -> Instant {
     let Some(ended) = ended else {
-        return now;
+        return now.mono;
     };
-    let ended = SystemTime::from(ended);
-    match wall_now.duration_since(ended) {
-        Ok(ago) => now.checked_sub(ago).unwrap_or(now),
-        Err(_) => now,
+    match Duration::try_from(now.wall - ended) {
+        Ok(ago) => now.mono.checked_sub(ago).unwrap_or(now.mono),
+        Err(_) => now.mono,
     }
 }
 
@@ -196,8 +196,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
             ctx.metrics.contact_events_readable.set(1);
             tracing::info!("contact events readable again");
         }
-        let wall = SystemTime::now();
-        let now = Instant::now();
+        let now = Now::read();
         for m in &messages {
             let kind = match parse(&m.body) {
                 Ok(ContactEvent::ChatEnded {
@@ -206,8 +205,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
                     ended,
                 }) => {
                     if recent.first_time(&contact_id) {
-                        ctx.capacity
-                            .freed(&instance_id, instant_of(ended, wall, now));
+                        ctx.capacity.freed(&instance_id, instant_of(ended, now));
                         "chat_ended"
                     } else {
                         "duplicate"
@@ -321,14 +319,16 @@ pub(crate) mod tests {
 
     #[test]
     fn an_end_is_placed_in_the_past_by_its_age_never_in_the_future() {
-        let now = Instant::now();
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = Now {
+            mono: Instant::now(),
+            wall: OffsetDateTime::from_unix_timestamp(1_000_000).unwrap(),
+        };
         let ended = OffsetDateTime::from_unix_timestamp(1_000_000 - 2).unwrap();
-        let at = instant_of(Some(ended), wall, now);
-        assert_eq!(now.duration_since(at), Duration::from_secs(2));
+        let at = instant_of(Some(ended), now);
+        assert_eq!(now.mono.duration_since(at), Duration::from_secs(2));
         let ahead = OffsetDateTime::from_unix_timestamp(1_000_000 + 5).unwrap();
-        assert_eq!(instant_of(Some(ahead), wall, now), now);
-        assert_eq!(instant_of(None, wall, now), now);
+        assert_eq!(instant_of(Some(ahead), now), now.mono);
+        assert_eq!(instant_of(None, now), now.mono);
     }
 
     #[test]
