@@ -27,10 +27,12 @@
 //!   which starts at `probe_min` at each refusal of a fill and doubles per probe up to
 //!   `probe_max`. A probe that starts a chat took a slot whose end is either still on its way
 //!   as an event (the next event of a chat that ended before the probe is then that slot's,
-//!   and starts nothing) or was missed (no such event within `probe_min`, and no event at all
-//!   since the probe: the stream is silent, and the gap starts over).
-//!   While the instance stays full this costs `log₂(probe_max / probe_min)` refusals and then
-//!   one per `probe_max`, the blind machine's floor.
+//!   and starts nothing) or was not reported (no such event within `probe_min`: lost, or sent
+//!   to a sibling replica; the next probe goes at once). If no event at all came since that
+//!   probe, the stream is silent and [`FreedSlots::take_silent`] tells the machine to pace
+//!   blind until an event comes. While the instance stays full this costs
+//!   `log₂(probe_max / probe_min)` refusals and then one per `probe_max`, the blind machine's
+//!   floor.
 //! - **Inconclusive** answers (throttled, 5xx, not sent) give a token back; a probe's is
 //!   retried at the next admit.
 //! - **Open again** when tokens pile up to `burst` (as many slots free as our starts filled, and
