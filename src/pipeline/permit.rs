@@ -11,6 +11,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::connect::ErrorClass;
 use crate::rate::capacity::CapacityOutcome;
 use crate::rate::instances::{CapacityLease, CapacityPromise};
@@ -21,7 +23,8 @@ use crate::rate::{AdaptiveLimiter, RateFeedback};
 pub struct Permit {
     promise: Option<CapacityPromise>,
     capacity: Option<CapacityLease>,
-    rate: Option<Arc<AdaptiveLimiter>>,
+    /// The limiter that gave this call its token, and when (the call went right after).
+    rate: Option<(Arc<AdaptiveLimiter>, Instant)>,
 }
 
 impl Permit {
@@ -54,15 +57,16 @@ impl Permit {
         self.capacity = Some(lease);
     }
 
-    /// Records that `limiter` gave a token: it is owed one feedback from now on.
+    /// Records that `limiter` gave a token just now: it is owed one feedback from now on, and
+    /// learns the call's round trip from it.
     pub fn granted(&mut self, limiter: Arc<AdaptiveLimiter>) {
-        self.rate = Some(limiter);
+        self.rate = Some((limiter, Instant::now()));
     }
 
     /// The call's outcome (`None`: success), read by every limiter that let it through.
     pub fn report(mut self, failure: Option<ErrorClass>) {
-        if let Some(rate) = self.rate.take() {
-            rate.feedback(rate_reading(failure));
+        if let Some((rate, sent)) = self.rate.take() {
+            rate.feedback_sent(rate_reading(failure), sent);
         }
         if let Some(lease) = self.capacity.take() {
             lease.report(capacity_reading(failure));
@@ -72,8 +76,8 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(rate) = self.rate.take() {
-            rate.feedback(RateFeedback::Neutral);
+        if let Some((rate, sent)) = self.rate.take() {
+            rate.feedback_sent(RateFeedback::Neutral, sent);
         }
         // A lease dropped unreported reports `Inconclusive` itself.
     }

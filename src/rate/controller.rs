@@ -108,12 +108,15 @@ pub struct ControllerSettings {
     /// Longest congestion episode: calls whose answers never come must not stretch it. 10 s is
     /// the default `CONNECT_TIMEOUT_SECONDS`, after which every call has an answer (an error).
     pub max_hold: Duration,
-    /// Tokens the pacer leaves in Connect's bucket beyond what our calls in flight can need:
-    /// it spends credit only above `1 + ceiling × (longest recent round trip) ×
-    /// burst_reserve`. A call that arrives early by up to a round trip's spread then still finds
-    /// a token; with round trips so long that the reserve exceeds the bucket, no credit is
-    /// spent. 1: the spread of one-way latencies is at most one round trip. 0 spends the whole
-    /// bucket; a large value turns the credit off.
+    /// Tokens the pacer leaves in Connect's bucket for calls that reach it sooner than their
+    /// send order says: it spends credit only above `1 + ceiling × (spread of recent round
+    /// trips: longest − shortest) × burst_reserve`. Calls sent `1 / ceiling` apart reach Connect
+    /// bunched by at most the spread of their one-way delays, which the spread of the round
+    /// trips bounds when the variation is on one leg (Connect's processing after its throttle
+    /// decision, the network before it) — not their length: at 1 s round trips that vary by
+    /// 20 ms nothing bunches, and a reserve of the round trip's length (11 tokens at 10/s)
+    /// would exceed the bucket and spend none of it. 1: that bound. 0 spends the whole bucket;
+    /// a large value turns the credit off.
     pub burst_reserve: f64,
     /// Largest random delay of a paced call after its slot, as a fraction of the period. It
     /// never accumulates (the average rate is exact) and breaks phase locking: a replica whose
@@ -242,15 +245,31 @@ pub struct RateController {
     round_trips: RoundTrips,
 }
 
-/// The longest round trip of the last `window` to `2 × window` answers, from send and answer
-/// times matched in order (Connect answers about in send order; a reordering only swaps which
-/// call a sample is attributed to, not the spread).
-#[derive(Clone, Debug, Default)]
+/// The longest and shortest round trips of the last `window` to `2 × window` answers: each
+/// answer's own call's send time when the caller passes it (the pipeline's permits do), else
+/// send and answer times matched in order (exact while answers keep their order; when long and
+/// varied round trips let answers overtake, in-order matching narrows the spread).
+#[derive(Clone, Debug)]
 struct RoundTrips {
     in_flight: std::collections::VecDeque<Instant>,
     current: f64,
     previous: f64,
+    current_shortest: f64,
+    previous_shortest: f64,
     samples: u64,
+}
+
+impl Default for RoundTrips {
+    fn default() -> Self {
+        RoundTrips {
+            in_flight: std::collections::VecDeque::new(),
+            current: 0.0,
+            previous: 0.0,
+            current_shortest: f64::INFINITY,
+            previous_shortest: f64::INFINITY,
+            samples: 0,
+        }
+    }
 }
 
 impl RoundTrips {
@@ -264,22 +283,40 @@ impl RoundTrips {
         self.in_flight.push_back(now);
     }
 
-    fn on_answer(&mut self, now: Instant, window: f64) {
-        let Some(sent) = self.in_flight.pop_front() else {
+    /// An answer at `now`; `sent` is its call's send time when the caller knows it (then the
+    /// sample is exact even when answers overtake each other), else the oldest unanswered send.
+    fn on_answer(&mut self, now: Instant, window: f64, sent: Option<Instant>) {
+        let Some(oldest) = self.in_flight.pop_front() else {
             return;
         };
-        let rtt = now.saturating_duration_since(sent).as_secs_f64();
+        let rtt = now
+            .saturating_duration_since(sent.unwrap_or(oldest))
+            .as_secs_f64();
         self.current = self.current.max(rtt);
+        self.current_shortest = self.current_shortest.min(rtt);
         self.samples += 1;
         if self.samples as f64 >= window.max(1.0) {
             self.previous = self.current;
+            self.previous_shortest = self.current_shortest;
             self.current = 0.0;
+            self.current_shortest = f64::INFINITY;
             self.samples = 0;
         }
     }
 
     fn longest(&self) -> f64 {
         self.current.max(self.previous)
+    }
+
+    /// Longest minus shortest: how far apart in time calls sent together can reach Connect
+    /// (0 before any answer).
+    fn spread(&self) -> f64 {
+        let shortest = self.current_shortest.min(self.previous_shortest);
+        if shortest.is_finite() {
+            (self.longest() - shortest).max(0.0)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -359,10 +396,20 @@ impl RateController {
 
     /// One call's outcome arrived at `now`.
     pub fn on_feedback(&mut self, now: Instant, feedback: RateFeedback) {
+        self.on_answer(now, feedback, None);
+    }
+
+    /// One call's outcome arrived at `now`, for the call sent at `sent` (its round trip is then
+    /// measured exactly).
+    pub fn on_feedback_sent(&mut self, now: Instant, feedback: RateFeedback, sent: Instant) {
+        self.on_answer(now, feedback, Some(sent));
+    }
+
+    fn on_answer(&mut self, now: Instant, feedback: RateFeedback, sent: Option<Instant>) {
         self.advance(now);
         self.answers = self.answers.saturating_add(1);
         self.round_trips
-            .on_answer(now, self.settings.recovery_calls);
+            .on_answer(now, self.settings.recovery_calls, sent);
         match feedback {
             RateFeedback::Neutral => {}
             RateFeedback::Accepted => {
@@ -477,8 +524,8 @@ impl RateController {
     /// been at the ceiling, without a 429, for `burst / ceiling` plus the longest recent round
     /// trip: two callers at the ceiling drain a full bucket in `burst / ceiling` (more drain
     /// it sooner), so by then replicas that started together have heard their 429 and none
-    /// spends the bucket into their storm. The reserve is one token plus what arrives within
-    /// the longest recent round trip at the ceiling.
+    /// spends the bucket into their storm. The reserve is one token plus what the ceiling sends
+    /// within the spread of recent round trips (see [`ControllerSettings::burst_reserve`]).
     pub fn credit(&self, now: Instant) -> f64 {
         let Some(burst) = self.server_burst else {
             return 0.0;
@@ -491,7 +538,7 @@ impl RateController {
         if quiet.as_secs_f64() < burst / self.ceiling + rtt {
             return 0.0;
         }
-        let reserve = 1.0 + self.ceiling * rtt * self.settings.burst_reserve;
+        let reserve = 1.0 + self.ceiling * self.round_trips.spread() * self.settings.burst_reserve;
         // With siblings the model's bucket is theirs too: each spends its part of what is above
         // the reserve, so together they spend no more than a lone worker would.
         let credit = (self.alone_level_at(now) - reserve) / self.sharers;
@@ -943,25 +990,55 @@ mod tests {
     }
 
     #[test]
-    fn the_reserve_holds_a_round_trip_of_calls() {
+    fn the_reserve_holds_the_spread_of_round_trips_not_their_length() {
         let t0 = Instant::now();
+        // Round trips of 1.0 to 1.3 s (as many of each): the reserve is 1 + 10 × 0.3 = 4
+        // tokens, whatever their length.
         let mut c = RateController::new(plain(), 10.0, t0);
         c.set_server_burst(10.0);
-        // Answers come 300 ms after their calls: the reserve is 1 + 10 × 0.3 = 4 tokens.
         for k in 0..30u32 {
-            c.on_send(t0 + ms(100) * k);
-        }
-        for k in 0..30u32 {
-            c.on_feedback(t0 + ms(100) * k + ms(300), RateFeedback::Accepted);
+            let sent = t0 + ms(100) * k;
+            c.on_send(sent);
+            c.on_feedback_sent(
+                sent + ms(1_000 + 100 * u64::from(k % 4)),
+                RateFeedback::Accepted,
+                sent,
+            );
         }
         let at = t0 + Duration::from_secs(10);
         assert!(close(c.credit(at), 10.0 - 4.0), "{}", c.credit(at));
-        // Round trips of a second and more at 10/s: the reserve exceeds the bucket.
-        let mut slow = RateController::new(plain(), 10.0, t0);
-        slow.set_server_burst(10.0);
-        slow.on_send(t0);
-        slow.on_feedback(t0 + ms(1_500), RateFeedback::Accepted);
-        assert_eq!(slow.credit(at), 0.0);
+        // The same calls, all answered after exactly 1 s: nothing bunches, one token is kept.
+        let mut fixed = RateController::new(plain(), 10.0, t0);
+        fixed.set_server_burst(10.0);
+        for k in 0..30u32 {
+            let sent = t0 + ms(100) * k;
+            fixed.on_send(sent);
+            fixed.on_feedback_sent(sent + ms(1_000), RateFeedback::Accepted, sent);
+        }
+        assert!(close(fixed.credit(at), 10.0 - 1.0), "{}", fixed.credit(at));
+        // Round trips from 0.2 to 1.5 s: the reserve exceeds the bucket, no credit.
+        let mut varied = RateController::new(plain(), 10.0, t0);
+        varied.set_server_burst(10.0);
+        varied.on_send(t0);
+        varied.on_send(t0 + ms(100));
+        varied.on_feedback_sent(t0 + ms(300), RateFeedback::Accepted, t0 + ms(100));
+        varied.on_feedback_sent(t0 + ms(1_500), RateFeedback::Accepted, t0);
+        assert_eq!(varied.credit(at), 0.0);
+    }
+
+    #[test]
+    fn answers_matched_in_order_without_send_times() {
+        // Callers that do not pass send times: the k-th answer is the k-th send's.
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        c.on_send(t0);
+        c.on_send(t0 + ms(100));
+        c.on_feedback(t0 + ms(1_000), RateFeedback::Accepted);
+        c.on_feedback(t0 + ms(1_100), RateFeedback::Accepted);
+        // 1 s each: no spread, one token kept.
+        let at = t0 + Duration::from_secs(10);
+        assert!(close(c.credit(at), 10.0 - 1.0), "{}", c.credit(at));
     }
 
     #[test]

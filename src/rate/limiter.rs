@@ -242,6 +242,16 @@ impl AdaptiveLimiter {
         });
     }
 
+    /// [`AdaptiveLimiter::feedback`] for the call whose `acquire` returned at `sent`: its round
+    /// trip is then measured exactly, even when answers come back out of order.
+    pub fn feedback_sent(&self, feedback: RateFeedback, sent: Instant) {
+        let now = Instant::now();
+        self.with_pacing(|p| {
+            p.answers = p.answers.saturating_add(1);
+            p.controller.on_feedback_sent(now, feedback, sent);
+        });
+    }
+
     /// How many replicas of ours share this operation's quota: an estimate, at least 1 (values
     /// below 1 or not finite count as 1), noisy or stale is fine; 1 until set. The pipeline
     /// computes it from the jobs queue: `ApproximateNumberOfMessagesNotVisible` (every

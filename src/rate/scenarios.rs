@@ -12,9 +12,11 @@
 //! - Jobs: a backlog of `jobs` (endless if absent) present from the start, or, with
 //!   `arrivals_per_s`, a Poisson stream of jobs (a trickle: no backlog).
 //! - A worker replica takes a job, `acquire()`s, and sends; the call reaches the server after half
-//!   the round trip (uniform in `latency_ms`) and its outcome is fed back after the other half.
+//!   the round trip (uniform in `latency_ms`; `decided_at` another fraction of it) and its
+//!   outcome is fed back after the rest.
 //!   Throttled and LimitExceeded jobs go back to the front of the queue (retried).
-//! - Other callers send at a steady rate during their `[from_s, until_s)` and never retry.
+//! - Other callers send at a steady rate during their `[from_s, until_s)`, from a phase drawn
+//!   per seed within their first period, and never retry.
 //! - `stray_throttles_at_s`: the first worker call arriving after each instant is throttled
 //!   even though the bucket has tokens (a glitch, or a neighbour's one-off burst).
 //! - `limit_exceeded_fraction`: that share of the worker calls the bucket accepts are answered
@@ -26,7 +28,7 @@
 //! - `goodput_fraction`: worker calls accepted / what the bucket had for us: ∫ (rate − active
 //!   other callers' rates) dt, plus the bucket's burst when measured from the start (it starts
 //!   full, so a lone worker can have `burst + rate × T` in `T`); from the start means from our
-//!   first call's arrival at the bucket (half a round trip in).
+//!   first call's arrival at the bucket (half a round trip in, or `decided_at` of it).
 //! - `throttled_fraction`: throttled worker calls / worker calls.
 //! - `throttled_fraction_after_10s`: the same from 10 s after the last replica started (a fleet
 //!   after its start-up).
@@ -71,6 +73,11 @@ struct Scenario {
     #[serde(default)]
     arrivals_per_s: Option<f64>,
     latency_ms: [f64; 2],
+    /// Where in its round trip a call reaches the bucket, as a fraction of it: 0.5 (default)
+    /// halfway; 0 when Connect decides on arrival and its latency comes after the decision, as
+    /// in connect-sim (`--latency-ms` sleeps after deciding) and at AWS's front door.
+    #[serde(default = "default_decided_at")]
+    decided_at: f64,
     replicas: ReplicaSpec,
     #[serde(default)]
     others: Vec<OtherSpec>,
@@ -103,6 +110,10 @@ fn default_seed() -> u64 {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_decided_at() -> f64 {
+    0.5
 }
 
 /// How often a replica polls the jobs queue for the estimate of its sharers, seconds (the
@@ -210,6 +221,8 @@ struct World {
     limit_exceeded_fraction: f64,
     rng: Rng,
     latency_ms: [f64; 2],
+    /// See [`Scenario::decided_at`].
+    decided_at: f64,
     /// Jobs waiting for a replica (their arrival times); with `endless`, a job is always there.
     queue: VecDeque<Instant>,
     endless: bool,
@@ -242,6 +255,13 @@ impl World {
     fn latency(&mut self) -> Duration {
         let [lo, hi] = self.latency_ms;
         Duration::from_secs_f64((lo + (hi - lo) * self.rng.next_f64()) / 1000.0)
+    }
+
+    /// A round trip split at the bucket: (to the decision, back).
+    fn trip(&mut self) -> (Duration, Duration) {
+        let l = self.latency();
+        let to = l.mul_f64(self.decided_at);
+        (to, l - to)
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
@@ -395,11 +415,11 @@ async fn replica(
             continue;
         };
         limiter.acquire().await;
+        let sent = Instant::now();
         let (half_trip, back_trip) = {
             let mut w = lock(&world);
             w.in_flight += 1;
-            let l = w.latency();
-            (l / 2, l - l / 2)
+            w.trip()
         };
         let world = Arc::clone(&world);
         let limiter = Arc::clone(&limiter);
@@ -408,11 +428,12 @@ async fn replica(
             tokio::time::sleep(half_trip).await;
             let answer = lock(&world).worker_call(Instant::now(), index);
             tokio::time::sleep(back_trip).await;
-            limiter.feedback(match answer {
+            let feedback = match answer {
                 Answer::Accepted => RateFeedback::Accepted,
                 Answer::Throttled => RateFeedback::Throttled,
                 Answer::LimitExceeded => RateFeedback::Neutral,
-            });
+            };
+            limiter.feedback_sent(feedback, sent);
             let now = Instant::now();
             let mut w = lock(&world);
             w.in_flight -= 1;
@@ -448,10 +469,12 @@ async fn arrivals(world: Shared, jobs: Arc<Notify>, rate: f64, until: Instant) {
 
 async fn other_caller(world: Shared, rate: f64, from: Instant, until: Instant) {
     let period = Duration::from_secs_f64(1.0 / rate);
-    let mut next = from;
+    // A phase of its own per seed: steady calls that start on the same instant every seed would
+    // meet our pacer in the same phase every seed, and the seeds would not average over it.
+    let mut next = from + period.mul_f64(lock(&world).rng.next_f64());
     while next < until {
         tokio::time::sleep_until(next).await;
-        let half_trip = lock(&world).latency() / 2;
+        let half_trip = lock(&world).trip().0;
         let world = Arc::clone(&world);
         tokio::spawn(async move {
             tokio::time::sleep(half_trip).await;
@@ -498,6 +521,7 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         limit_exceeded_fraction: s.limit_exceeded_fraction,
         rng: Rng(seed),
         latency_ms: s.latency_ms,
+        decided_at: s.decided_at.clamp(0.0, 1.0),
         queue: match (s.arrivals_per_s, s.jobs) {
             (None, Some(n)) => (0..n).map(|_| start).collect(),
             _ => VecDeque::new(),
@@ -904,6 +928,7 @@ scenarios!(
     neighbour_twice,
     fleet_3_staggered,
     high_latency,
+    high_latency_decided_first,
     high_latency_fleet_3,
     trickle,
     trickle_default_quota,
