@@ -19,9 +19,10 @@
 //!   spend them (the bound for a lone worker includes them). It may not spend all: a
 //!   bucket kept empty throttles every call that arrives a little early. So the pacer also lets
 //!   a call go at once whenever [`RateController::credit`] is at least one token: the level of
-//!   Connect's bucket as modelled for a lone caller, above a reserve of one token plus a round
-//!   trip's worth of calls at the ceiling, once the rate has been at the ceiling without a 429
-//!   for `burst / ceiling` plus a round trip (two callers at the ceiling drain a full bucket in
+//!   Connect's bucket as modelled for a lone caller, above a reserve of one token plus what
+//!   the ceiling sends within the spread of recent round trips (calls arrive bunched by at most
+//!   that; [`AdaptiveLimiter::feedback_sent`] measures each call's own), once the rate has been
+//!   at the ceiling without a 429 for `burst / ceiling` plus a round trip (two callers at the ceiling drain a full bucket in
 //!   `burst / ceiling`, so replicas that start together have heard their 429 by then and never
 //!   spend the bucket into their storm). One credit call is in flight at a time: one that finds
 //!   the bucket drained after all (a neighbour) costs one 429, which empties the model. A lone
