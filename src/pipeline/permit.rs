@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::connect::ErrorClass;
 use crate::rate::capacity::CapacityOutcome;
 use crate::rate::instances::{CapacityLease, CapacityPromise};
-use crate::rate::{AdaptiveLimiter, RateFeedback};
+use crate::rate::{AdaptiveLimiter, RateFeedback, RoundTrip};
 
 /// See the module doc.
 #[derive(Default)]
@@ -66,7 +66,7 @@ impl Permit {
     /// The call's outcome (`None`: success), read by every limiter that let it through.
     pub fn report(mut self, failure: Option<ErrorClass>) {
         if let Some((rate, sent)) = self.rate.take() {
-            rate.feedback_sent(rate_reading(failure), sent);
+            rate.feedback_trip(rate_reading(failure), RoundTrip::SentAt(sent));
         }
         if let Some(lease) = self.capacity.take() {
             lease.report(capacity_reading(failure));
@@ -76,8 +76,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some((rate, sent)) = self.rate.take() {
-            rate.feedback_sent(RateFeedback::Neutral, sent);
+        if let Some((rate, _)) = self.rate.take() {
+            // Not made, or its answer unknown: no round trip to learn from.
+            rate.feedback_trip(RateFeedback::Neutral, RoundTrip::Unmeasured);
         }
         // A lease dropped unreported reports `Inconclusive` itself.
     }

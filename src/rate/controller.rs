@@ -245,10 +245,20 @@ pub struct RateController {
     round_trips: RoundTrips,
 }
 
-/// The longest and shortest round trips of the last `window` to `2 × window` answers: each
-/// answer's own call's send time when the caller passes it (the pipeline's permits do), else
-/// send and answer times matched in order (exact while answers keep their order; when long and
-/// varied round trips let answers overtake, in-order matching narrows the spread).
+/// How an answer measures its call's round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundTrip {
+    /// Matched with the oldest unanswered send (exact while answers keep their order).
+    InOrder,
+    /// The call was sent at this instant: exact even when answers overtake each other.
+    SentAt(Instant),
+    /// No round trip to measure: the call was not made, or its answer is unknown.
+    Unmeasured,
+}
+
+/// The longest and shortest round trips of the last `window` to `2 × window` answers (see
+/// [`RoundTrip`]: the pipeline's permits pass each call's send time; in-order matching narrows
+/// the spread when long and varied round trips let answers overtake).
 #[derive(Clone, Debug)]
 struct RoundTrips {
     in_flight: std::collections::VecDeque<Instant>,
@@ -283,15 +293,17 @@ impl RoundTrips {
         self.in_flight.push_back(now);
     }
 
-    /// An answer at `now`; `sent` is its call's send time when the caller knows it (then the
-    /// sample is exact even when answers overtake each other), else the oldest unanswered send.
-    fn on_answer(&mut self, now: Instant, window: f64, sent: Option<Instant>) {
+    /// An answer at `now`, measured as `trip` says.
+    fn on_answer(&mut self, now: Instant, window: f64, trip: RoundTrip) {
         let Some(oldest) = self.in_flight.pop_front() else {
             return;
         };
-        let rtt = now
-            .saturating_duration_since(sent.unwrap_or(oldest))
-            .as_secs_f64();
+        let sent = match trip {
+            RoundTrip::InOrder => oldest,
+            RoundTrip::SentAt(sent) => sent,
+            RoundTrip::Unmeasured => return,
+        };
+        let rtt = now.saturating_duration_since(sent).as_secs_f64();
         self.current = self.current.max(rtt);
         self.current_shortest = self.current_shortest.min(rtt);
         self.samples += 1;
@@ -396,20 +408,19 @@ impl RateController {
 
     /// One call's outcome arrived at `now`.
     pub fn on_feedback(&mut self, now: Instant, feedback: RateFeedback) {
-        self.on_answer(now, feedback, None);
+        self.on_answer(now, feedback, RoundTrip::InOrder);
     }
 
-    /// One call's outcome arrived at `now`, for the call sent at `sent` (its round trip is then
-    /// measured exactly).
-    pub fn on_feedback_sent(&mut self, now: Instant, feedback: RateFeedback, sent: Instant) {
-        self.on_answer(now, feedback, Some(sent));
+    /// One call's outcome arrived at `now`, with how to measure its round trip.
+    pub fn on_feedback_trip(&mut self, now: Instant, feedback: RateFeedback, trip: RoundTrip) {
+        self.on_answer(now, feedback, trip);
     }
 
-    fn on_answer(&mut self, now: Instant, feedback: RateFeedback, sent: Option<Instant>) {
+    fn on_answer(&mut self, now: Instant, feedback: RateFeedback, trip: RoundTrip) {
         self.advance(now);
         self.answers = self.answers.saturating_add(1);
         self.round_trips
-            .on_answer(now, self.settings.recovery_calls, sent);
+            .on_answer(now, self.settings.recovery_calls, trip);
         match feedback {
             RateFeedback::Neutral => {}
             RateFeedback::Accepted => {
@@ -999,10 +1010,10 @@ mod tests {
         for k in 0..30u32 {
             let sent = t0 + ms(100) * k;
             c.on_send(sent);
-            c.on_feedback_sent(
+            c.on_feedback_trip(
                 sent + ms(1_000 + 100 * u64::from(k % 4)),
                 RateFeedback::Accepted,
-                sent,
+                RoundTrip::SentAt(sent),
             );
         }
         let at = t0 + Duration::from_secs(10);
@@ -1013,7 +1024,11 @@ mod tests {
         for k in 0..30u32 {
             let sent = t0 + ms(100) * k;
             fixed.on_send(sent);
-            fixed.on_feedback_sent(sent + ms(1_000), RateFeedback::Accepted, sent);
+            fixed.on_feedback_trip(
+                sent + ms(1_000),
+                RateFeedback::Accepted,
+                RoundTrip::SentAt(sent),
+            );
         }
         assert!(close(fixed.credit(at), 10.0 - 1.0), "{}", fixed.credit(at));
         // Round trips from 0.2 to 1.5 s: the reserve exceeds the bucket, no credit.
@@ -1021,9 +1036,32 @@ mod tests {
         varied.set_server_burst(10.0);
         varied.on_send(t0);
         varied.on_send(t0 + ms(100));
-        varied.on_feedback_sent(t0 + ms(300), RateFeedback::Accepted, t0 + ms(100));
-        varied.on_feedback_sent(t0 + ms(1_500), RateFeedback::Accepted, t0);
+        let trip = |sent| RoundTrip::SentAt(sent);
+        varied.on_feedback_trip(t0 + ms(300), RateFeedback::Accepted, trip(t0 + ms(100)));
+        varied.on_feedback_trip(t0 + ms(1_500), RateFeedback::Accepted, trip(t0));
         assert_eq!(varied.credit(at), 0.0);
+    }
+
+    #[test]
+    fn calls_not_made_measure_no_round_trip() {
+        // A permit dropped before its call (an instance found full at the claim) answers at
+        // once: no sample, or the spread would take in a round trip of zero.
+        let t0 = Instant::now();
+        let mut c = RateController::new(plain(), 10.0, t0);
+        c.set_server_burst(10.0);
+        for k in 0..30u32 {
+            let sent = t0 + ms(100) * k;
+            c.on_send(sent);
+            let trip = if k % 2 == 0 {
+                RoundTrip::SentAt(sent)
+            } else {
+                RoundTrip::Unmeasured
+            };
+            let answer = if k % 2 == 0 { ms(1_000) } else { ms(1) };
+            c.on_feedback_trip(sent + answer, RateFeedback::Neutral, trip);
+        }
+        let at = t0 + Duration::from_secs(10);
+        assert!(close(c.credit(at), 10.0 - 1.0), "{}", c.credit(at));
     }
 
     #[test]

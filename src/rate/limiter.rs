@@ -21,7 +21,7 @@
 //!   a call go at once whenever [`RateController::credit`] is at least one token: the level of
 //!   Connect's bucket as modelled for a lone caller, above a reserve of one token plus what
 //!   the ceiling sends within the spread of recent round trips (calls arrive bunched by at most
-//!   that; [`AdaptiveLimiter::feedback_sent`] measures each call's own), once the rate has been
+//!   that; [`AdaptiveLimiter::feedback_trip`] measures each call's own), once the rate has been
 //!   at the ceiling without a 429 for `burst / ceiling` plus a round trip (two callers at the ceiling drain a full bucket in
 //!   `burst / ceiling`, so replicas that start together have heard their 429 by then and never
 //!   spend the bucket into their storm). One credit call is in flight at a time: one that finds
@@ -53,7 +53,7 @@ use tokio::time::Instant;
 
 use super::RateFeedback;
 use super::clock::{TokioClock, TokioInstant};
-use super::controller::{ControllerSettings, RateController, sanitize_rate};
+use super::controller::{ControllerSettings, RateController, RoundTrip, sanitize_rate};
 
 type Governor = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
@@ -243,13 +243,14 @@ impl AdaptiveLimiter {
         });
     }
 
-    /// [`AdaptiveLimiter::feedback`] for the call whose `acquire` returned at `sent`: its round
-    /// trip is then measured exactly, even when answers come back out of order.
-    pub fn feedback_sent(&self, feedback: RateFeedback, sent: Instant) {
+    /// [`AdaptiveLimiter::feedback`] with how to measure the call's round trip: `SentAt` the
+    /// instant its `acquire` returned (exact even when answers come back out of order), or
+    /// `Unmeasured` for a call not made or whose answer is unknown.
+    pub fn feedback_trip(&self, feedback: RateFeedback, trip: RoundTrip) {
         let now = Instant::now();
         self.with_pacing(|p| {
             p.answers = p.answers.saturating_add(1);
-            p.controller.on_feedback_sent(now, feedback, sent);
+            p.controller.on_feedback_trip(now, feedback, trip);
         });
     }
 

@@ -34,7 +34,7 @@ mod limiter;
 mod scenarios;
 
 pub use clock::{TokioClock, TokioInstant};
-pub use controller::{ControllerSettings, RateController};
+pub use controller::{ControllerSettings, RateController, RoundTrip};
 pub use limiter::AdaptiveLimiter;
 
 /// What one Connect call told us about the rate quota.

@@ -55,7 +55,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{AdaptiveLimiter, ControllerSettings, RateFeedback};
+use super::{AdaptiveLimiter, ControllerSettings, RateFeedback, RoundTrip};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -433,7 +433,7 @@ async fn replica(
                 Answer::Throttled => RateFeedback::Throttled,
                 Answer::LimitExceeded => RateFeedback::Neutral,
             };
-            limiter.feedback_sent(feedback, sent);
+            limiter.feedback_trip(feedback, RoundTrip::SentAt(sent));
             let now = Instant::now();
             let mut w = lock(&world);
             w.in_flight -= 1;
