@@ -12,7 +12,11 @@
 //!
 //! The estimate errs high, never below 1: messages given back to SQS with a visibility delay
 //! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate
-//! only slows the probe above the plateau; it never raises the rate.
+//! slows the probe above the plateau and splits the burst credit; it never raises the rate.
+//! SQS counts at some instant of the request while the receiver goes on receiving, so "ours"
+//! is the larger of what this replica holds before and after the request: over the count
+//! before it alone, a lone replica's own new jobs looked like a sibling's in the first seconds
+//! of a run (1.3-1.6 in the benchmark, 2026-12-03), and its burst credit was split by that.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +57,8 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         if last.is_some_and(|t| t.elapsed() < EVERY) {
             continue;
         }
-        let ours = ctx.inflight.len().await;
-        if ours == 0 {
+        let before = ctx.inflight.len().await;
+        if before == 0 {
             continue;
         }
         last = Some(tokio::time::Instant::now());
@@ -62,8 +66,14 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
             _ = stop.cancelled() => return,
             d = ctx.jobs_depth(Duration::ZERO) => d,
         };
+        // SQS counts at some instant of the request's round trip, and the receiver goes on
+        // receiving meanwhile (fastest in the first seconds, when the first estimate is taken):
+        // over what we held before the request, our own new messages would count as a
+        // sibling's (a lone replica estimated 1.3-1.6 in the benchmark, which split its burst
+        // credit). What we hold at either end bounds what we held when SQS counted.
+        let after = ctx.inflight.len().await;
         if let Some(d) = depth {
-            let n = estimate(d.in_flight, ours);
+            let n = estimate(d.in_flight, before.max(after));
             for op in Operation::ALL {
                 ctx.limiter(op).set_sharers(n);
             }

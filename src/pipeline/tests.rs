@@ -847,3 +847,30 @@ async fn an_unreadable_contact_events_queue_falls_back_to_the_blind_pace() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_replica_that_receives_while_sqs_counts_estimates_no_sibling() {
+    // SQS counts at the end of a GetQueueAttributes that takes a second here, and jobs arrive at
+    // 40/s for the first two seconds, so the receiver takes tens of jobs while the first estimate
+    // is read (as in the first seconds of a benchmark run). Over what it held before the request
+    // its own new jobs would look like a sibling's; over what it holds after, the estimate is 1.
+    let queue = Arc::new(MemoryQueue::new());
+    queue.set_depth_latency(Duration::from_secs(1));
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &[job("first")],
+    );
+    for i in 0..80 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        queue.push(JOBS, job(&format!("j{i}")));
+    }
+    // The first estimate is in (within a second of the first job, plus the request's second);
+    // the next is five seconds after it.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let sharers = h.metrics.rate_sharers.get();
+    assert!(sharers < 1.1, "a lone replica estimated {sharers} sharers");
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

@@ -36,6 +36,8 @@ struct State {
     queues: HashMap<String, Vec<Stored>>,
     missing: HashSet<String>,
     next_id: u64,
+    /// How long `depth` takes (SQS's `GetQueueAttributes` is a round trip); counted at its end.
+    depth_latency: Duration,
 }
 
 /// See the module doc.
@@ -48,6 +50,12 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes `depth` take `latency` (in tokio time) and count at its end, as a round trip to
+    /// SQS does: what others do meanwhile shows in the count.
+    pub fn set_depth_latency(&self, latency: Duration) {
+        self.lock().depth_latency = latency;
     }
 
     /// Makes every call on `queue_url` fail with `QueueMissing`.
@@ -333,6 +341,10 @@ impl MessageQueue for MemoryQueue {
     }
 
     async fn depth(&self, queue_url: &str) -> Result<QueueDepth, QueueError> {
+        let latency = self.lock().depth_latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let s = self.lock();
         Self::check(&s, queue_url, "GetQueueAttributes")?;
         let now = Instant::now();
