@@ -10,8 +10,8 @@ counters reset, the workers started (that instant is t=0), results drained until
 one (or a timeout), workers stopped with SIGTERM, then `/_sim/stats` read: 429 counts and the
 per-second timeline come from the simulator, never from the workers. Raw numbers are merged into
 bench/out/results.json (so a partial run keeps the other scenarios' last numbers), logs go to
-bench/out/logs/, charts to bench/charts/<scenario>.svg, and report.py rewrites its own section of
-BENCHMARKS.md. bench/out/ is not committed: when results.json lacks scenarios BENCHMARKS.md reports
+bench/out/logs/, charts to bench/charts/<scenario>.svg (to bench/out/charts/ when results.json
+lacks one of the scenario's workers), and report.py rewrites its own section of BENCHMARKS.md. bench/out/ is not committed: when results.json lacks scenarios BENCHMARKS.md reports
 (a fresh clone), the section goes to bench/out/BENCHMARKS.partial.md instead.
 """
 
@@ -484,7 +484,12 @@ def main(argv):
                 RESULTS.write_text(json.dumps(stored, indent=1))
             runs = [(LABELS[i], report.runs_of(stored["scenarios"][name][i])[0]) for i in ("ours", "baseline")
                     if i in stored["scenarios"][name]]
-            (CHARTS / f"{name}.svg").write_text(charts.render(name, SCENARIOS[name], runs))
+            # A chart without a worker the scenario has (an `--impl ours` run on a fresh clone,
+            # whose results.json holds no baseline) would replace the committed two-panel one.
+            whole = all(i in stored["scenarios"][name] for i in scn.get("impls", ("ours", "baseline")))
+            charts_dir = CHARTS if whole else OUT / "charts"
+            charts_dir.mkdir(parents=True, exist_ok=True)
+            (charts_dir / f"{name}.svg").write_text(charts.render(name, SCENARIOS[name], runs))
         RESULTS.write_text(json.dumps(stored, indent=1))
     stored["meta"] = machine.describe(["bench/run.sh", *argv], time.time() - started)
     stored["meta"]["commit"] = built_from
@@ -499,7 +504,7 @@ def main(argv):
               f"run's results.json is not here): wrote {target.relative_to(harness.ROOT)} instead; "
               f"merge its rows by hand or run those scenarios too", flush=True)
     report.write(stored, target)
-    print(f"wrote {target.name} and bench/charts/ in {time.time() - started:.0f} s", flush=True)
+    print(f"wrote {target.name} and the charts in {time.time() - started:.0f} s", flush=True)
     return 0
 
 
