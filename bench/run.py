@@ -11,8 +11,9 @@ one (or a timeout), workers stopped with SIGTERM, then `/_sim/stats` read: 429 c
 per-second timeline come from the simulator, never from the workers. Raw numbers are merged into
 bench/out/results.json (so a partial run keeps the other scenarios' last numbers), logs go to
 bench/out/logs/, charts to bench/charts/<scenario>.svg (to bench/out/charts/ when results.json
-lacks one of the scenario's workers), and report.py rewrites its own section of BENCHMARKS.md. bench/out/ is not committed: when results.json lacks scenarios BENCHMARKS.md reports
-(a fresh clone), the section goes to bench/out/BENCHMARKS.partial.md instead.
+lacks one of the scenario's workers), and report.py rewrites its own section of BENCHMARKS.md.
+bench/out/ is not committed: when results.json lacks scenarios BENCHMARKS.md reports (a fresh
+clone), the section goes to bench/out/BENCHMARKS.partial.md instead.
 """
 
 import argparse
