@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -32,6 +32,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct InFlight {
     entries: Mutex<HashMap<u64, Entry>>,
+    /// Messages a receive on the wire may add (see [`InFlight::receiving`]).
+    receiving: AtomicUsize,
     next_id: AtomicU64,
     /// Held while visibility changes are on the wire.
     visibility_lock: Mutex<()>,
@@ -76,6 +78,18 @@ impl InFlight {
 
     pub async fn len(&self) -> usize {
         self.entries.lock().await.len()
+    }
+
+    /// Marks a receive of up to `n` messages on the wire until the guard drops: SQS hides them
+    /// before their answer arrives, so until then they count in [`InFlight::held`].
+    pub fn receiving(&self, n: usize) -> Receiving<'_> {
+        self.receiving.fetch_add(n, Ordering::Relaxed);
+        Receiving { inflight: self, n }
+    }
+
+    /// Messages this replica holds or may be receiving: registered plus a receive's on the wire.
+    pub async fn held(&self) -> usize {
+        self.len().await + self.receiving.load(Ordering::Relaxed)
     }
 
     pub async fn is_empty(&self) -> bool {
@@ -169,6 +183,18 @@ pub async fn heartbeat<Q: MessageQueue>(
             .visibility_extensions
             .with_label_values(&["failed"])
             .inc_by(failed as u64);
+    }
+}
+
+/// See [`InFlight::receiving`].
+pub struct Receiving<'a> {
+    inflight: &'a InFlight,
+    n: usize,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.inflight.receiving.fetch_sub(self.n, Ordering::Relaxed);
     }
 }
 

@@ -61,6 +61,7 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
     tasks: tokio_util::task::TaskTracker,
 ) {
     let mut failures: u32 = 0;
+    let mut backlog = false;
     loop {
         let Some(first) = wait_for_slot(&ctx, &slots).await else {
             return;
@@ -107,6 +108,12 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         }
 
         let visibility = ctx.settings.visibility_timeout;
+        // While there is a backlog (the last receive got all it asked for), what SQS hides for
+        // this receive counts as held until it is registered: the estimate of sharers reads the
+        // queue's hidden messages against ours meanwhile. A long poll on a drained queue hides
+        // nothing and counts nothing.
+        let asked = permits.len();
+        let receiving = ctx.inflight.receiving(if backlog { asked } else { 0 });
         let received = ctx
             .until_stopped(ctx.queue.receive(
                 &ctx.queues.jobs,
@@ -119,6 +126,7 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
         match received {
             Ok(messages) => {
                 failures = 0;
+                backlog = messages.len() >= asked;
                 ctx.health.receive_succeeded().await;
                 ctx.metrics.last_receive_success.set(unix_now());
                 ctx.metrics.jobs_received.inc_by(messages.len() as u64);
@@ -147,8 +155,10 @@ pub async fn run<Q: MessageQueue, C: ConnectApi>(
                         drop(permit);
                     });
                 }
+                drop(receiving);
             }
             Err(e) => {
+                drop(receiving);
                 failures = failures.saturating_add(1);
                 ctx.metrics
                     .sqs_errors

@@ -14,7 +14,8 @@
 //! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate
 //! slows the probe above the plateau and splits the burst credit; it never raises the rate.
 //! SQS counts at some instant of the request while the receiver goes on receiving, so "ours"
-//! is the larger of what this replica holds before and after the request: over the count
+//! is the larger of what this replica holds before and after the request, a receive on the
+//! wire included ([`super::inflight::InFlight::held`]): over the count
 //! before it alone, a lone replica's own new jobs looked like a sibling's in the first seconds
 //! of a run (1.3-1.6 in the benchmark, 2026-12-03), and its burst credit was split by that.
 
@@ -57,7 +58,7 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         if last.is_some_and(|t| t.elapsed() < EVERY) {
             continue;
         }
-        let before = ctx.inflight.len().await;
+        let before = ctx.inflight.held().await;
         if before == 0 {
             continue;
         }
@@ -70,8 +71,9 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         // receiving meanwhile (fastest in the first seconds, when the first estimate is taken):
         // over what we held before the request, our own new messages would count as a
         // sibling's (a lone replica estimated 1.3-1.6 in the benchmark, which split its burst
-        // credit). What we hold at either end bounds what we held when SQS counted.
-        let after = ctx.inflight.len().await;
+        // credit). What we hold at either end, a receive on the wire included (SQS hides its
+        // messages before they reach us), bounds what we held when SQS counted.
+        let after = ctx.inflight.held().await;
         if let Some(d) = depth {
             let n = estimate(d.in_flight, before.max(after));
             for op in Operation::ALL {

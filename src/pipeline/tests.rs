@@ -874,3 +874,27 @@ async fn a_lone_replica_that_receives_while_sqs_counts_estimates_no_sibling() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_replica_counts_the_receive_on_the_wire_as_its_own() {
+    // Each receive's answer takes 300 ms after SQS hid its ten messages, and a backlog keeps the
+    // receiver receiving: when the first estimate is read, a receive's messages are hidden but
+    // not yet ours. Counted as a sibling's they made a lone replica about 1.5 replicas.
+    let queue = Arc::new(MemoryQueue::new());
+    queue.set_receive_latency(Duration::from_millis(300));
+    let bodies: Vec<String> = (0..200).map(|i| job(&format!("j{i}"))).collect();
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &bodies,
+    );
+    let mut highest: f64 = 1.0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        highest = highest.max(h.metrics.rate_sharers.get());
+    }
+    assert!(highest < 1.1, "a lone replica estimated {highest} sharers");
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

@@ -38,6 +38,8 @@ struct State {
     next_id: u64,
     /// How long `depth` takes (SQS's `GetQueueAttributes` is a round trip); counted at its end.
     depth_latency: Duration,
+    /// How long a receive's answer travels after its messages were hidden.
+    receive_latency: Duration,
 }
 
 /// See the module doc.
@@ -56,6 +58,12 @@ impl MemoryQueue {
     /// SQS does: what others do meanwhile shows in the count.
     pub fn set_depth_latency(&self, latency: Duration) {
         self.lock().depth_latency = latency;
+    }
+
+    /// Makes a receive's answer arrive `latency` (tokio time) after its messages were hidden, as
+    /// SQS's does: meanwhile they count as in flight and nobody holds them yet.
+    pub fn set_receive_latency(&self, latency: Duration) {
+        self.lock().receive_latency = latency;
     }
 
     /// Makes every call on `queue_url` fail with `QueueMissing`.
@@ -226,6 +234,10 @@ impl MessageQueue for MemoryQueue {
             let arrived = self.arrived.notified();
             let got = self.take_visible(queue_url, max.clamp(1, super::MAX_BATCH), visibility)?;
             if !got.is_empty() || Instant::now() >= deadline {
+                let latency = self.lock().receive_latency;
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
                 return Ok(got);
             }
             let wake = self
