@@ -58,10 +58,11 @@ pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: Cancellation
         if last.is_some_and(|t| t.elapsed() < EVERY) {
             continue;
         }
-        let before = ctx.inflight.held().await;
-        if before == 0 {
+        // Holding no job (a receive on the wire is not one yet), the counts say nothing.
+        if ctx.inflight.is_empty().await {
             continue;
         }
+        let before = ctx.inflight.held().await;
         last = Some(tokio::time::Instant::now());
         let depth = tokio::select! {
             _ = stop.cancelled() => return,
