@@ -37,6 +37,9 @@ pub struct InFlight {
     next_id: AtomicU64,
     /// Held while visibility changes are on the wire.
     visibility_lock: Mutex<()>,
+    /// When the messages given back with a delay become visible again: until then SQS counts
+    /// them as not visible, and the estimate of sharers must not take them for a sibling's.
+    delayed: std::sync::Mutex<std::collections::BinaryHeap<std::cmp::Reverse<Instant>>>,
 }
 
 impl InFlight {
@@ -92,6 +95,23 @@ impl InFlight {
         self.len().await + self.receiving.load(Ordering::Relaxed)
     }
 
+    /// Messages this replica gave back with a delay that SQS still hides.
+    pub async fn delayed(&self) -> usize {
+        let now = Instant::now();
+        let mut heap = self.delayed.lock().unwrap_or_else(|e| e.into_inner());
+        while heap.peek().is_some_and(|r| r.0 <= now) {
+            heap.pop();
+        }
+        heap.len()
+    }
+
+    fn note_delayed(&self, after: Duration) {
+        if after > Duration::ZERO {
+            let mut heap = self.delayed.lock().unwrap_or_else(|e| e.into_inner());
+            heap.push(std::cmp::Reverse(Instant::now() + after));
+        }
+    }
+
     pub async fn is_empty(&self) -> bool {
         self.len().await == 0
     }
@@ -110,7 +130,11 @@ impl InFlight {
             Some(e) => e.receipt,
             None => return false,
         };
-        matches!(queue.change_visibility_batch(queue_url, &[(receipt, after)]).await, Ok(f) if f.is_empty())
+        let changed = matches!(queue.change_visibility_batch(queue_url, &[(receipt, after)]).await, Ok(f) if f.is_empty());
+        if changed {
+            self.note_delayed(after);
+        }
+        changed
     }
 
     /// One heartbeat: extends every message whose visibility lapses within `visibility / 2`.

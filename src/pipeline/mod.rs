@@ -358,7 +358,10 @@ impl<Q: MessageQueue, C: ConnectApi> Worker<Q, C> {
         let depth = tokio::spawn(depth::poll(ctx.clone(), background_stop.clone()));
 
         let handoff = tokio::spawn(handoff::run(ctx.clone(), background_stop.clone()));
-        let sharers = tokio::spawn(sharers::run(ctx.clone(), background_stop.clone()));
+        // Before the first receive: siblings' messages in flight make this replica join the quota
+        // at an aligned read instead of at the ceiling (`sharers`).
+        let first = sharers::first_read(&ctx).await;
+        let sharers = tokio::spawn(sharers::run(ctx.clone(), background_stop.clone(), first));
         let events = tokio::spawn(contact_events::run(ctx.clone(), background_stop.clone()));
         if let Some(fleet) = &ctx.fleet {
             // Reach Redis before the first receive, so the state gauge and the log tell at

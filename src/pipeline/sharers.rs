@@ -22,6 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
@@ -32,6 +33,29 @@ use crate::queue::MessageQueue;
 /// scaling), and one `GetQueueAttributes` per 5 s per replica costs nothing.
 pub const EVERY: Duration = Duration::from_secs(5);
 
+/// A joiner enters at the first aligned read at least this long after it joined (its first
+/// receive follows within milliseconds): SQS's approximate counts lag the receives by about a
+/// second, so by then every sibling's aligned read sees its messages and makes room at the same
+/// instant. A longer margin is no safer: a sibling that sees the joiner at a read where the
+/// joiner does not enter yet makes room a poll early, and the joiner's share goes unused until
+/// the next (measured in the scenarios: 2 s lost 0.8 points of goodput on
+/// `fleet_3_skewed_start`, whose replicas start 1.5 s apart).
+pub const JOIN_MARGIN: Duration = Duration::from_secs(1);
+
+/// A joiner whose aligned reads fail enters anyway after this (one poll after the margin, and
+/// a second): at its fair share of the last estimate.
+pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(7);
+
+/// Others' messages in flight that show a sibling busy on the quota, and the rise that shows a
+/// joiner: what the quota starts in half the receiver's look-ahead. Each replica holds what it
+/// starts in the look-ahead at its rate, so siblings that together use at least half the quota
+/// hold at least this, and a joiner (which holds the look-ahead at the ceiling while it waits)
+/// adds twice it; a trickle's few messages are below it, so a joiner into a quota with room
+/// enters at once, as a lone worker does.
+pub fn busy_threshold(ceiling: f64) -> f64 {
+    (ceiling * super::receiver::LOOKAHEAD_SECS / 2.0).max(1.0)
+}
+
 /// The estimate from the queue's not-visible count and ours: at least 1.
 pub fn estimate(not_visible: u64, ours: usize) -> f64 {
     if ours == 0 {
@@ -40,48 +64,207 @@ pub fn estimate(not_visible: u64, ours: usize) -> f64 {
     (not_visible as f64 / ours as f64).max(1.0)
 }
 
-/// How often the loop looks whether an estimate is due: the first one goes out within this of
-/// the first jobs in flight, the ones after every [`EVERY`].
+/// How often the loop looks whether the first estimate is due: it goes out within this of the
+/// first jobs in flight.
 const LOOK: Duration = Duration::from_secs(1);
 
-/// Updates the limiters' sharer estimate until `stop`. While this replica holds no job the last
-/// estimate stays (the counts say nothing then).
-pub async fn run<Q: MessageQueue, C>(ctx: Arc<Context<Q, C>>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(LOOK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<tokio::time::Instant> = None;
+/// The read before the first receive gives up after this (SQS unreachable: no join).
+const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the read before the first receive found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FirstRead {
+    /// When the limiters joined, if siblings hold the quota's work.
+    pub joined_at: Option<Instant>,
+    /// The others' messages in flight then (all of them: we held none).
+    pub others: Option<u64>,
+}
+
+/// Messages in flight that show siblings busy, and the rise that shows a joiner, for this
+/// replica's configured quota (see [`busy_threshold`]).
+fn threshold<Q, C>(ctx: &Context<Q, C>) -> f64 {
+    let ceiling = |op| ctx.limiter(op).ceiling();
+    busy_threshold(super::mix::jobs_per_second(
+        ctx.mix.start_share(),
+        ceiling(Operation::StartChatContact),
+        ceiling(Operation::CreatePersistentContactAssociation),
+    ))
+}
+
+/// Before the first receive we hold none of the jobs queue's messages, so its not-visible count
+/// is all siblings' (and messages given back with a delay). If it shows siblings busy on the
+/// quota ([`busy_threshold`]), the limiters join: no call until the aligned read at least
+/// [`JOIN_MARGIN`] later, at which every sibling sees our messages and makes room, then our fair
+/// share ([`crate::rate::AdaptiveLimiter::join`]). Not with `REDIS_URL` (the shared limiter
+/// coordinates the fleet).
+pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
+    if ctx.fleet.is_some() {
+        return FirstRead::default();
+    }
+    let depth = tokio::time::timeout(FIRST_READ_TIMEOUT, ctx.jobs_depth(Duration::ZERO)).await;
+    let Ok(Some(depth)) = depth else {
+        return FirstRead::default();
+    };
+    let others = depth.in_flight;
+    let mut read = FirstRead {
+        joined_at: None,
+        others: Some(others),
+    };
+    if others as f64 >= threshold(ctx) {
+        let now = Instant::now();
+        for op in Operation::ALL {
+            ctx.limiter(op).join(now + JOIN_WAIT_MAX);
+        }
+        read.joined_at = Some(now);
+        tracing::info!(
+            others_in_flight = others,
+            "siblings hold the quota's work: first call at the next aligned read of the jobs queue"
+        );
+    }
+    read
+}
+
+/// Maps tokio's clock onto the wall clock every replica shares (Amazon Time Sync keeps ECS
+/// tasks within a millisecond), so replicas read the queue at the same instants. Read once, so
+/// paused-time tests stay deterministic.
+struct Aligned {
+    at: Instant,
+    unix: Duration,
+}
+
+impl Aligned {
+    fn new() -> Self {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Aligned {
+            at: Instant::now(),
+            unix,
+        }
+    }
+
+    /// The next instant after `now` at a whole multiple of [`EVERY`] on the wall clock.
+    fn next(&self, now: Instant) -> Instant {
+        let unix = self.unix + now.saturating_duration_since(self.at);
+        let every = EVERY.as_nanos();
+        let next = (unix.as_nanos() / every + 1) * every;
+        let ahead = u64::try_from(next - unix.as_nanos()).unwrap_or(0);
+        now + Duration::from_nanos(ahead)
+    }
+}
+
+/// One reading: the estimate and the others' messages in flight (ours and our own delayed
+/// give-backs taken out), or `None` if SQS did not answer.
+async fn read<Q: MessageQueue, C>(
+    ctx: &Context<Q, C>,
+    stop: &CancellationToken,
+) -> Option<(f64, u64)> {
+    let before = ctx.inflight.held().await;
+    let depth = tokio::select! {
+        _ = stop.cancelled() => return None,
+        d = ctx.jobs_depth(Duration::ZERO) => d,
+    };
+    // SQS counts at some instant of the request's round trip, and the receiver goes on
+    // receiving meanwhile (fastest in the first seconds, when the first estimate is taken):
+    // over what we held before the request, our own new messages would count as a
+    // sibling's (a lone replica estimated 1.3-1.6 in the benchmark, which split its burst
+    // credit). What we hold at either end, a receive on the wire included (SQS hides its
+    // messages before they reach us), bounds what we held when SQS counted.
+    let ours = before.max(ctx.inflight.held().await);
+    let d = depth?;
+    let mine = ours as u64 + ctx.inflight.delayed().await as u64;
+    Some((
+        estimate(d.in_flight, ours),
+        d.in_flight.saturating_sub(mine),
+    ))
+}
+
+/// Updates the limiters' sharer estimate until `stop`: the first estimate within a second of the
+/// first jobs in flight, then at every aligned instant ([`EVERY`] on the wall clock) while this
+/// replica holds jobs (holding none, the counts say nothing and the last estimate stays). At an
+/// aligned read a joiner enters (once [`JOIN_MARGIN`] has passed since it joined), and a replica
+/// whose others' messages rose by at least [`busy_threshold`] since its last read (a joiner's
+/// announcement) makes room for it: both at the same instant, so no 429 makes the room.
+pub async fn run<Q: MessageQueue, C>(
+    ctx: Arc<Context<Q, C>>,
+    stop: CancellationToken,
+    first: FirstRead,
+) {
+    let aligned = Aligned::new();
+    let rise = threshold(&ctx);
+    let mut last_others = first.others;
+    // Cuts of each limiter as of the last aligned read (the first read before any call).
+    let mut cuts = Operation::ALL.map(|op| ctx.limiter(op).cuts());
+    // The first estimate: within a second of the first jobs in flight.
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(LOOK) => {}
         }
-        if last.is_some_and(|t| t.elapsed() < EVERY) {
-            continue;
+        if !ctx.inflight.is_empty().await {
+            break;
         }
-        // Holding no job (a receive on the wire is not one yet), the counts say nothing.
-        if ctx.inflight.is_empty().await {
-            continue;
+    }
+    if let Some((n, others)) = read(&ctx, &stop).await {
+        for op in Operation::ALL {
+            ctx.limiter(op).set_sharers(n);
         }
-        let before = ctx.inflight.held().await;
-        last = Some(tokio::time::Instant::now());
-        let depth = tokio::select! {
+        ctx.metrics.rate_sharers.set(n);
+        // Not a baseline for the rise: a joiner's messages may be in it already, and its
+        // siblings must make room at the aligned read at which it enters.
+        let _ = others;
+    }
+    loop {
+        let at = aligned.next(Instant::now());
+        tokio::select! {
             _ = stop.cancelled() => return,
-            d = ctx.jobs_depth(Duration::ZERO) => d,
-        };
-        // SQS counts at some instant of the request's round trip, and the receiver goes on
-        // receiving meanwhile (fastest in the first seconds, when the first estimate is taken):
-        // over what we held before the request, our own new messages would count as a
-        // sibling's (a lone replica estimated 1.3-1.6 in the benchmark, which split its burst
-        // credit). What we hold at either end, a receive on the wire included (SQS hides its
-        // messages before they reach us), bounds what we held when SQS counted.
-        let after = ctx.inflight.held().await;
-        if let Some(d) = depth {
-            let n = estimate(d.in_flight, before.max(after));
-            for op in Operation::ALL {
-                ctx.limiter(op).set_sharers(n);
-            }
-            ctx.metrics.rate_sharers.set(n);
+            _ = tokio::time::sleep_until(at) => {}
         }
+        let joining = Operation::ALL
+            .iter()
+            .any(|&op| ctx.limiter(op).is_joining());
+        // Holding no job (a receive on the wire is not one yet), the counts say nothing.
+        if !joining && ctx.inflight.is_empty().await {
+            last_others = None;
+            cuts = Operation::ALL.map(|op| ctx.limiter(op).cuts());
+            continue;
+        }
+        let Some((n, others)) = read(&ctx, &stop).await else {
+            continue;
+        };
+        let enter = first
+            .joined_at
+            .is_some_and(|t| Instant::now() >= t + JOIN_MARGIN);
+        let joined = last_others.is_some_and(|last| others as f64 >= last as f64 + rise);
+        for (i, op) in Operation::ALL.into_iter().enumerate() {
+            let limiter = ctx.limiter(op);
+            // Room is made once: by a 429 if one cut us since the last read (the newcomer did
+            // not wait, or the room is made already), else by the announcement.
+            let cut = limiter.cuts() != cuts[i];
+            if limiter.is_joining() {
+                if enter {
+                    limiter.enter(n);
+                } else {
+                    limiter.set_sharers(n);
+                }
+            } else if joined && !cut {
+                limiter.make_room(n);
+            } else {
+                limiter.set_sharers(n);
+            }
+            cuts[i] = limiter.cuts();
+        }
+        if joining && enter {
+            tracing::info!(sharers = n, "entering the quota at the fair share");
+        } else if joined && !joining {
+            tracing::info!(
+                sharers = n,
+                others_in_flight = others,
+                "a sibling joined: at most the fair share from now on"
+            );
+        }
+        ctx.metrics.rate_sharers.set(n);
+        last_others = Some(others);
     }
 }
 

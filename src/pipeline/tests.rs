@@ -898,3 +898,76 @@ async fn a_lone_replica_counts_the_receive_on_the_wire_as_its_own() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+/// Hides `n` of the jobs queue's messages as a sibling replica would hold them.
+async fn sibling_holds(queue: &MemoryQueue, n: usize) {
+    for _ in 0..n.div_ceil(10) {
+        let got = queue
+            .receive(JOBS, 10, Duration::ZERO, Duration::from_secs(600))
+            .await
+            .expect("memory queue receives");
+        assert!(!got.is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair_share() {
+    // Two siblings hold 5 s of work each at 10/s when this replica starts, so they keep the bucket
+    // near empty: entering at the ceiling would cost each of them a 429. It makes no call until
+    // the aligned read at least a second after it joined (every sibling makes room at that
+    // read), then calls at its fair share: 100 of theirs and its own 50 in flight, a third.
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..400 {
+        queue.push(JOBS, job(&format!("j{i}")));
+    }
+    sibling_holds(&queue, 100).await;
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(h.connect.calls(), 0, "a joiner waits for its entry");
+    let mut waited = Duration::from_millis(900);
+    while h.connect.calls() == 0 && waited < Duration::from_secs(8) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    assert!(
+        h.connect.calls() > 0,
+        "it entered within the join's deadline"
+    );
+    assert!(waited <= sharers::JOIN_WAIT_MAX, "entered after {waited:?}");
+    let entered = h.connect.calls();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_3s = h.connect.calls() - entered;
+    // A third of 10/s is 10 calls in 3 s; the ceiling would be 30.
+    assert!(
+        (6..=15).contains(&in_3s),
+        "{in_3s} calls in 3 s after entering"
+    );
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
+    // Siblings holding a few jobs (below what half the quota starts in the look-ahead) leave
+    // room: no join, the first call goes at once.
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..20 {
+        queue.push(JOBS, job(&format!("j{i}")));
+    }
+    sibling_holds(&queue, 10).await;
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.connect.calls() > 0, "no join for a trickle");
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

@@ -243,6 +243,12 @@ pub struct RateController {
     alone_at: Instant,
     /// Round trips of recent calls, see [`RoundTrips`].
     round_trips: RoundTrips,
+    /// Joining siblings that hold the quota ([`RateController::join`]): no call before this
+    /// instant unless [`RateController::enter`] comes first.
+    joining_until: Option<Instant>,
+    /// Whether we joined: the bucket was not full at our first call (siblings kept it near
+    /// empty), so our first window starts empty.
+    joined: bool,
 }
 
 /// How an answer measures its call's round trip.
@@ -359,6 +365,8 @@ impl RateController {
             alone_level: 0.0,
             alone_at: now,
             round_trips: RoundTrips::default(),
+            joining_until: None,
+            joined: false,
             settings,
         }
     }
@@ -396,7 +404,12 @@ impl RateController {
     /// A call was sent at `now` (lets the controller tell answers to calls sent before a cut
     /// from answers to calls sent after it, and count what we asked the bucket for).
     pub fn on_send(&mut self, now: Instant) {
-        let burst = self.server_burst.unwrap_or(0.0);
+        // A joiner's first call finds the bucket as its siblings keep it: near empty.
+        let burst = if self.joined {
+            0.0
+        } else {
+            self.server_burst.unwrap_or(0.0)
+        };
         let w = self.window.get_or_insert(Window::new(now, burst));
         w.sends = w.sends.saturating_add(1);
         self.advance(now);
@@ -456,6 +469,77 @@ impl RateController {
         if self.rate(now) < self.ceiling {
             self.at_ceiling_since = self.reaches(now, self.ceiling);
         }
+    }
+
+    /// Siblings of ours already work the quota: the jobs queue showed their messages before our
+    /// first call. Entering at the ceiling would overdraw the bucket they keep near empty, and
+    /// each of them would hear a 429 before making room (about one per replica present per
+    /// join). So make no call until [`RateController::enter`] (the estimate every replica reads
+    /// at the same instant, when the siblings make room) or until `until`; then start at our
+    /// fair share. Ignored once we have called.
+    pub fn join(&mut self, now: Instant, until: Instant) {
+        if self.window.is_some() || self.sends > 0 {
+            return;
+        }
+        self.advance(now);
+        self.joining_until = Some(until);
+        self.joined = true;
+        // The bucket is the siblings': nothing in it is ours to spend at once.
+        self.alone_level = 0.0;
+        self.alone_at = now;
+    }
+
+    /// Until when no call may go (a joiner waiting for its entry), if any. Past the join's
+    /// deadline it enters at the fair share of the last estimate.
+    pub fn gate(&mut self, now: Instant) -> Option<Instant> {
+        let until = self.joining_until?;
+        if now < until {
+            return Some(until);
+        }
+        self.enter(now, self.sharers);
+        None
+    }
+
+    /// Whether the controller waits for its entry ([`RateController::join`]).
+    pub fn is_joining(&self) -> bool {
+        self.joining_until.is_some()
+    }
+
+    /// The estimate of sharers that every replica read at the same instant (an aligned poll,
+    /// see `pipeline::sharers`): a joiner enters at its fair share `ceiling / sharers`, on the
+    /// curve's plateau (convex above it from here, the clock slowed by `sharers`); otherwise
+    /// the same as [`RateController::set_sharers`].
+    pub fn enter(&mut self, now: Instant, sharers: f64) {
+        self.set_sharers(now, sharers);
+        if self.joining_until.take().is_some() {
+            self.step_to(now, self.fair_share());
+        }
+    }
+
+    /// A sibling joined (the others' messages in flight rose by what a joiner holds): from now
+    /// on at most our fair share `ceiling / sharers`, at the instant the joiner enters at its
+    /// own, so the room it needs is made without a 429. A rate below it stays.
+    pub fn make_room(&mut self, now: Instant, sharers: f64) {
+        self.set_sharers(now, sharers);
+        if self.joining_until.is_some() {
+            return;
+        }
+        let share = self.fair_share();
+        if self.rate(now) > share {
+            self.step_to(now, share);
+        }
+    }
+
+    /// Puts the rate at `level` on the plateau of a curve through it (no 429, no episode): a
+    /// later cut measures from the window as it was.
+    fn step_to(&mut self, now: Instant, level: f64) {
+        self.advance(now);
+        self.w_max = clamp(level, self.floor, self.ceiling);
+        self.cut_rate = self.w_max * self.settings.decrease_factor;
+        self.k = recovery_time(&self.settings, self.w_max);
+        self.curve_time = self.k;
+        self.curve_at = now;
+        self.at_ceiling_since = self.reaches(now, self.ceiling);
     }
 
     /// The estimate of replicas sharing the quota in use.
@@ -541,7 +625,7 @@ impl RateController {
         let Some(burst) = self.server_burst else {
             return 0.0;
         };
-        if self.rate(now) < self.ceiling {
+        if self.joining_until.is_some() || self.rate(now) < self.ceiling {
             return 0.0;
         }
         let quiet = now.saturating_duration_since(self.at_ceiling_since);
@@ -1199,5 +1283,65 @@ mod tests {
         throttle(&mut c, t0);
         // Plateau 10 / 4, cut to half of it.
         assert!(close(c.rate(t0), 1.25), "{}", c.rate(t0));
+    }
+
+    #[test]
+    fn a_joiner_makes_no_call_until_it_enters_at_its_fair_share() {
+        let (mut c, t0) = controller(10.0);
+        c.set_server_burst(10.0);
+        c.join(t0, t0 + secs(7.0));
+        assert!(c.is_joining());
+        assert_eq!(c.gate(t0 + secs(1.0)), Some(t0 + secs(7.0)));
+        assert_eq!(c.credit(t0 + secs(1.0)), 0.0, "the bucket is the siblings'");
+        let at = t0 + secs(3.0);
+        c.enter(at, 4.0);
+        assert!(!c.is_joining());
+        assert_eq!(c.gate(at), None);
+        assert!(close(c.rate(at), 2.5), "{}", c.rate(at));
+        // On the plateau: above it the probe runs `sharers` times slower, so after one `K` of
+        // real time it has climbed only as far as a lone worker's does in `K / 4`.
+        let k = recovery_time(&plain(), 2.5);
+        let beta = plain().decrease_factor;
+        let lone = 2.5 + (2.5 - beta * 2.5) * (0.25_f64).powi(3);
+        assert!(
+            close(c.rate(at + secs(k)), lone),
+            "{} vs {lone}",
+            c.rate(at + secs(k))
+        );
+        assert_eq!(c.cuts(), 0, "entering is not a cut");
+    }
+
+    #[test]
+    fn a_joiner_whose_entry_never_comes_enters_at_the_deadline() {
+        let (mut c, t0) = controller(10.0);
+        c.join(t0, t0 + secs(7.0));
+        c.set_sharers(t0 + secs(1.0), 2.0);
+        assert_eq!(c.gate(t0 + secs(7.0)), None);
+        assert!(close(c.rate(t0 + secs(7.0)), 5.0));
+    }
+
+    #[test]
+    fn joining_after_the_first_call_changes_nothing() {
+        let (mut c, t0) = controller(10.0);
+        c.on_send(t0);
+        c.join(t0, t0 + secs(7.0));
+        assert!(!c.is_joining());
+        assert_eq!(c.gate(t0), None);
+        assert_eq!(c.rate(t0), 10.0);
+    }
+
+    #[test]
+    fn making_room_steps_down_to_the_fair_share_never_up() {
+        let (mut c, t0) = controller(10.0);
+        accept_at(&mut c, t0, 10.0, 20);
+        let at = t0 + secs(3.0);
+        c.make_room(at, 2.0);
+        assert!(close(c.rate(at), 5.0), "{}", c.rate(at));
+        assert_eq!(c.cuts(), 0);
+        // Below the fair share it stays where it is.
+        let (mut low, at, _) = cut_to_a_third(Instant::now(), 1.0);
+        let before = low.rate(at);
+        low.make_room(at, 2.0);
+        assert!(close(low.rate(at), before));
     }
 }

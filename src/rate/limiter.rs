@@ -93,6 +93,12 @@ impl Pacing {
     /// When the next call may go: now if a paced token or a burst credit is there, else when
     /// the paced level reaches the threshold at the current rate.
     fn release_at(&mut self, now: Instant) -> Instant {
+        if let Some(until) = self.controller.gate(now) {
+            // A joiner waits for its entry; nothing accumulates meanwhile.
+            self.level = self.level.min(self.capacity());
+            self.at = now;
+            return until;
+        }
         self.refill(now);
         if self.level >= self.threshold || self.may_spend_credit(now) {
             return now;
@@ -264,6 +270,32 @@ impl AdaptiveLimiter {
     pub fn set_sharers(&self, sharers: f64) {
         let now = Instant::now();
         self.with_pacing(|p| p.controller.set_sharers(now, sharers));
+    }
+
+    /// Siblings of ours already work this quota (the jobs queue showed their messages before
+    /// our first call): no call until [`AdaptiveLimiter::enter`] or `until`, then at the fair
+    /// share ([`RateController::join`]).
+    pub fn join(&self, until: Instant) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.join(now, until));
+    }
+
+    /// Whether calls wait for the entry of a join.
+    pub fn is_joining(&self) -> bool {
+        self.with_pacing(|p| p.controller.is_joining())
+    }
+
+    /// The estimate read at an aligned poll: a joiner enters at its fair share
+    /// ([`RateController::enter`]); otherwise as [`AdaptiveLimiter::set_sharers`].
+    pub fn enter(&self, sharers: f64) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.enter(now, sharers));
+    }
+
+    /// A sibling joined: at most the fair share from now on ([`RateController::make_room`]).
+    pub fn make_room(&self, sharers: f64) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.make_room(now, sharers));
     }
 
     /// The estimate of replicas sharing the quota in use (a metrics gauge).

@@ -121,6 +121,9 @@ fn default_decided_at() -> f64 {
 const SHARERS_POLL_S: f64 = 5.0;
 /// How stale SQS's approximate counts are when read, seconds.
 const SHARERS_STALENESS_S: f64 = 1.0;
+/// How far a replica's clock is off the shared one (Amazon Time Sync keeps ECS tasks within a
+/// millisecond; this allows for the poll's own round trip too), seconds.
+const SHARERS_SKEW_S: f64 = 0.05;
 /// Relative noise of the estimate (a ratio of two counts of jobs in flight, the smaller one
 /// some tens of jobs): uniform in ±15 %.
 const SHARERS_NOISE: f64 = 0.15;
@@ -226,6 +229,8 @@ struct World {
     /// Jobs waiting for a replica (their arrival times); with `endless`, a job is always there.
     queue: VecDeque<Instant>,
     endless: bool,
+    /// Each replica's configured ceiling (what a backlog's holdings are measured by).
+    replica_ceiling: f64,
     /// No more jobs will arrive (backlog given at the start, or the arrivals ended).
     arrivals_done: bool,
     in_flight: u64,
@@ -339,11 +344,84 @@ impl World {
 
 type Shared = Arc<Mutex<World>>;
 
-/// What the pipeline does: every `SHARERS_POLL_S` (±10 %) it reads the jobs queue's messages in
-/// flight (all replicas', `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas
-/// with work, with noise, and tells the limiter.
+/// What the replica reads of the jobs queue at `t`: the estimate of sharers (about 1 + the
+/// other replicas with work, with noise, `SHARERS_STALENESS_S` old) and the others' messages in
+/// flight (the count model: one per other replica with work; `RATE_SHARERS_MODEL=held`: the
+/// ratio the pipeline really computes, each replica holding what it starts in 5 s,
+/// `receiver::work_allowance`, and the others' holdings in messages).
+fn read_queue(w: &World, me: usize, t: f64, noise: f64, held: bool) -> (f64, f64) {
+    let seen = t - SHARERS_STALENESS_S;
+    match w.replica_allowed.last().filter(|_| held) {
+        Some((_, rates)) => {
+            let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
+            let hold = |r: f64| (r * lookahead).ceil().max(1.0) + 1.0;
+            let others: f64 = (0..rates.len())
+                .filter(|&j| j != me && w.is_working(j, seen))
+                .map(|j| hold(rates[j]))
+                .sum();
+            let ours = hold(rates[me]);
+            (((others + ours) / ours * noise).max(1.0), others)
+        }
+        None => {
+            let others = w.others_working(me, seen) as f64;
+            // Replicas hold what they start in the look-ahead only while there is a backlog to
+            // take it from; a trickle's replicas hold the odd job.
+            let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
+            let backlog = w.endless || w.queue.len() as f64 >= w.replica_ceiling * lookahead / 2.0;
+            let holding = if backlog { others } else { 0.0 };
+            ((1.0 + others * noise).max(1.0), holding)
+        }
+    }
+}
+
+/// Others' messages in flight that mean a busy sibling (or a joiner's announcement): in the
+/// count model one replica with work, in the held model what the quota starts in half the
+/// look-ahead (the pipeline's `sharers::busy_threshold`).
+fn busy_threshold(held: bool, ceiling: f64) -> f64 {
+    if held {
+        crate::pipeline::sharers::busy_threshold(ceiling)
+    } else {
+        1.0
+    }
+}
+
+/// Whether the join protocol runs (`RATE_JOIN=off` turns it off for a comparison).
+fn join_enabled() -> bool {
+    std::env::var("RATE_JOIN").as_deref() != Ok("off")
+}
+
+/// What the pipeline does before its first receive (`pipeline::sharers::first_read`): reads the
+/// jobs queue; if other replicas hold the quota's work, the limiter joins (no call until the
+/// estimate of an aligned poll). Synchronous, so it comes before the replica's first call.
+fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -> f64 {
+    let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
+    let w = lock(world);
+    let t = w.secs(Instant::now());
+    let mut rng = Rng(seed ^ 0x1E57_u64.rotate_left(33) ^ (me as u64 + 1).rotate_left(12));
+    let noise = 1.0 + SHARERS_NOISE * (2.0 * rng.next_f64() - 1.0);
+    let (n, others) = read_queue(&w, me, t, noise, held);
+    if join_enabled() && others >= busy_threshold(held, limiter.ceiling()) {
+        let until = Instant::now() + crate::pipeline::sharers::JOIN_WAIT_MAX;
+        limiter.join(until);
+    }
+    limiter.set_sharers(n);
+    others
+}
+
+/// What the pipeline does after its first read (`pipeline::sharers::run`): every
+/// `SHARERS_POLL_S`, on instants aligned on the shared clock (each replica's own clock off by up
+/// to `SHARERS_SKEW_S`), it reads the jobs queue's messages in flight (all replicas',
+/// `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas with work, with noise.
+/// A joiner enters at the first aligned read at least `JOIN_MARGIN` after its start; a replica
+/// whose others' messages rose by a joiner's makes room for it at the same instant.
 /// Its own generator, so turning the estimate off leaves every other draw of the run as it was.
-async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize, seed: u64) {
+async fn sharers_poller(
+    world: Shared,
+    limiter: Arc<AdaptiveLimiter>,
+    me: usize,
+    seed: u64,
+    mut last_others: f64,
+) {
     let mut rng = Rng(seed ^ 0x5A4E_u64.rotate_left(40) ^ (me as u64 + 1).rotate_left(20));
     // `RATE_SHARERS_NOISE` overrides the noise (tuning sessions).
     let noise_width = std::env::var("RATE_SHARERS_NOISE")
@@ -351,31 +429,52 @@ async fn sharers_poller(world: Shared, limiter: Arc<AdaptiveLimiter>, me: usize,
         .and_then(|v| v.parse().ok())
         .unwrap_or(SHARERS_NOISE);
     let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
+    let skew = SHARERS_SKEW_S * (2.0 * rng.next_f64() - 1.0);
+    let (started, threshold) = {
+        let w = lock(&world);
+        (
+            w.secs(Instant::now()),
+            busy_threshold(held, limiter.ceiling()),
+        )
+    };
+    let margin = crate::pipeline::sharers::JOIN_MARGIN.as_secs_f64();
+    let mut cuts = limiter.cuts();
+    // `RATE_ALIGNED=off`: each replica's own 5 s (±10 %) instead (a comparison).
+    let aligned = std::env::var("RATE_ALIGNED").as_deref() != Ok("off");
     loop {
-        let (n, gap) = {
+        let wait = {
             let w = lock(&world);
             let t = w.secs(Instant::now());
-            let others = w.others_working(me, t - SHARERS_STALENESS_S) as f64;
-            let noise = 1.0 + noise_width * (2.0 * rng.next_f64() - 1.0);
-            let gap = SHARERS_POLL_S * (0.9 + 0.2 * rng.next_f64());
-            // `RATE_SHARERS_MODEL=held`: the ratio the pipeline really computes, each replica
-            // holding what it starts in 5 s (`receiver::work_allowance`), not the count.
-            match w.replica_allowed.last().filter(|_| held) {
-                Some((_, rates)) => {
-                    let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
-                    let hold = |r: f64| (r * lookahead).ceil().max(1.0) + 1.0;
-                    let working = |j: usize| j == me || w.is_working(j, t - SHARERS_STALENESS_S);
-                    let all: f64 = (0..rates.len())
-                        .filter(|&j| working(j))
-                        .map(|j| hold(rates[j]))
-                        .sum();
-                    ((all / hold(rates[me]) * noise).max(1.0), gap)
-                }
-                None => ((1.0 + others * noise).max(1.0), gap),
+            if aligned {
+                let next =
+                    ((t - skew) / SHARERS_POLL_S).floor() * SHARERS_POLL_S + SHARERS_POLL_S + skew;
+                (next - t).max(0.001)
+            } else {
+                SHARERS_POLL_S * (0.9 + 0.2 * rng.next_f64())
             }
         };
-        limiter.set_sharers(n);
-        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        let (n, others, t) = {
+            let w = lock(&world);
+            let t = w.secs(Instant::now());
+            let noise = 1.0 + noise_width * (2.0 * rng.next_f64() - 1.0);
+            let (n, others) = read_queue(&w, me, t, noise, held);
+            (n, others, t)
+        };
+        if limiter.is_joining() {
+            if t >= started + margin {
+                limiter.enter(n);
+            } else {
+                limiter.set_sharers(n);
+            }
+        } else if join_enabled() && others >= last_others + threshold && limiter.cuts() == cuts {
+            // Room is made once: by a 429 if one cut us since the last read, else here.
+            limiter.make_room(n);
+        } else {
+            limiter.set_sharers(n);
+        }
+        last_others = others;
+        cuts = limiter.cuts();
     }
 }
 
@@ -527,6 +626,7 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
             _ => VecDeque::new(),
         },
         endless: s.arrivals_per_s.is_none() && s.jobs.is_none(),
+        replica_ceiling: s.replicas.ceiling,
         arrivals_done: s.arrivals_per_s.is_none(),
         in_flight: 0,
         worker_accepted: vec![Vec::new(); s.replicas.count],
@@ -576,7 +676,10 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         let poller = sharers_estimate.then(|| (Arc::clone(&world), Arc::clone(&limiter)));
         replica_tasks.push(tokio::spawn(async move {
             tokio::time::sleep(stagger).await;
-            let poller = poller.map(|(w, l)| tokio::spawn(sharers_poller(w, l, i, seed)));
+            let poller = poller.map(|(w, l)| {
+                let others = first_read(&w, &l, i, seed);
+                tokio::spawn(sharers_poller(w, l, i, seed, others))
+            });
             replica(w, j, limiter, i, end).await;
             if let Some(p) = poller {
                 p.abort();
