@@ -6,9 +6,25 @@
 //! The jobs queue tells them apart. Every replica of ours holds the jobs it works as in-flight
 //! messages of that queue, and a foreign caller holds none, so
 //! `ApproximateNumberOfMessagesNotVisible / our in-flight jobs` estimates the replicas working the
-//! backlog. Within a second of this replica's first jobs in flight, then every [`EVERY`] while it
-//! has jobs in flight, [`run`] reads the queue's depth and tells both limiters
+//! backlog. Within a second of this replica's first jobs in flight, then at every whole multiple
+//! of [`EVERY`] on the wall clock while it has jobs in flight (every replica reads at the same
+//! instants), [`run`] reads the queue's depth and tells both limiters
 //! ([`crate::rate::AdaptiveLimiter::set_sharers`]).
+//!
+//! # Joining: announce, then enter
+//! A replica that starts while siblings work a backlog used to enter at the ceiling into the
+//! bucket they keep near empty: each sibling then heard a 429 before it made room, about one per
+//! replica present per join (a staggered fleet of three: 2.3 per replica in the start-up, of six:
+//! 3.7). The queue lets the joiner announce itself first. Before its first receive it reads the
+//! not-visible count ([`first_read`]): with none of its own messages in it, a count of at least
+//! [`busy_threshold`] means siblings hold the quota's work, and its limiters *join*: no call yet.
+//! It receives as usual (its messages in flight are the announcement) and enters at the first
+//! aligned read at least [`JOIN_MARGIN`] later, at its fair share `ceiling / sharers`. At that same
+//! read each sibling sees the others' messages risen by at least [`busy_threshold`] (the joiner
+//! holds its look-ahead at the ceiling, twice that) and *makes room*: at most its fair share from
+//! then on. Room is made once: a sibling cut by a 429 since its last read (the newcomer did not
+//! wait: it started before the siblings' messages showed) leaves it to that cut. Replicas that
+//! start together see no messages and enter at the ceiling as before (one 429 each).
 //!
 //! The estimate errs high, never below 1: messages given back to SQS with a visibility delay
 //! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate

@@ -7,7 +7,8 @@
 //! when it is empty. The controller keeps an allowed rate `r` in `[floor, ceiling]` (ceiling =
 //! the configured rate, which is the account's quota) and has five parts:
 //!
-//! 1. **Start at the ceiling.** Nothing says we share the quota until a 429 of our own does.
+//! 1. **Start at the ceiling.** Nothing says we share the quota until a 429 of our own does,
+//!    unless the jobs queue shows siblings busy before our first call (joining, below).
 //! 2. **One cut per congestion episode, to `β ×` the plateau.** A `Throttled` outcome outside
 //!    an episode cuts. Further 429s are ignored until every call sent before the cut has been
 //!    answered (they were sent at the old rate; the limiter reports sends through
@@ -58,6 +59,12 @@
 //!    speed, never the rate at that instant. The same estimate splits the burst credit (each
 //!    replica spends `1 / sharers` of it) and bounds the plateau of a first window in which
 //!    none of our calls got through by the fair share.
+//!
+//! A replica that joins siblings already on the quota does not start at the ceiling (part 1):
+//! [`RateController::join`] holds its calls until [`RateController::enter`] puts it on the
+//! plateau of a curve at its fair share, and the siblings' [`RateController::make_room`] steps
+//! each of them down to its own at the same instant, so no 429 has to make the room
+//! (`pipeline::sharers` reads the jobs queue at aligned instants for both).
 //!
 //! The limiter also asks [`RateController::credit`] (burst credit for a lone worker): once we
 //! have been at the ceiling without a 429 for longer than a second caller at our rate needs to
