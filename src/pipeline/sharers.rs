@@ -6,7 +6,7 @@
 //! The jobs queue tells them apart. Every replica of ours holds the jobs it works as in-flight
 //! messages of that queue, and a foreign caller holds none, so
 //! `ApproximateNumberOfMessagesNotVisible / our in-flight jobs` estimates the replicas working the
-//! backlog. Within a second of this replica's first jobs in flight, then at every whole multiple
+//! backlog. Within 100 ms of this replica's first jobs in flight, then at every whole multiple
 //! of [`EVERY`] on the wall clock while it has jobs in flight (every replica reads at the same
 //! instants), [`run`] reads the queue's depth and tells both limiters
 //! ([`crate::rate::AdaptiveLimiter::set_sharers`]).
@@ -81,8 +81,10 @@ pub fn estimate(not_visible: u64, ours: usize) -> f64 {
 }
 
 /// How often the loop looks whether the first estimate is due: it goes out within this of the
-/// first jobs in flight.
-const LOOK: Duration = Duration::from_secs(1);
+/// first jobs in flight. Short, because the first estimate is the baseline against which the
+/// aligned reads look for a joiner: a replica that starts later than this after our first
+/// receive sees our messages and joins, and our baseline must not hold its messages yet.
+const LOOK: Duration = Duration::from_millis(100);
 
 /// The read before the first receive gives up after this (SQS unreachable: no join).
 const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -195,7 +197,7 @@ async fn read<Q: MessageQueue, C>(
     ))
 }
 
-/// Updates the limiters' sharer estimate until `stop`: the first estimate within a second of the
+/// Updates the limiters' sharer estimate until `stop`: the first estimate within `LOOK` (100 ms) of the
 /// first jobs in flight, then at every aligned instant ([`EVERY`] on the wall clock) while this
 /// replica holds jobs (holding none, the counts say nothing and the last estimate stays). At an
 /// aligned read a joiner enters (once [`JOIN_MARGIN`] has passed since it joined), and a replica
@@ -211,7 +213,7 @@ pub async fn run<Q: MessageQueue, C>(
     let mut last_others = first.others;
     // Cuts of each limiter as of the last aligned read (the first read before any call).
     let mut cuts = Operation::ALL.map(|op| ctx.limiter(op).cuts());
-    // The first estimate: within a second of the first jobs in flight.
+    // The first estimate: within [`LOOK`] of the first jobs in flight (the baseline for a joiner's rise).
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -226,9 +228,10 @@ pub async fn run<Q: MessageQueue, C>(
             ctx.limiter(op).set_sharers(n);
         }
         ctx.metrics.rate_sharers.set(n);
-        // Not a baseline for the rise: a joiner's messages may be in it already, and its
-        // siblings must make room at the aligned read at which it enters.
-        let _ = others;
+        // The baseline for the rise: replicas that started with us (and read before either of
+        // us received) are in it, so we do not make room for them a second time after their
+        // 429s made it; a joiner, which started after our first receive, is not.
+        last_others = Some(others);
     }
     loop {
         let at = aligned.next(Instant::now());
