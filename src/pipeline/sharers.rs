@@ -19,7 +19,8 @@
 //! not-visible count ([`first_read`]): with none of its own messages in it, a count of at least
 //! [`busy_threshold`] means siblings hold the quota's work, and its limiters *join*: no call yet.
 //! It receives as usual (its messages in flight are the announcement) and enters at the first
-//! aligned read at least [`JOIN_MARGIN`] later, at its fair share `ceiling / sharers`. At that same
+//! aligned read whose count shows them (risen by [`busy_threshold`] over its first read), at
+//! `β ×` its fair share `ceiling / sharers`, as if just cut there. At that same
 //! read each sibling sees the others' messages risen by at least [`busy_threshold`] (the joiner
 //! holds its look-ahead at the ceiling, twice that) and *makes room*: at most its fair share from
 //! then on. Room is made once: a sibling cut by a 429 since its last read (the newcomer did not
@@ -49,17 +50,9 @@ use crate::queue::MessageQueue;
 /// scaling), and one `GetQueueAttributes` per 5 s per replica costs nothing.
 pub const EVERY: Duration = Duration::from_secs(5);
 
-/// A joiner enters at the first aligned read at least this long after it joined (its first
-/// receive follows within milliseconds): SQS's approximate counts lag the receives by about a
-/// second, so by then every sibling's aligned read sees its messages and makes room at the same
-/// instant. A longer margin is no safer: a sibling that sees the joiner at a read where the
-/// joiner does not enter yet makes room a poll early, and the joiner's share goes unused until
-/// the next (measured in the scenarios: 2 s lost 0.8 points of goodput on
-/// `fleet_3_skewed_start`, whose replicas start 1.5 s apart).
-pub const JOIN_MARGIN: Duration = Duration::from_secs(1);
-
-/// A joiner whose aligned reads fail enters anyway after this (one poll after the margin, and
-/// a second): at its fair share of the last estimate.
+/// A joiner whose messages no aligned read shows (SQS's counts lagging, or its reads failing)
+/// enters anyway after this, at its fair share of the last estimate: one read period and two
+/// seconds of lag.
 pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(7);
 
 /// Others' messages in flight that show a sibling busy on the quota, and the rise that shows a
@@ -111,8 +104,8 @@ fn threshold<Q, C>(ctx: &Context<Q, C>) -> f64 {
 
 /// Before the first receive we hold none of the jobs queue's messages, so its not-visible count
 /// is all siblings' (and messages given back with a delay). If it shows siblings busy on the
-/// quota ([`busy_threshold`]), the limiters join: no call until the aligned read at least
-/// [`JOIN_MARGIN`] later, at which every sibling sees our messages and makes room, then our fair
+/// quota ([`busy_threshold`]), the limiters join: no call until the first aligned read whose
+/// count shows our messages, at which every sibling sees them too and makes room, then our fair
 /// share ([`crate::rate::AdaptiveLimiter::join`]). Not with `REDIS_URL` (the shared limiter
 /// coordinates the fleet).
 pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
@@ -171,12 +164,12 @@ impl Aligned {
     }
 }
 
-/// One reading: the estimate and the others' messages in flight (ours and our own delayed
-/// give-backs taken out), or `None` if SQS did not answer.
+/// One reading: the estimate, the others' messages in flight (ours and our own delayed
+/// give-backs taken out) and all of them, or `None` if SQS did not answer.
 async fn read<Q: MessageQueue, C>(
     ctx: &Context<Q, C>,
     stop: &CancellationToken,
-) -> Option<(f64, u64)> {
+) -> Option<(f64, u64, u64)> {
     let before = ctx.inflight.held().await;
     let depth = tokio::select! {
         _ = stop.cancelled() => return None,
@@ -194,13 +187,15 @@ async fn read<Q: MessageQueue, C>(
     Some((
         estimate(d.in_flight, ours),
         d.in_flight.saturating_sub(mine),
+        d.in_flight,
     ))
 }
 
 /// Updates the limiters' sharer estimate until `stop`: the first estimate within `LOOK` (100 ms) of the
 /// first jobs in flight, then at every aligned instant ([`EVERY`] on the wall clock) while this
 /// replica holds jobs (holding none, the counts say nothing and the last estimate stays). At an
-/// aligned read a joiner enters (once [`JOIN_MARGIN`] has passed since it joined), and a replica
+/// aligned read a joiner enters once the count shows its messages (the same count its siblings
+/// read), and a replica
 /// whose others' messages rose by at least [`busy_threshold`] since its last read (a joiner's
 /// announcement) makes room for it: both at the same instant, so no 429 makes the room.
 pub async fn run<Q: MessageQueue, C>(
@@ -223,9 +218,30 @@ pub async fn run<Q: MessageQueue, C>(
             break;
         }
     }
-    if let Some((n, others)) = read(&ctx, &stop).await {
-        for op in Operation::ALL {
-            ctx.limiter(op).set_sharers(n);
+    if let Some((n, others, _)) = read(&ctx, &stop).await {
+        // Replicas that started with us read the queue before any of us received, so none of
+        // us joined; now, right after our first receive, their messages show. Each of us that
+        // no 429 has cut yet steps to its fair share at once (each at about the same moment,
+        // so together about the quota), instead of all calling at the ceiling until every one
+        // has heard a 429 of its own (the benchmark's fleet3: five 429s in its first second).
+        let started_together = first
+            .others
+            .is_some_and(|o| others as f64 >= o as f64 + rise);
+        for (i, op) in Operation::ALL.into_iter().enumerate() {
+            let limiter = ctx.limiter(op);
+            if started_together && !limiter.is_joining() && limiter.cuts() == cuts[i] {
+                limiter.make_room(n);
+            } else {
+                limiter.set_sharers(n);
+            }
+            cuts[i] = limiter.cuts();
+        }
+        if started_together {
+            tracing::info!(
+                sharers = n,
+                others_in_flight = others,
+                "siblings started with us: at most the fair share from now on"
+            );
         }
         ctx.metrics.rate_sharers.set(n);
         // The baseline for the rise: replicas that started with us (and read before either of
@@ -248,12 +264,15 @@ pub async fn run<Q: MessageQueue, C>(
             cuts = Operation::ALL.map(|op| ctx.limiter(op).cuts());
             continue;
         }
-        let Some((n, others)) = read(&ctx, &stop).await else {
+        let Some((n, others, in_flight)) = read(&ctx, &stop).await else {
             continue;
         };
-        let enter = first
-            .joined_at
-            .is_some_and(|t| Instant::now() >= t + JOIN_MARGIN);
+        // The count shows our messages (risen over the first read by what the siblings take
+        // for a joiner): they read the same count at this instant and make room.
+        let enter = first.joined_at.is_some()
+            && first
+                .others
+                .is_some_and(|o| in_flight as f64 >= o as f64 + rise);
         let joined = last_others.is_some_and(|last| others as f64 >= last as f64 + rise);
         for (i, op) in Operation::ALL.into_iter().enumerate() {
             let limiter = ctx.limiter(op);

@@ -412,7 +412,8 @@ fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -
 /// `SHARERS_POLL_S`, on instants aligned on the shared clock (each replica's own clock off by up
 /// to `SHARERS_SKEW_S`), it reads the jobs queue's messages in flight (all replicas',
 /// `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas with work, with noise.
-/// A joiner enters at the first aligned read at least `JOIN_MARGIN` after its start; a replica
+/// A joiner enters at the first aligned read whose count shows it (its start at least
+/// `SHARERS_STALENESS_S` before the read, as its siblings see it); a replica
 /// whose others' messages rose by a joiner's makes room for it at the same instant.
 /// Its own generator, so turning the estimate off leaves every other draw of the run as it was.
 async fn sharers_poller(
@@ -437,7 +438,7 @@ async fn sharers_poller(
             busy_threshold(held, limiter.ceiling()),
         )
     };
-    let margin = crate::pipeline::sharers::JOIN_MARGIN.as_secs_f64();
+    let margin = SHARERS_STALENESS_S;
     let mut cuts = limiter.cuts();
     // `RATE_ALIGNED=off`: each replica's own 5 s (±10 %) instead (a comparison).
     let aligned = std::env::var("RATE_ALIGNED").as_deref() != Ok("off");
