@@ -921,18 +921,9 @@ async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair
         queue.push(JOBS, job(&format!("j{i}")));
     }
     sibling_holds(&queue, 100).await;
-    // The aligned reads fall on whole 5 s of the wall clock, which the worker maps onto tokio's
-    // paused clock when it starts; the first one after its receives shows them.
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let to_read = 5.0 - unix % 5.0;
-    let entry = if to_read < 0.3 {
-        to_read + 5.0
-    } else {
-        to_read
-    };
+    // The aligned reads fall on whole 5 s of the wall clock; in unit tests the worker starts on
+    // one (`sharers::wall_clock`), so the first read after its receives is 5 s in.
+    let entry = sharers::EVERY.as_secs_f64();
     let h = start_on(
         queue.clone(),
         settings(|_| {}),
