@@ -187,6 +187,8 @@ struct Reading {
     others: u64,
     /// All messages in flight.
     in_flight: u64,
+    /// What this replica held when the request went out.
+    held_before: usize,
 }
 
 /// One reading, or `None` if SQS did not answer.
@@ -212,6 +214,7 @@ async fn read<Q: MessageQueue, C>(
         sharers: estimate(d.in_flight, ours),
         others: d.in_flight.saturating_sub(mine),
         in_flight: d.in_flight,
+        held_before: before,
     })
 }
 
@@ -297,6 +300,7 @@ pub async fn run<Q: MessageQueue, C>(
             sharers: n,
             others,
             in_flight,
+            held_before,
         }) = read(&ctx, &stop).await
         else {
             continue;
@@ -306,13 +310,18 @@ pub async fn run<Q: MessageQueue, C>(
         // own over that count. Ours is what the count shows of us, not what we hold by now
         // (our receives go on): the shares then add up to the quota (the benchmark's staggered
         // seed 1: the siblings saw 26 of a joiner's 45, and the shares added up to 11.8 of 10).
-        // Half the siblings' threshold: both read counts that move by a receive's ten messages
-        // as the siblings work, and a sibling that makes room for a joiner that does not enter
-        // leaves that room unused for a read period (the benchmark's staggered seed 2: goodput
-        // 0.964, the siblings saw 28 of the joiner's messages, the joiner 21 over its first
-        // read), while a joiner that enters where no room was made costs a 429 or two.
+        // Only a complete announcement: the joiner holds its look-ahead at the ceiling (twice
+        // the siblings' threshold) before the read goes out, so the count its siblings read at
+        // this instant shows it risen by well over their threshold, and they make room. With
+        // the announcement still arriving (moto hands out ten messages per receive), the two
+        // sides compared counts near the threshold and disagreed both ways in the benchmark's
+        // staggered runs: siblings made room for a joiner that did not enter (seed 2, goodput
+        // 0.964), or a joiner entered where no room was made (three 429s).
+        let complete = (2.0 * rise).min(ctx.settings.max_in_flight as f64) - 1.0;
         let shown = first.others.map(|o| in_flight.saturating_sub(o));
-        let enter = first.joined_at.is_some() && shown.is_some_and(|m| m as f64 >= rise / 2.0);
+        let enter = first.joined_at.is_some()
+            && held_before as f64 >= complete
+            && shown.is_some_and(|m| m as f64 >= rise);
         let n_entry = match shown {
             Some(m) if m > 0 => estimate(in_flight, m as usize).max(n),
             _ => n,
