@@ -18,14 +18,16 @@
 //! 3.7). The queue lets the joiner announce itself first. Before its first receive it reads the
 //! not-visible count ([`first_read`]): with none of its own messages in it, a count of at least
 //! [`busy_threshold`] means siblings hold the quota's work, and its limiters *join*: no call yet.
-//! It receives as usual (its messages in flight are the announcement) and enters at the first
-//! aligned read whose count shows them (risen by [`busy_threshold`] over its first read), at
-//! `β ×` its fair share `ceiling / sharers`, as if just cut there. At that same
-//! read each sibling sees the others' messages risen by at least [`busy_threshold`] (the joiner
-//! holds its look-ahead at the ceiling, twice that) and *makes room*: at most its fair share from
+//! It receives as usual (its messages in flight are the announcement: its look-ahead at the
+//! ceiling, twice [`busy_threshold`]) and enters at the first aligned read for which it held the
+//! whole announcement before the read went out and whose count shows it (risen by
+//! [`busy_threshold`] over its first read), at `β ×` its fair share as if just cut there, its
+//! share being what the count shows of it. At that same read each sibling sees the others'
+//! messages risen by at least [`busy_threshold`] and *makes room*: at most its fair share from
 //! then on. Room is made once: a sibling cut by a 429 since its last read (the newcomer did not
 //! wait: it started before the siblings' messages showed) leaves it to that cut. Replicas that
-//! start together see no messages and enter at the ceiling as before (one 429 each).
+//! start together read the queue before any of them received and do not join; right after their
+//! first receive each sees the others and, unless a 429 cut it already, steps to its fair share.
 //!
 //! The estimate errs high, never below 1: messages given back to SQS with a visibility delay
 //! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate
@@ -189,6 +191,11 @@ struct Reading {
     in_flight: u64,
     /// What this replica held when the request went out.
     held_before: usize,
+    /// Whether the queue still shows a backlog (at least [`busy_threshold`] visible): only then
+    /// does every replica hold its look-ahead, so that holdings follow rates and the estimate
+    /// divides the quota by them. At the end of a backlog a replica holds what is left, and the
+    /// ratio says nothing of its share.
+    backlog: bool,
 }
 
 /// One reading, or `None` if SQS did not answer.
@@ -215,6 +222,7 @@ async fn read<Q: MessageQueue, C>(
         others: d.in_flight.saturating_sub(mine),
         in_flight: d.in_flight,
         held_before: before,
+        backlog: d.visible as f64 >= threshold(ctx),
     })
 }
 
@@ -246,7 +254,10 @@ pub async fn run<Q: MessageQueue, C>(
         }
     }
     if let Some(Reading {
-        sharers: n, others, ..
+        sharers: n,
+        others,
+        backlog,
+        ..
     }) = read(&ctx, &stop).await
     {
         // Replicas that started with us read the queue before any of us received, so none of
@@ -254,9 +265,10 @@ pub async fn run<Q: MessageQueue, C>(
         // no 429 has cut yet steps to its fair share at once (each at about the same moment,
         // so together about the quota), instead of all calling at the ceiling until every one
         // has heard a 429 of its own (the benchmark's fleet3: five 429s in its first second).
-        let started_together = first
-            .others
-            .is_some_and(|o| others as f64 >= o as f64 + rise);
+        let started_together = backlog
+            && first
+                .others
+                .is_some_and(|o| others as f64 >= o as f64 + rise);
         let mut stepped = false;
         for (i, op) in Operation::ALL.into_iter().enumerate() {
             let limiter = ctx.limiter(op);
@@ -301,6 +313,7 @@ pub async fn run<Q: MessageQueue, C>(
             others,
             in_flight,
             held_before,
+            backlog,
         }) = read(&ctx, &stop).await
         else {
             continue;
@@ -326,7 +339,11 @@ pub async fn run<Q: MessageQueue, C>(
             Some(m) if m > 0 => estimate(in_flight, m as usize).max(n),
             _ => n,
         };
-        let joined = last_others.is_some_and(|last| others as f64 >= last as f64 + rise);
+        // At the end of a backlog holdings no longer follow rates (the kill benchmark: the
+        // survivors held 4 messages each of 74 in flight, estimated 9-12 sharers and made room
+        // down to 0.6/s for a restarted replica, goodput 0.70): a joiner then takes what is left
+        // without room being made.
+        let joined = backlog && last_others.is_some_and(|last| others as f64 >= last as f64 + rise);
         for (i, op) in Operation::ALL.into_iter().enumerate() {
             let limiter = ctx.limiter(op);
             // Room is made once: by a 429 if one cut us since the last read (the newcomer did
