@@ -966,31 +966,3 @@ async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
-
-#[tokio::test(start_paused = true)]
-async fn replicas_that_started_together_step_to_their_fair_share_at_their_first_estimate() {
-    // A sibling starts with this replica: both read the queue before either received, so
-    // neither joined. The sibling's 100 messages show at this replica's first estimate, right
-    // after its first receive: it steps to its fair share (its 50 of 150 in flight: a third of
-    // 10/s) instead of calling at the ceiling until a 429 tells it.
-    let queue = Arc::new(MemoryQueue::new());
-    for i in 0..400 {
-        queue.push(JOBS, job(&format!("j{i}")));
-    }
-    let h = start_on(
-        queue.clone(),
-        settings(|_| {}),
-        ScriptedConnect::new(vec![]),
-        &[],
-    );
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    sibling_holds(&queue, 100).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let at = h.connect.calls();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let in_3s = h.connect.calls() - at;
-    // A third of 10/s is 10 calls in 3 s; the ceiling would be 30.
-    assert!((6..=15).contains(&in_3s), "{in_3s} calls in 3 s");
-    h.stop.cancel();
-    h.run.await.unwrap();
-}
