@@ -349,7 +349,10 @@ pub async fn run<Q: MessageQueue, C>(
         // survivors held 4 messages each of 74 in flight, estimated 9-12 sharers and made room
         // down to 0.6/s for a restarted replica, goodput 0.70): a joiner then takes what is left
         // without room being made.
-        let joined = backlog && last_others.is_some_and(|last| others as f64 >= last as f64 + rise);
+        // With `REDIS_URL` the shared limiter splits the quota exactly; nothing joins there.
+        let joined = ctx.fleet.is_none()
+            && backlog
+            && last_others.is_some_and(|last| others as f64 >= last as f64 + rise);
         let made_room = tell(&ctx, &mut cuts, n, enter.then_some(n_entry), joined);
         if joining && enter {
             tracing::info!(sharers = n_entry, "entering the quota at the fair share");
