@@ -61,8 +61,8 @@
 //!    none of our calls got through by the fair share.
 //!
 //! A replica that joins siblings already on the quota does not start at the ceiling (part 1):
-//! [`RateController::join`] holds its calls until [`RateController::enter`] puts it on the
-//! plateau of a curve at its fair share, and the siblings' [`RateController::make_room`] steps
+//! [`RateController::join`] holds its calls until [`RateController::enter`] starts it as if
+//! just cut at its fair share (`β ×` it, concave back), and the siblings' [`RateController::make_room`] steps
 //! each of them down to its own at the same instant, so no 429 has to make the room
 //! (`pipeline::sharers` reads the jobs queue at aligned instants for both).
 //!
@@ -523,10 +523,7 @@ impl RateController {
             // entered on the plateau left it no token for the pacers' jitter (the benchmark's
             // staggered fleet: the last joiner's four 429s within seconds of its entry). The
             // climb back refills what a cut refills, `(1 − β) × recovery_calls / 4` tokens.
-            self.step_to(now, self.fair_share());
-            self.cut_rate = self.w_max * self.settings.decrease_factor;
-            self.curve_time = 0.0;
-            self.at_ceiling_since = self.reaches(now, self.ceiling);
+            self.step_to(now, self.fair_share(), false);
         }
     }
 
@@ -540,18 +537,19 @@ impl RateController {
         }
         let share = self.fair_share();
         if self.rate(now) > share {
-            self.step_to(now, share);
+            self.step_to(now, share, true);
         }
     }
 
-    /// Puts the rate at `level` on the plateau of a curve through it (no 429, no episode): a
-    /// later cut measures from the window as it was.
-    fn step_to(&mut self, now: Instant, level: f64) {
+    /// Puts the curve's plateau at `level` (no 429, no episode: a later cut measures from the
+    /// window as it was), the rate on it (`on_plateau`) or at its start, `β ×` it, as right
+    /// after a cut.
+    fn step_to(&mut self, now: Instant, level: f64, on_plateau: bool) {
         self.advance(now);
         self.w_max = clamp(level, self.floor, self.ceiling);
         self.cut_rate = self.w_max * self.settings.decrease_factor;
         self.k = recovery_time(&self.settings, self.w_max);
-        self.curve_time = self.k;
+        self.curve_time = if on_plateau { self.k } else { 0.0 };
         self.curve_at = now;
         self.at_ceiling_since = self.reaches(now, self.ceiling);
     }
