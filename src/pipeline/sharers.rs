@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::connect::Operation;
-use crate::queue::MessageQueue;
+use crate::queue::{MAX_BATCH, MessageQueue};
 
 /// Between two estimates: a fleet's make-up changes over tens of seconds (tasks starting,
 /// scaling), and one `GetQueueAttributes` per 5 s per replica costs nothing.
@@ -84,6 +84,17 @@ const LOOK: Duration = Duration::from_millis(100);
 /// The read before the first receive gives up after this (SQS unreachable: no join).
 const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A look ([`first_read`]) ends at the ceiling after this if the read after the first receive
+/// has not answered: the first receive's long poll returns at once on a backlog, then one read
+/// with the first read's own bound.
+const LOOK_WAIT_MAX: Duration = FIRST_READ_TIMEOUT.saturating_add(FIRST_READ_TIMEOUT);
+
+/// Others' messages at the read after our first receive that show replicas which started with
+/// us: half a receive's worth. Each of them holds at least its first receive (SQS hands out up
+/// to [`MAX_BATCH`] per receive from a backlog); a lone replica's count is its own to within a
+/// message or two (its receives on the wire and delayed give-backs are taken out).
+const TOGETHER_MIN: u64 = MAX_BATCH as u64 / 2;
+
 /// What the read before the first receive found.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FirstRead {
@@ -91,6 +102,9 @@ pub struct FirstRead {
     pub joined_at: Option<Instant>,
     /// The others' messages in flight then (all of them: we held none).
     pub others: Option<u64>,
+    /// Whether the limiters look: a backlog and no sibling busy, so replicas may have started
+    /// with us; the read after the first receive tells.
+    pub looking: bool,
 }
 
 /// Messages in flight that show siblings busy, and the rise that shows a joiner, for this
@@ -122,6 +136,7 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
     let mut read = FirstRead {
         joined_at: None,
         others: Some(others),
+        looking: false,
     };
     if others as f64 >= threshold(ctx) {
         let now = Instant::now();
@@ -133,6 +148,16 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
             others_in_flight = others,
             "siblings hold the quota's work: first call at the next aligned read of the jobs queue"
         );
+    } else if depth.visible as f64 >= threshold(ctx) {
+        // A backlog and nobody on it yet: replicas that start together all read here before
+        // any of them has received, so none joins, and each entered at the ceiling into the
+        // others' storm (the benchmark's fleets: 1.3-3.8 429s per replica in the start-up).
+        // The read after the first receive shows them; the first call waits for it.
+        let until = Instant::now() + LOOK_WAIT_MAX;
+        for op in Operation::ALL {
+            ctx.limiter(op).look(until);
+        }
+        read.looking = true;
     }
     read
 }
@@ -286,13 +311,24 @@ pub async fn run<Q: MessageQueue, C>(
     }) = read(&ctx, &stop).await
     {
         // Replicas that started with us read the queue before any of us received, so none of
-        // us joined, and their messages show now. Stepping to the fair share here was tried
-        // and not kept: moto answered this read 0.5-0.9 s after the first receive, when the
-        // 429s of the fleet's storm (within 0.4 s of the first calls) had come already, so the
-        // start-ups kept their 2.3-3.3 429s per replica, and the shares it made equal ended
-        // the backlog slower (fleet3 goodput 0.936-0.992, fleet6 0.958-0.971: the last replica
-        // finishes at its share).
-        tell(&ctx, &mut cuts, n, None, false);
+        // us joined, and their messages show now. A look (no call yet) ends here: started
+        // together, each steps to its share of this count; alone, at the ceiling. (Stepping
+        // to the fair share here after calls had gone came too late: the storm's 429s came
+        // within 0.4 s of the first calls, this read 0.5-0.9 s after the first receive.)
+        let together = first.looking && others >= TOGETHER_MIN;
+        if first.looking && !together {
+            for op in Operation::ALL {
+                ctx.limiter(op).alone();
+            }
+        }
+        tell(&ctx, &mut cuts, n, together.then_some(n), false);
+        if together {
+            tracing::info!(
+                sharers = n,
+                others_in_flight = others,
+                "started with siblings: first calls at the fair share"
+            );
+        }
         ctx.metrics.rate_sharers.set(n);
         // The baseline for the rise: replicas that started with us (and read before either of
         // us received) are in it, so we do not make room for them a second time after their

@@ -256,6 +256,9 @@ pub struct RateController {
     /// Whether we joined: the bucket was not full at our first call (siblings kept it near
     /// empty), so our first window starts empty.
     joined: bool,
+    /// Whether the hold is a look ([`RateController::look`]): replicas that may have started
+    /// with us, into a full bucket.
+    looking: bool,
 }
 
 /// How an answer measures its call's round trip.
@@ -374,6 +377,7 @@ impl RateController {
             round_trips: RoundTrips::default(),
             joining_until: None,
             joined: false,
+            looking: false,
             settings,
         }
     }
@@ -496,8 +500,33 @@ impl RateController {
         self.alone_at = now;
     }
 
-    /// Until when no call may go (a joiner waiting for its entry), if any. Past the join's
-    /// deadline it enters at the fair share of the last estimate.
+    /// Replicas that start together read the queue before any of them received, so none
+    /// joined (the count showed no sibling); their first messages show a moment later. So make
+    /// no call until the read after our first receive: [`RateController::enter`] if it shows
+    /// others' messages (we started together: each at its fair share), [`RateController::alone`]
+    /// if not (at the ceiling, as if we had never waited), or until `until`. The bucket is full:
+    /// nobody of ours has drained it. Ignored once we have called or joined.
+    pub fn look(&mut self, now: Instant, until: Instant) {
+        if self.window.is_some() || self.sends > 0 || self.joining_until.is_some() {
+            return;
+        }
+        self.advance(now);
+        self.joining_until = Some(until);
+        self.looking = true;
+    }
+
+    /// The read after our first receive showed no other replica: the look ends at the ceiling,
+    /// as if it had never been (a lone worker spends its burst credit at once).
+    pub fn alone(&mut self, now: Instant) {
+        if self.looking && self.joining_until.take().is_some() {
+            self.advance(now);
+            self.looking = false;
+        }
+    }
+
+    /// Until when no call may go (a joiner waiting for its entry, or a look), if any. Past the
+    /// deadline a joiner enters at the fair share of the last estimate, a look at the ceiling
+    /// unless an estimate came.
     pub fn gate(&mut self, now: Instant) -> Option<Instant> {
         let until = self.joining_until?;
         if now < until {
@@ -518,6 +547,15 @@ impl RateController {
     /// the clock slowed by `sharers`); otherwise the same as [`RateController::set_sharers`].
     pub fn enter(&mut self, now: Instant, sharers: f64) {
         self.set_sharers(now, sharers);
+        if std::mem::take(&mut self.looking) {
+            // Started together: the bucket is full and every replica steps to its own share of
+            // the same count, so the shares add up to the quota and none has to be cut below
+            // it. On the plateau, above it at the slowed clock: the probes spend the burst.
+            if self.joining_until.take().is_some() && self.sharers > 1.0 {
+                self.step_to(now, self.fair_share(), true);
+            }
+            return;
+        }
         if self.joining_until.take().is_some() {
             // As if cut at the fair share: the siblings keep the bucket empty, and a joiner that
             // entered on the plateau left it no token for the pacers' jitter (the benchmark's

@@ -171,6 +171,9 @@ pub struct AdaptiveLimiter {
     pacing: Mutex<Pacing>,
     /// FIFO order among waiters; held while the head waiter sleeps until its slot.
     turn: tokio::sync::Mutex<()>,
+    /// Wakes the head waiter when a join or a look ends, so its first call does not wait for
+    /// the next recheck.
+    entered: tokio::sync::Notify,
 }
 
 impl AdaptiveLimiter {
@@ -211,6 +214,7 @@ impl AdaptiveLimiter {
                 rng: next_seed(),
             }),
             turn: tokio::sync::Mutex::new(()),
+            entered: tokio::sync::Notify::new(),
         }
     }
 
@@ -221,9 +225,14 @@ impl AdaptiveLimiter {
         let recheck = self.with_pacing(|p| p.controller.settings().pacer_recheck);
         loop {
             let now = Instant::now();
+            // Registered before the slot is computed, so an entry in between still wakes us.
+            let entered = self.entered.notified();
             let slot = self.with_pacing(|p| p.release_at(now));
             if slot > now {
-                tokio::time::sleep_until(slot.min(now + recheck)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(slot.min(now + recheck)) => {}
+                    _ = entered => {}
+                }
                 continue;
             }
             match self.governor.check() {
@@ -280,16 +289,33 @@ impl AdaptiveLimiter {
         self.with_pacing(|p| p.controller.join(now, until));
     }
 
-    /// Whether calls wait for the entry of a join.
+    /// Replicas of ours may have started with this one: no call until the read after the first
+    /// receive says whether they did ([`AdaptiveLimiter::enter`]) or not
+    /// ([`AdaptiveLimiter::alone`]), or until `until` ([`RateController::look`]).
+    pub fn look(&self, until: Instant) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.look(now, until));
+    }
+
+    /// No replica started with this one: the look ends at the ceiling ([`RateController::alone`]).
+    pub fn alone(&self) {
+        let now = Instant::now();
+        self.with_pacing(|p| p.controller.alone(now));
+        self.entered.notify_waiters();
+    }
+
+    /// Whether calls wait for the entry of a join (or the end of a look).
     pub fn is_joining(&self) -> bool {
         self.with_pacing(|p| p.controller.is_joining())
     }
 
-    /// The estimate read at an aligned poll: a joiner enters at its fair share
-    /// ([`RateController::enter`]); otherwise as [`AdaptiveLimiter::set_sharers`].
+    /// The estimate read at an aligned poll: a joiner enters at its fair share, a look ends
+    /// there (started together) ([`RateController::enter`]); otherwise as
+    /// [`AdaptiveLimiter::set_sharers`].
     pub fn enter(&self, sharers: f64) {
         let now = Instant::now();
         self.with_pacing(|p| p.controller.enter(now, sharers));
+        self.entered.notify_waiters();
     }
 
     /// A sibling joined: at most the fair share from now on ([`RateController::make_room`]).
