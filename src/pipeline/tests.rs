@@ -966,3 +966,64 @@ async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
     h.stop.cancel();
     h.run.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn replicas_that_start_together_see_each_other_before_their_first_call_and_go_at_their_shares()
+{
+    // A backlog and nobody on it: the read before the first receive shows no sibling, so no
+    // join. A replica that started with this one takes its first messages a moment later (the
+    // benchmark's fleets: within a second). No call goes before the read after the first
+    // receive; that read shows the other's 30 beside our 32, so the replica calls at about half
+    // the quota (15 calls in 3 s) instead of at the ceiling with its burst (about 38).
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..400 {
+        queue.push(JOBS, job(&format!("j{i}")));
+    }
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sibling_holds(&queue, 30).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(h.connect.calls(), 0, "no call before the read after the first receive");
+    tokio::time::sleep(Duration::from_millis(420)).await;
+    let first = h.connect.calls();
+    assert!(first > 0, "the read came: calls go");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_3s = h.connect.calls() - first;
+    assert!(
+        (10..=21).contains(&in_3s),
+        "{in_3s} calls in 3 s at the fair share"
+    );
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_alone_on_a_backlog_calls_at_the_ceiling_after_one_read() {
+    // The same start with no replica beside it: the read after the first receive shows only
+    // its own messages, and it goes at the ceiling with its burst.
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..400 {
+        queue.push(JOBS, job(&format!("j{i}")));
+    }
+    let h = start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &[],
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(h.connect.calls(), 0, "it looks first");
+    tokio::time::sleep(Duration::from_millis(420)).await;
+    let first = h.connect.calls();
+    assert!(first > 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_3s = h.connect.calls() - first;
+    assert!(in_3s >= 28, "{in_3s} calls in 3 s: the ceiling");
+    h.stop.cancel();
+    h.run.await.unwrap();
+}

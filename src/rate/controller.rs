@@ -156,7 +156,6 @@ impl Default for ControllerSettings {
 }
 
 impl ControllerSettings {
-    /// Tuning for the active-chats capacity pacer (fed `LimitExceededException` as its throttle).
     /// Sets a numeric field by name (tuning sessions: the scenario runner's `RATE_SETTINGS`);
     /// false if there is no such field.
     pub fn set(&mut self, name: &str, value: f64) -> bool {
@@ -1370,10 +1369,64 @@ mod tests {
     }
 
     #[test]
+    fn a_look_that_finds_replicas_started_with_us_enters_on_the_plateau_of_the_fair_share() {
+        let (mut c, t0) = controller(10.0);
+        c.set_server_burst(10.0);
+        c.look(t0, t0 + secs(4.0));
+        assert!(c.is_joining());
+        assert_eq!(c.gate(t0 + ms(200)), Some(t0 + secs(4.0)), "no call while looking");
+        let at = t0 + ms(300);
+        c.enter(at, 3.0);
+        assert_eq!(c.gate(at), None);
+        // The bucket is full and each of the three steps to its third: on the plateau, not cut.
+        assert!(close(c.rate(at), 10.0 / 3.0), "{}", c.rate(at));
+        assert_eq!(c.cuts(), 0);
+        // Its first window starts from the full bucket (not joined): a 429 after 2 s of calls
+        // at 10/3 while the others took the rest sizes the share from `burst + ceiling × T`.
+        accept_at(&mut c, at, 10.0 / 3.0, 7);
+        throttle(&mut c, at + secs(2.1));
+        // (A joiner's window starts empty: 21 tokens, our 8 of them above our rate, so it
+        // would be cut to `β ×` its rate, 2.33.)
+        let cut = c.rate(at + secs(2.1));
+        let beta = plain().decrease_factor;
+        assert!(cut < beta * 10.0 / 3.0 - 0.2, "{cut}");
+    }
+
+    #[test]
+    fn a_look_that_finds_no_one_goes_at_the_ceiling_with_its_burst() {
+        let (mut c, t0) = controller(10.0);
+        c.set_server_burst(10.0);
+        c.look(t0, t0 + secs(4.0));
+        assert_eq!(c.credit(t0 + ms(500)), 0.0, "nothing goes while looking");
+        let at = t0 + secs(1.5);
+        c.alone(at);
+        assert!(!c.is_joining());
+        assert_eq!(c.gate(at), None);
+        assert_eq!(c.rate(at), 10.0);
+        // The bucket the look left full is a lone worker's credit at once.
+        assert!(c.credit(at) >= 8.0, "{}", c.credit(at));
+        // `alone` on a joiner (siblings busy) changes nothing: it waits for its entry.
+        let (mut j, t0) = controller(10.0);
+        j.join(t0, t0 + secs(7.0));
+        j.alone(t0 + secs(1.0));
+        assert!(j.is_joining());
+    }
+
+    #[test]
+    fn a_look_whose_read_never_comes_goes_at_the_ceiling_at_its_deadline() {
+        let (mut c, t0) = controller(10.0);
+        c.look(t0, t0 + secs(4.0));
+        assert_eq!(c.gate(t0 + secs(4.0)), None);
+        assert_eq!(c.rate(t0 + secs(4.0)), 10.0);
+        assert!(!c.is_joining());
+    }
+
+    #[test]
     fn joining_after_the_first_call_changes_nothing() {
         let (mut c, t0) = controller(10.0);
         c.on_send(t0);
         c.join(t0, t0 + secs(7.0));
+        c.look(t0, t0 + secs(4.0));
         assert!(!c.is_joining());
         assert_eq!(c.gate(t0), None);
         assert_eq!(c.rate(t0), 10.0);
