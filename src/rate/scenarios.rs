@@ -91,6 +91,10 @@ struct Scenario {
     /// would compute (default true; `RATE_SHARERS=off|on` overrides it for every file).
     #[serde(default = "default_true")]
     sharers_estimate: bool,
+    /// How old SQS's counts are when read, seconds (default `SHARERS_STALENESS_S`, 1 s; moto's
+    /// are exact, SQS's lag is unknown).
+    #[serde(default)]
+    count_staleness_s: Option<f64>,
     #[serde(default = "default_seed")]
     seed: u64,
     /// Run seeds 1..=seeds instead of `seed`.
@@ -119,8 +123,16 @@ fn default_decided_at() -> f64 {
 /// How often a replica polls the jobs queue for the estimate of its sharers, seconds (the
 /// pipeline's interval).
 const SHARERS_POLL_S: f64 = 5.0;
-/// How stale SQS's approximate counts are when read, seconds.
+/// How stale SQS's approximate counts are when read, seconds (a scenario's
+/// `count_staleness_s` overrides it).
 const SHARERS_STALENESS_S: f64 = 1.0;
+/// When a replica that looks (`pipeline::sharers::first_read`: a backlog, no sibling busy)
+/// reads the queue after its first receive: the first estimate's 100 ms poll and a 50 ms
+/// round trip to SQS.
+const LOOK_READ_S: f64 = 0.15;
+/// From a replica's start until its first messages are in flight (its first receive), seconds:
+/// before that the queue's counts cannot show it.
+const FIRST_RECEIVE_S: f64 = 0.05;
 /// How far a replica's clock is off the shared one (Amazon Time Sync keeps ECS tasks within a
 /// millisecond; this allows for the poll's own round trip too), seconds.
 const SHARERS_SKEW_S: f64 = 0.05;
@@ -250,6 +262,8 @@ struct World {
     /// Per replica: when it started and when it ran out of work (seconds), for the estimate of
     /// sharers.
     replica_span: Vec<(Option<f64>, Option<f64>)>,
+    /// How old the queue's counts are when read, seconds.
+    staleness_s: f64,
 }
 
 impl World {
@@ -328,10 +342,11 @@ impl World {
 }
 
 impl World {
-    /// Whether replica `j` has work at `t` (started, not run out of work).
+    /// Whether replica `j` has work at `t` (started and received its first messages, not run
+    /// out of work).
     fn is_working(&self, j: usize, t: f64) -> bool {
         let (from, until) = self.replica_span[j];
-        from.is_some_and(|f| f <= t) && until.is_none_or(|u| u > t)
+        from.is_some_and(|f| f + FIRST_RECEIVE_S <= t) && until.is_none_or(|u| u > t)
     }
 
     /// Replicas other than `me` with work at `t` (started, not run out of work).
@@ -350,7 +365,7 @@ type Shared = Arc<Mutex<World>>;
 /// ratio the pipeline really computes, each replica holding what it starts in 5 s,
 /// `receiver::work_allowance`, and the others' holdings in messages).
 fn read_queue(w: &World, me: usize, t: f64, noise: f64, held: bool) -> (f64, f64) {
-    let seen = t - SHARERS_STALENESS_S;
+    let seen = t - w.staleness_s;
     match w.replica_allowed.last().filter(|_| held) {
         Some((_, rates)) => {
             let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
@@ -393,19 +408,31 @@ fn join_enabled() -> bool {
 /// What the pipeline does before its first receive (`pipeline::sharers::first_read`): reads the
 /// jobs queue; if other replicas hold the quota's work, the limiter joins (no call until the
 /// estimate of an aligned poll). Synchronous, so it comes before the replica's first call.
-fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -> f64 {
+fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -> (f64, bool) {
     let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
     let w = lock(world);
     let t = w.secs(Instant::now());
     let mut rng = Rng(seed ^ 0x1E57_u64.rotate_left(33) ^ (me as u64 + 1).rotate_left(12));
     let noise = 1.0 + SHARERS_NOISE * (2.0 * rng.next_f64() - 1.0);
     let (n, others) = read_queue(&w, me, t, noise, held);
+    let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
+    let backlog = w.endless || w.queue.len() as f64 >= w.replica_ceiling * lookahead / 2.0;
+    let mut looking = false;
     if join_enabled() && others >= busy_threshold(held, limiter.ceiling()) {
         let until = Instant::now() + crate::pipeline::sharers::JOIN_WAIT_MAX;
         limiter.join(until);
+    } else if look_enabled() && backlog {
+        limiter.look(Instant::now() + Duration::from_secs(4));
+        looking = true;
     }
     limiter.set_sharers(n);
-    others
+    (others, looking)
+}
+
+/// Whether a replica that starts into a backlog with no sibling busy looks before its first
+/// call (`RATE_LOOK=off` turns it off for a comparison).
+fn look_enabled() -> bool {
+    std::env::var("RATE_LOOK").as_deref() != Ok("off")
 }
 
 /// What the pipeline does after its first read (`pipeline::sharers::run`): every
@@ -422,6 +449,7 @@ async fn sharers_poller(
     me: usize,
     seed: u64,
     mut last_others: f64,
+    looking: bool,
 ) {
     let mut rng = Rng(seed ^ 0x5A4E_u64.rotate_left(40) ^ (me as u64 + 1).rotate_left(20));
     // `RATE_SHARERS_NOISE` overrides the noise (tuning sessions).
@@ -438,7 +466,31 @@ async fn sharers_poller(
             busy_threshold(held, limiter.ceiling()),
         )
     };
-    let margin = SHARERS_STALENESS_S;
+    let margin = lock(&world).staleness_s;
+    if looking {
+        // The read after the first receive: others who started with us show if the counts
+        // are fresher than the gap; each then enters at its share (never above half), else
+        // this replica goes alone at the ceiling.
+        tokio::time::sleep(Duration::from_secs_f64(LOOK_READ_S)).await;
+        let (n, others) = {
+            let w = lock(&world);
+            let t = w.secs(Instant::now());
+            // Its own generator: with `RATE_LOOK=off` every other draw stays as it was.
+            let mut look = Rng(seed ^ 0x100C_u64.rotate_left(27) ^ (me as u64 + 1).rotate_left(9));
+            let noise = 1.0 + noise_width * (2.0 * look.next_f64() - 1.0);
+            read_queue(&w, me, t, noise, held)
+        };
+        last_others = if others >= threshold.min(5.0) {
+            limiter.enter(n.max(2.0));
+            // As in the pipeline: no room made at the first aligned read for those who
+            // started with us.
+            f64::INFINITY
+        } else {
+            limiter.alone();
+            limiter.set_sharers(n);
+            others
+        };
+    }
     let mut cuts = limiter.cuts();
     // `RATE_ALIGNED=off`: each replica's own 5 s (±10 %) instead (a comparison).
     let aligned = std::env::var("RATE_ALIGNED").as_deref() != Ok("off");
@@ -640,6 +692,7 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         replica_allowed: Vec::new(),
         waits: Vec::new(),
         replica_span: vec![(None, None); s.replicas.count],
+        staleness_s: s.count_staleness_s.unwrap_or(SHARERS_STALENESS_S),
     }));
     let sharers_estimate = match std::env::var("RATE_SHARERS").as_deref() {
         Ok("off") => false,
@@ -678,8 +731,8 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         replica_tasks.push(tokio::spawn(async move {
             tokio::time::sleep(stagger).await;
             let poller = poller.map(|(w, l)| {
-                let others = first_read(&w, &l, i, seed);
-                tokio::spawn(sharers_poller(w, l, i, seed, others))
+                let (others, looking) = first_read(&w, &l, i, seed);
+                tokio::spawn(sharers_poller(w, l, i, seed, others, looking))
             });
             replica(w, j, limiter, i, end).await;
             if let Some(p) = poller {
@@ -1022,6 +1075,7 @@ scenarios!(
     fleet_6_bench_like,
     fleet_3_bench_like,
     fleet_3_skewed_start,
+    fleet_3_fresh_counts,
     fractional_ceiling,
     fractional_fleet,
     limit_exceeded_is_neutral,
