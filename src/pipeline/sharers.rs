@@ -25,9 +25,15 @@
 //! share being what the count shows of it. At that same read each sibling sees the others'
 //! messages risen by at least [`busy_threshold`] and *makes room*: at most its fair share from
 //! then on. Room is made once: a sibling cut by a 429 since its last read (the newcomer did not
-//! wait: it started before the siblings' messages showed) leaves it to that cut. Replicas that
-//! start together read the queue before any of them received: none joins, and one 429 each
-//! tells them that they share.
+//! wait: it started before the siblings' messages showed) leaves it to that cut.
+//!
+//! # Looking: replicas that start together
+//! Replicas that start at once read the queue before any of them received, so none joins; each
+//! entered at the ceiling into the others' storm. A replica whose first read shows a backlog and
+//! no sibling busy *looks* instead: no call until the first estimate (the read after its first
+//! receive). Others' messages there ([`TOGETHER_MIN`]) mean they started with it, and it enters
+//! on the plateau of its fair share of that count, at most half the quota; none, and it goes
+//! alone at the ceiling. One read of delay at start-up for a replica that starts into a backlog.
 //!
 //! The estimate errs high, never below 1: messages given back to SQS with a visibility delay
 //! (capacity waits) count as not visible too, and SQS's counts are approximate. A high estimate

@@ -64,7 +64,10 @@
 //! [`RateController::join`] holds its calls until [`RateController::enter`] starts it as if
 //! just cut at its fair share (`β ×` it, concave back), and the siblings' [`RateController::make_room`] steps
 //! each of them down to its own at the same instant, so no 429 has to make the room
-//! (`pipeline::sharers` reads the jobs queue at aligned instants for both).
+//! (`pipeline::sharers` reads the jobs queue at aligned instants for both). A replica that may
+//! have started together with siblings [`RateController::look`]s: no call until the read after
+//! its first receive, then [`RateController::enter`] on the plateau of its fair share (the
+//! bucket is full) if others' messages show, or [`RateController::alone`] at the ceiling.
 //!
 //! The limiter also asks [`RateController::credit`] (burst credit for a lone worker): once we
 //! have been at the ceiling without a 429 for longer than a second caller at our rate needs to
