@@ -116,7 +116,7 @@ impl<Q: MessageQueue, C: ConnectApi> JobRun<'_, Q, C> {
                 &mut self.state,
                 event,
                 Now::read(),
-                rand::random(),
+                jitter(),
             );
             event = match step {
                 Step::AwaitTurn => self.await_turn().await,
@@ -635,5 +635,32 @@ async fn call<Q, C: ConnectApi>(
             .associate(job, token)
             .await
             .map(CallOk::Associated),
+    }
+}
+
+/// The decision's jitter sample in `[0, 1)`: random in the worker (replicas must not back off
+/// in step); in unit tests a fixed sequence per thread, so a paused-time test's outcome does not
+/// depend on the draws (a throttled job's backoff decided whether the handoff test's last job
+/// went back before the fleet finished: one run in 15 failed under load).
+fn jitter() -> f64 {
+    #[cfg(not(test))]
+    {
+        rand::random()
+    }
+    #[cfg(test)]
+    {
+        thread_local! {
+            static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0x5EED_1234) };
+        }
+        NEXT.with(|c| {
+            // splitmix64
+            let z = c.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            c.set(z);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^= x >> 31;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        })
     }
 }
