@@ -969,7 +969,7 @@ async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn replicas_that_start_together_see_each_other_before_their_first_call_and_go_at_their_shares()
-{
+ {
     // A backlog and nobody on it: the read before the first receive shows no sibling, so no
     // join. A replica that started with this one takes its first messages a moment later (the
     // benchmark's fleets: within a second). No call goes before the read after the first
@@ -988,7 +988,11 @@ async fn replicas_that_start_together_see_each_other_before_their_first_call_and
     tokio::time::sleep(Duration::from_millis(20)).await;
     sibling_holds(&queue, 30).await;
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(h.connect.calls(), 0, "no call before the read after the first receive");
+    assert_eq!(
+        h.connect.calls(),
+        0,
+        "no call before the read after the first receive"
+    );
     tokio::time::sleep(Duration::from_millis(420)).await;
     let first = h.connect.calls();
     assert!(first > 0, "the read came: calls go");

@@ -558,8 +558,13 @@ impl RateController {
             // Started together: the bucket is full and every replica steps to its own share of
             // the same count, so the shares add up to the quota and none has to be cut below
             // it. On the plateau, above it at the slowed clock: the probes spend the burst.
-            if self.joining_until.take().is_some() && self.sharers > 1.0 {
-                self.step_to(now, self.fair_share(), true);
+            if self.joining_until.take().is_some() {
+                if self.sharers > 1.0 {
+                    self.step_to(now, self.fair_share(), true);
+                } else {
+                    // Alone after all (a deadline with no estimate): as `alone`.
+                    self.at_ceiling_since = now;
+                }
             }
             return;
         }
@@ -1382,7 +1387,11 @@ mod tests {
         c.set_server_burst(10.0);
         c.look(t0, t0 + secs(4.0));
         assert!(c.is_joining());
-        assert_eq!(c.gate(t0 + ms(200)), Some(t0 + secs(4.0)), "no call while looking");
+        assert_eq!(
+            c.gate(t0 + ms(200)),
+            Some(t0 + secs(4.0)),
+            "no call while looking"
+        );
         let at = t0 + ms(300);
         c.enter(at, 3.0);
         assert_eq!(c.gate(at), None);
@@ -1414,7 +1423,11 @@ mod tests {
         // The bucket the look left full is a lone worker's credit once it has been at the
         // ceiling for `burst / ceiling` from the first call that may go, not from its start.
         assert_eq!(c.credit(at + ms(900)), 0.0);
-        assert!(c.credit(at + ms(1_100)) >= 8.0, "{}", c.credit(at + ms(1_100)));
+        assert!(
+            c.credit(at + ms(1_100)) >= 8.0,
+            "{}",
+            c.credit(at + ms(1_100))
+        );
         // `alone` on a joiner (siblings busy) changes nothing: it waits for its entry.
         let (mut j, t0) = controller(10.0);
         j.join(t0, t0 + secs(7.0));
