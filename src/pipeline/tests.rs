@@ -900,6 +900,25 @@ async fn a_lone_replica_counts_the_receive_on_the_wire_as_its_own() {
 }
 
 /// Hides `n` of the jobs queue's messages as a sibling replica would hold them.
+/// A jobs queue holding `n` start-chat jobs.
+fn backlog(n: usize) -> Arc<MemoryQueue> {
+    let queue = Arc::new(MemoryQueue::new());
+    for i in 0..n {
+        queue.push(JOBS, job(&format!("j{i}")));
+    }
+    queue
+}
+
+/// A worker with the test settings on `queue`, every Connect call accepted.
+fn start_plain(queue: &Arc<MemoryQueue>) -> Harness {
+    start_on(
+        queue.clone(),
+        settings(|_| {}),
+        ScriptedConnect::new(vec![]),
+        &[],
+    )
+}
+
 async fn sibling_holds(queue: &MemoryQueue, n: usize) {
     for _ in 0..n.div_ceil(10) {
         let got = queue
@@ -916,20 +935,12 @@ async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair
     // near empty: entering at the ceiling would cost each of them a 429. It makes no call until
     // the aligned read whose count shows its messages (every sibling makes room at that read),
     // then calls at about its fair share: 100 of theirs and its own 50 in flight, a third.
-    let queue = Arc::new(MemoryQueue::new());
-    for i in 0..400 {
-        queue.push(JOBS, job(&format!("j{i}")));
-    }
+    let queue = backlog(400);
     sibling_holds(&queue, 100).await;
     // The aligned reads fall on whole 5 s of the wall clock; in unit tests the worker starts on
     // one (`sharers::wall_clock`), so the first read after its receives is 5 s in.
     let entry = sharers::EVERY.as_secs_f64();
-    let h = start_on(
-        queue.clone(),
-        settings(|_| {}),
-        ScriptedConnect::new(vec![]),
-        &[],
-    );
+    let h = start_plain(&queue);
     tokio::time::sleep(Duration::from_secs_f64(entry - 0.1)).await;
     assert_eq!(h.connect.calls(), 0, "a joiner waits for its entry");
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -950,17 +961,9 @@ async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair
 async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
     // Siblings holding a few jobs (below what half the quota starts in the look-ahead) leave
     // room: no join, the first call goes at once.
-    let queue = Arc::new(MemoryQueue::new());
-    for i in 0..20 {
-        queue.push(JOBS, job(&format!("j{i}")));
-    }
+    let queue = backlog(20);
     sibling_holds(&queue, 10).await;
-    let h = start_on(
-        queue.clone(),
-        settings(|_| {}),
-        ScriptedConnect::new(vec![]),
-        &[],
-    );
+    let h = start_plain(&queue);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.connect.calls() > 0, "no join for a trickle");
     h.stop.cancel();
@@ -975,16 +978,8 @@ async fn replicas_that_start_together_see_each_other_before_their_first_call_and
     // benchmark's fleets: within a second). No call goes before the read after the first
     // receive; that read shows the other's 30 beside our 32, so the replica calls at about half
     // the quota (15 calls in 3 s) instead of at the ceiling with its burst (about 38).
-    let queue = Arc::new(MemoryQueue::new());
-    for i in 0..400 {
-        queue.push(JOBS, job(&format!("j{i}")));
-    }
-    let h = start_on(
-        queue.clone(),
-        settings(|_| {}),
-        ScriptedConnect::new(vec![]),
-        &[],
-    );
+    let queue = backlog(400);
+    let h = start_plain(&queue);
     tokio::time::sleep(Duration::from_millis(20)).await;
     sibling_holds(&queue, 30).await;
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -1010,16 +1005,8 @@ async fn replicas_that_start_together_see_each_other_before_their_first_call_and
 async fn a_replica_alone_on_a_backlog_calls_at_the_ceiling_after_one_read() {
     // The same start with no replica beside it: the read after the first receive shows only
     // its own messages, and it goes at the ceiling with its burst.
-    let queue = Arc::new(MemoryQueue::new());
-    for i in 0..400 {
-        queue.push(JOBS, job(&format!("j{i}")));
-    }
-    let h = start_on(
-        queue.clone(),
-        settings(|_| {}),
-        ScriptedConnect::new(vec![]),
-        &[],
-    );
+    let queue = backlog(400);
+    let h = start_plain(&queue);
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(h.connect.calls(), 0, "it looks first");
     tokio::time::sleep(Duration::from_millis(420)).await;
