@@ -909,6 +909,13 @@ fn backlog(n: usize) -> Arc<MemoryQueue> {
     queue
 }
 
+/// Connect calls the worker makes over the next `d`.
+async fn calls_over(h: &Harness, d: Duration) -> usize {
+    let before = h.connect.calls();
+    tokio::time::sleep(d).await;
+    h.connect.calls() - before
+}
+
 /// A worker with the test settings on `queue`, every Connect call accepted.
 fn start_plain(queue: &Arc<MemoryQueue>) -> Harness {
     start_on(
@@ -945,9 +952,7 @@ async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair
     assert_eq!(h.connect.calls(), 0, "a joiner waits for its entry");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(h.connect.calls() > 0, "it entered at the aligned read");
-    let entered = h.connect.calls();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let in_3s = h.connect.calls() - entered;
+    let in_3s = calls_over(&h, Duration::from_secs(3)).await;
     // A third of 10/s is 10 calls in 3 s; the ceiling would be 30.
     assert!(
         (6..=15).contains(&in_3s),
@@ -989,10 +994,8 @@ async fn replicas_that_start_together_see_each_other_before_their_first_call_and
         "no call before the read after the first receive"
     );
     tokio::time::sleep(Duration::from_millis(420)).await;
-    let first = h.connect.calls();
-    assert!(first > 0, "the read came: calls go");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let in_3s = h.connect.calls() - first;
+    assert!(h.connect.calls() > 0, "the read came: calls go");
+    let in_3s = calls_over(&h, Duration::from_secs(3)).await;
     assert!(
         (10..=21).contains(&in_3s),
         "{in_3s} calls in 3 s at the fair share"
@@ -1010,10 +1013,8 @@ async fn a_replica_alone_on_a_backlog_calls_at_the_ceiling_after_one_read() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(h.connect.calls(), 0, "it looks first");
     tokio::time::sleep(Duration::from_millis(420)).await;
-    let first = h.connect.calls();
-    assert!(first > 0);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let in_3s = h.connect.calls() - first;
+    assert!(h.connect.calls() > 0);
+    let in_3s = calls_over(&h, Duration::from_secs(3)).await;
     assert!(in_3s >= 28, "{in_3s} calls in 3 s: the ceiling");
     h.stop.cancel();
     h.run.await.unwrap();
