@@ -183,12 +183,28 @@ def sim_flags(scn, seed, contact_events_url=None):
         i = flags.index("--seed")
         del flags[i:i + 2]
     flags += ["--seed", str(seed)]
+    if scn.get("background_phase") and "--background-schedule" in flags:
+        i = flags.index("--background-schedule") + 1
+        flags[i] = shift_schedule(flags[i], random.Random(f"background-phase-{seed}"))
     if harness.sim_has_flag("--connect-window-seconds"):
         flags += ["--connect-window-seconds", "0"]
     if scn.get("contact_events"):
         lo, hi = scn["contact_events"]
         flags += ["--contact-events-queue-url", contact_events_url, "--contact-events-delay-ms", f"{lo}:{hi}"]
     return flags
+
+
+def shift_schedule(schedule, rng):
+    """Each FROM:TO:RATE segment arriving later by a phase drawn within its first period (`1 /
+    RATE`), its leaving time kept. The other caller's calls are evenly spaced from its arrival and
+    ours from our start, so with a fixed arrival every seed met our pacer in about the same phase
+    and the seeds did not average over it (the rate scenarios draw it per seed too)."""
+    out = []
+    for seg in schedule.split(","):
+        start, stop, rate = (float(v) for v in seg.split(":"))
+        phase = rng.random() / rate if rate > 0 else 0.0
+        out.append(f"{start + phase:.4f}:{stop:g}:{rate:g}")
+    return ",".join(out)
 
 
 # connect-sim signs its contact events (SigV4) with the standard env credentials, as the workers do.
@@ -344,6 +360,11 @@ def run_one(name, scn, impl, seed=1):
         busy_after = machine.compilers()
         exits = fleet.stop()
         stats = sim.stats()
+        if os.environ.get("BENCH_KEEP_STATS"):
+            # Diagnosis: connect-sim's whole stats (every call of ours with its instant) per run.
+            kept = OUT / "stats" / f"{name}-{impl}-seed{seed}.json"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(json.dumps(stats))
         # Late or duplicate results, and whatever moto had not delivered yet: with the workers
         # stopped, drain the results queue until it is empty (moto slows as a queue grows, so a
         # long run's results can outpace the drain while the workers run; a result still in the

@@ -115,6 +115,8 @@ SCENARIOS.update({
         "sim": ["--start-chat-rate", "10", "--start-chat-burst", "10", "--background-schedule", "8:20:4",
                 *NO_CHAT_LIMIT],
         "jobs": 300, "replicas": 1, "rate": "10", "burst": "10", "allowed": 10.0, "seeds": 3,
+        # Its arrival at a phase drawn per seed within its first period (run.py's shift_schedule).
+        "background_phase": True,
         "chart_lines": [(10, "quota 10/s"), (6, "left while the neighbour is there: 6/s")],
         "targets": [("background_refused_ratio", "<=", 0.02, "neighbour's calls refused while there"),
                     ("recovery_s", "<=", 5.0, "after it leaves: seconds until our rate is back at the quota"),

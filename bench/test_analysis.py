@@ -109,3 +109,16 @@ def test_contact_events_read_add_up_over_replicas_by_kind():
                 'resume_chat_contact_events_total{kind="duplicate"} 1']]
     assert run.contact_events_read(scraped) == {"chat_ended": 9, "duplicate": 1}
     assert run.contact_events_read([]) == {}
+
+
+def test_the_neighbours_arrival_moves_by_seed_within_its_first_period_and_keeps_its_leaving():
+    scn = {"sim": ["--background-schedule", "8:20:4,30:40:2"], "background_phase": True}
+    flags = run.sim_flags(scn, 1)
+    first, second = flags[flags.index("--background-schedule") + 1].split(",")
+    start, stop, rate = (float(v) for v in first.split(":"))
+    assert 8.0 <= start < 8.25 and stop == 20.0 and rate == 4.0
+    start, stop, _ = (float(v) for v in second.split(":"))
+    assert 30.0 <= start < 30.5 and stop == 40.0
+    assert flags == run.sim_flags(scn, 1)
+    assert flags != run.sim_flags(scn, 2)
+    assert scn["sim"] == ["--background-schedule", "8:20:4,30:40:2"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, and CI through .ci/run). Installs what it needs, then runs:
 # formatting and lints, every Rust test (unit, paused-time scenarios, end-to-end against moto's SQS,
-# connect-sim and a real Prometheus), the simulator's wire tests with boto3, the README's demo
+# connect-sim and a real Prometheus), the simulator's wire tests with boto3, the benchmark's
+# analysis, the README's demo
 # end to end (DEMO_EXIT=1), the deploy/ linters,
 # and a dependency audit against the offline RustSec snapshot in ../shared/advisory-db.
 set -euo pipefail
@@ -39,6 +40,9 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "connect-sim wire format with boto3"
 CONNECT_SIM_BIN="$root/target/debug/connect-sim" .venv/bin/python -m pytest -q -p no:cacheprovider sim/tests/python
+
+step "the benchmark's analysis and flags (bench/test_analysis.py)"
+.venv/bin/python -m pytest -q -p no:cacheprovider bench/test_analysis.py
 
 step "the demo, end to end (DEMO_EXIT=1: stops once every result is in, fails if one is missing)"
 DEMO_EXIT=1 scripts/demo.sh
