@@ -18,14 +18,18 @@
 //! 3.7). The queue lets the joiner announce itself first. Before its first receive it reads the
 //! not-visible count ([`first_read`]): with none of its own messages in it, a count of at least
 //! [`busy_threshold`] means siblings hold the quota's work, and its limiters *join*: no call yet.
-//! It receives as usual (its messages in flight are the announcement: its look-ahead at the
-//! ceiling, twice [`busy_threshold`]) and enters at the first aligned read for which it held the
-//! whole announcement before the read went out and whose count shows it (risen by
-//! [`busy_threshold`] over its first read), at `β ×` its fair share as if just cut there, its
-//! share being what the count shows of it. At that same read each sibling sees the others'
-//! messages risen by at least [`busy_threshold`] and *makes room*: at most its fair share from
-//! then on. Room is made once: a sibling cut by a 429 since its last read (the newcomer did not
-//! wait: it started before the siblings' messages showed) leaves it to that cut.
+//! It lets the next aligned read be counted first, then receives as usual (its messages in
+//! flight are the announcement: its look-ahead at the ceiling, twice [`busy_threshold`]), so an
+//! aligned read shows the announcement whole or not at all, and enters at the first aligned
+//! read for which it held the whole announcement before the read went out and whose count shows
+//! it (risen by [`busy_threshold`] over its first read), at `β ×` its fair share as if just cut
+//! there, its share being what the count shows of it. At that same read each sibling sees the
+//! others' messages risen by at least [`busy_threshold`] and *makes room*: at most its fair
+//! share from then on. Room is made once: a sibling cut by a 429 since its last read (the
+//! newcomer did not wait: it started before the siblings' messages showed) leaves it to that
+//! cut. After a join the baseline for the next rise is what the others hold at their shares,
+//! not the count with the joiner's announcement in it: that shrinks within a period and would
+//! hide the next joiner's rise.
 //!
 //! # Looking: replicas that start together
 //! Replicas that start at once read the queue before any of them received, so none joins; each
@@ -59,9 +63,11 @@ use crate::queue::{MAX_BATCH, MessageQueue};
 pub const EVERY: Duration = Duration::from_secs(5);
 
 /// A joiner whose messages no aligned read shows (SQS's counts lagging, or its reads failing)
-/// enters anyway after this, at its fair share of the last estimate: one read period and two
-/// seconds of lag.
-pub const JOIN_WAIT_MAX: Duration = Duration::from_secs(7);
+/// enters anyway after this, at its fair share of the last estimate: two read periods (the one
+/// it lets pass before receiving, the one that shows its announcement) and two seconds of lag.
+pub const JOIN_WAIT_MAX: Duration = EVERY
+    .saturating_mul(2)
+    .saturating_add(Duration::from_secs(2));
 
 /// Others' messages in flight that show a sibling busy on the quota, and the rise that shows a
 /// joiner: what the quota starts in half the receiver's look-ahead. Each replica holds what it
@@ -102,8 +108,10 @@ const LOOK_WAIT_MAX: Duration = FIRST_READ_TIMEOUT.saturating_add(FIRST_READ_TIM
 const TOGETHER_MIN: u64 = MAX_BATCH as u64 / 2;
 
 /// What the read before the first receive found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct FirstRead {
+    /// The wall clock's grid of aligned reads, as [`run`] follows it.
+    aligned: Aligned,
     /// When the limiters joined, if siblings hold the quota's work.
     pub joined_at: Option<Instant>,
     /// The others' messages in flight then (all of them: we held none).
@@ -131,15 +139,25 @@ fn threshold<Q, C>(ctx: &Context<Q, C>) -> f64 {
 /// share ([`crate::rate::AdaptiveLimiter::join`]). Not with `REDIS_URL` (the shared limiter
 /// coordinates the fleet).
 pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
+    let aligned = Aligned::new();
+    let nothing = FirstRead {
+        aligned,
+        joined_at: None,
+        others: None,
+        looking: false,
+    };
     if ctx.fleet.is_some() {
-        return FirstRead::default();
+        return nothing;
     }
+    let asked = Instant::now();
     let depth = tokio::time::timeout(FIRST_READ_TIMEOUT, ctx.jobs_depth(Duration::ZERO)).await;
     let Ok(Some(depth)) = depth else {
-        return FirstRead::default();
+        return nothing;
     };
+    let took = asked.elapsed();
     let others = depth.in_flight;
     let mut read = FirstRead {
+        aligned,
         joined_at: None,
         others: Some(others),
         looking: false,
@@ -152,8 +170,21 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
         read.joined_at = Some(now);
         tracing::info!(
             others_in_flight = others,
-            "siblings hold the quota's work: first call at the next aligned read of the jobs queue"
+            "siblings hold the quota's work: receiving after the next aligned read of the jobs queue, first call at the one after"
         );
+        // No receive until the next aligned read has been counted, so that no aligned read
+        // shows part of the announcement: at the next one the count shows it whole or not at
+        // all. A part of it, shown at the read where the siblings compare, is a rise they may
+        // take for a joiner while the joiner waits for the whole one (the benchmark's staggered
+        // runs: siblings made room a period before the joiner entered, goodput 0.957, or saw
+        // the rise masked by a previous joiner's shrinking holdings and made none, five 429s).
+        // The siblings' reads go out at the instant and SQS counts within their round trip:
+        // twice ours, plus a millisecond each for the tasks' clocks and tokio's timer.
+        let quiet_until = aligned.next(now) + took * 2 + Duration::from_millis(2);
+        tokio::select! {
+            _ = ctx.stop_receiving.cancelled() => {}
+            _ = tokio::time::sleep_until(quiet_until) => {}
+        }
     } else if depth.visible as f64 >= threshold(ctx) {
         // A backlog and nobody on it yet: replicas that start together all read here before
         // any of them has received, so none joins, and each entered at the ceiling into the
@@ -171,6 +202,7 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
 /// Maps tokio's clock onto the wall clock every replica shares (Amazon Time Sync keeps ECS
 /// tasks within a millisecond), so replicas read the queue at the same instants. Read once, so
 /// paused-time tests stay deterministic.
+#[derive(Clone, Copy, Debug)]
 struct Aligned {
     at: Instant,
     unix: Duration,
@@ -297,7 +329,7 @@ pub async fn run<Q: MessageQueue, C>(
     stop: CancellationToken,
     first: FirstRead,
 ) {
-    let aligned = Aligned::new();
+    let aligned = first.aligned;
     let rise = threshold(&ctx);
     let mut last_others = first.others;
     // Cuts of each limiter as of the last aligned read (the first read before any call).
@@ -415,8 +447,27 @@ pub async fn run<Q: MessageQueue, C>(
             );
         }
         ctx.metrics.rate_sharers.set(n);
-        last_others = Some(others);
+        // After a join the holdings shrink: the joiner held its look-ahead at the ceiling and
+        // now holds its share's, and every sibling that made room holds less too, within the
+        // next period. Compared with this count, a joiner announcing in that period would show
+        // a rise less the shrinking (the benchmark's staggered seed 2: 41 more messages of the
+        // new joiner, 25 fewer of the previous one, no room made, five 429s). The baseline is
+        // what the others hold at their shares: the quota's look-ahead, `2 × rise`, less ours.
+        let entered = joining && enter;
+        last_others = Some(if entered || made_room {
+            let n = if entered { n_entry } else { n };
+            others.min(held_at_shares(rise, n))
+        } else {
+            others
+        });
     }
+}
+
+/// What the others hold once every replica of `n` works at its fair share: `(n − 1) / n` of the
+/// quota's look-ahead (`2 × rise`, see [`busy_threshold`]), rounded down.
+fn held_at_shares(rise: f64, n: f64) -> u64 {
+    let held = 2.0 * rise * (1.0 - 1.0 / n.max(1.0));
+    if held.is_finite() { held as u64 } else { 0 }
 }
 
 #[cfg(test)]
