@@ -180,10 +180,14 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
         // the rise masked by a previous joiner's shrinking holdings and made none, five 429s).
         // The siblings' reads go out at the instant and SQS counts within their round trip:
         // twice ours, plus a millisecond each for the tasks' clocks and tokio's timer.
-        let quiet_until = aligned.next(now) + took * 2 + Duration::from_millis(2);
-        tokio::select! {
-            _ = ctx.stop_receiving.cancelled() => {}
-            _ = tokio::time::sleep_until(quiet_until) => {}
+        // Without a backlog in the queue nobody compares counts for a rise (room is made only
+        // while there is one), so there is nothing to wait for.
+        if depth.visible as f64 >= threshold(ctx) {
+            let quiet_until = aligned.next(now) + took * 2 + Duration::from_millis(2);
+            tokio::select! {
+                _ = ctx.stop_receiving.cancelled() => {}
+                _ = tokio::time::sleep_until(quiet_until) => {}
+            }
         }
     } else if depth.visible as f64 >= threshold(ctx) {
         // A backlog and nobody on it yet: replicas that start together all read here before
@@ -420,10 +424,21 @@ pub async fn run<Q: MessageQueue, C>(
         // staggered runs: siblings made room for a joiner that did not enter (seed 2, goodput
         // 0.964), or a joiner entered where no room was made (three 429s).
         let complete = (2.0 * rise).min(ctx.settings.max_in_flight as f64) - 1.0;
-        let shown = first.others.map(|o| in_flight.saturating_sub(o));
+        // What the siblings held at our first read, at most the quota's look-ahead: more is an
+        // announcement still in it, which shrinks as we wait (the benchmark's staggered seed 2:
+        // 83 at our first read, a second after the previous joiner entered, 52 at the read that
+        // showed us; against 83 we showed 19 and entered only at `JOIN_WAIT_MAX`, after the
+        // siblings had made room for us).
+        let shown = first
+            .others
+            .map(|o| in_flight.saturating_sub(o.min(held_at_shares(rise, f64::INFINITY))));
+        // Without a backlog there is nothing to share: the siblings make no room (below) and
+        // run out of work, and a joiner that waited for a whole announcement it cannot receive
+        // held its jobs unstarted until `JOIN_WAIT_MAX` (the benchmark's kill: a restarted
+        // replica held 28-39 jobs for 6 s while its siblings ran dry).
         let enter = first.joined_at.is_some()
-            && held_before as f64 >= complete
-            && shown.is_some_and(|m| m as f64 >= rise);
+            && (!backlog
+                || held_before as f64 >= complete && shown.is_some_and(|m| m as f64 >= rise));
         let n_entry = match shown {
             Some(m) if m > 0 => estimate(in_flight, m as usize).max(n),
             _ => n,
@@ -464,7 +479,8 @@ pub async fn run<Q: MessageQueue, C>(
 }
 
 /// What the others hold once every replica of `n` works at its fair share: `(n − 1) / n` of the
-/// quota's look-ahead (`2 × rise`, see [`busy_threshold`]), rounded down.
+/// quota's look-ahead (`2 × rise`, see [`busy_threshold`]), rounded down; all of it for a
+/// joiner (`n` infinite: every other replica is a sibling).
 fn held_at_shares(rise: f64, n: f64) -> u64 {
     let held = 2.0 * rise * (1.0 - 1.0 / n.max(1.0));
     if held.is_finite() { held as u64 } else { 0 }

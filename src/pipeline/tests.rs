@@ -1041,6 +1041,36 @@ async fn a_sibling_sees_the_next_joiner_while_the_last_one_sheds_its_announcemen
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_joiner_that_starts_while_an_earlier_announcement_shrinks_enters_at_the_read_that_shows_it()
+ {
+    // At this replica's first read the siblings hold 100: their look-ahead (50 at 10/s) and an
+    // earlier joiner's announcement, which they shed within the next seconds. Its own 32 at the
+    // read of 10 s are then 32 over the 50 the siblings hold at their shares, though less than
+    // nothing over the 100 of its first read: it enters there, not at `JOIN_WAIT_MAX`.
+    let queue = backlog(400);
+    let siblings = sibling_takes(&queue, 100).await;
+    let h = start_plain(&queue);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for chunk in siblings[..50].chunks(10) {
+        queue
+            .delete_batch(JOBS, chunk)
+            .await
+            .expect("memory queue deletes");
+    }
+    let entry = 2.0 * sharers::EVERY.as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(entry - 3.0 - 0.1)).await;
+    assert_eq!(h.connect.calls(), 0, "a joiner waits for its entry");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.connect.calls() > 0,
+        "it entered at the read that showed it ({:?} after the start)",
+        sharers::JOIN_WAIT_MAX
+    );
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
     // Siblings holding a few jobs (below what half the quota starts in the look-ahead) leave
     // room: no join, the first call goes at once.

@@ -407,8 +407,10 @@ fn join_enabled() -> bool {
 
 /// What the pipeline does before its first receive (`pipeline::sharers::first_read`): reads the
 /// jobs queue; if other replicas hold the quota's work, the limiter joins (no call until the
-/// estimate of an aligned poll). Synchronous, so it comes before the replica's first call.
-fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -> (f64, bool) {
+/// estimate of an aligned poll) and the replica takes no job until the next aligned instant has
+/// passed (the third value: seconds until then). Synchronous, so it comes before the replica's
+/// first call.
+fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -> (f64, bool, f64) {
     let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
     let w = lock(world);
     let t = w.secs(Instant::now());
@@ -418,15 +420,18 @@ fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -
     let lookahead = crate::pipeline::receiver::LOOKAHEAD_SECS;
     let backlog = w.endless || w.queue.len() as f64 >= w.replica_ceiling * lookahead / 2.0;
     let mut looking = false;
+    let mut quiet_s = 0.0;
     if join_enabled() && others >= busy_threshold(held, limiter.ceiling()) {
         let until = Instant::now() + crate::pipeline::sharers::JOIN_WAIT_MAX;
         limiter.join(until);
+        // The pipeline's margin after the instant is twice a read's round trip: 2 ms here.
+        quiet_s = ((t / SHARERS_POLL_S).floor() + 1.0) * SHARERS_POLL_S - t + 0.002;
     } else if look_enabled() && backlog {
         limiter.look(Instant::now() + Duration::from_secs(4));
         looking = true;
     }
     limiter.set_sharers(n);
-    (others, looking)
+    (others, looking, quiet_s)
 }
 
 /// Whether a replica that starts into a backlog with no sibling busy looks before its first
@@ -439,9 +444,13 @@ fn look_enabled() -> bool {
 /// `SHARERS_POLL_S`, on instants aligned on the shared clock (each replica's own clock off by up
 /// to `SHARERS_SKEW_S`), it reads the jobs queue's messages in flight (all replicas',
 /// `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas with work, with noise.
-/// A joiner enters at the first aligned read whose count shows it (its start at least
-/// `SHARERS_STALENESS_S` before the read, as its siblings see it); a replica
-/// whose others' messages rose by a joiner's makes room for it at the same instant.
+/// A joiner takes no job until the aligned instant after its start has passed (the pipeline's
+/// quiet wait), then enters at the first aligned read whose count shows it (its first jobs at
+/// least `SHARERS_STALENESS_S` before the read, as its siblings see it); a replica
+/// whose others' messages rose by a joiner's makes room for it at the same instant. Holdings
+/// here are whole replicas (or rates, `RATE_SHARERS_MODEL=held`), so an announcement neither
+/// fills over several receives nor shrinks after the entry; the pipeline's rules for those
+/// (`pipeline::sharers`) have no counterpart here.
 /// Its own generator, so turning the estimate off leaves every other draw of the run as it was.
 async fn sharers_poller(
     world: Shared,
@@ -450,6 +459,7 @@ async fn sharers_poller(
     seed: u64,
     mut last_others: f64,
     looking: bool,
+    quiet_s: f64,
 ) {
     let mut rng = Rng(seed ^ 0x5A4E_u64.rotate_left(40) ^ (me as u64 + 1).rotate_left(20));
     // `RATE_SHARERS_NOISE` overrides the noise (tuning sessions).
@@ -459,10 +469,11 @@ async fn sharers_poller(
         .unwrap_or(SHARERS_NOISE);
     let held = std::env::var("RATE_SHARERS_MODEL").as_deref() == Ok("held");
     let skew = SHARERS_SKEW_S * (2.0 * rng.next_f64() - 1.0);
+    // A joiner's messages show from the end of its quiet wait, when it takes its first jobs.
     let (started, threshold) = {
         let w = lock(&world);
         (
-            w.secs(Instant::now()),
+            w.secs(Instant::now()) + quiet_s,
             busy_threshold(held, limiter.ceiling()),
         )
     };
@@ -730,10 +741,13 @@ async fn run(s: &Scenario, seed: u64) -> Measured {
         let poller = sharers_estimate.then(|| (Arc::clone(&world), Arc::clone(&limiter)));
         replica_tasks.push(tokio::spawn(async move {
             tokio::time::sleep(stagger).await;
+            let mut quiet_s = 0.0;
             let poller = poller.map(|(w, l)| {
-                let (others, looking) = first_read(&w, &l, i, seed);
-                tokio::spawn(sharers_poller(w, l, i, seed, others, looking))
+                let (others, looking, quiet) = first_read(&w, &l, i, seed);
+                quiet_s = quiet;
+                tokio::spawn(sharers_poller(w, l, i, seed, others, looking, quiet))
             });
+            tokio::time::sleep(Duration::from_secs_f64(quiet_s)).await;
             replica(w, j, limiter, i, end).await;
             if let Some(p) = poller {
                 p.abort();
