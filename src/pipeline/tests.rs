@@ -1071,6 +1071,35 @@ async fn a_joiner_that_starts_while_an_earlier_announcement_shrinks_enters_at_th
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_joiner_at_the_end_of_a_backlog_enters_at_the_next_read_without_waiting_for_a_whole_announcement()
+ {
+    // The siblings are busy (50 in flight) but only 10 jobs are left to receive: no aligned
+    // read will show a whole announcement, and there is nothing to share. The joiner receives
+    // at once (no backlog: no read to let pass) and enters at the first aligned read, 5 s in,
+    // instead of holding its 10 jobs unstarted until `JOIN_WAIT_MAX`.
+    let queue = backlog(60);
+    sibling_takes(&queue, 50).await;
+    let h = start_plain(&queue);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = queue
+        .depth(JOBS)
+        .await
+        .expect("memory queue depth")
+        .in_flight;
+    assert_eq!(held, 60, "it received the last 10 at once");
+    let first = sharers::EVERY.as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(first - 0.5 - 0.1)).await;
+    assert_eq!(h.connect.calls(), 0, "a joiner waits for an aligned read");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.connect.calls() > 0,
+        "it entered at the first aligned read"
+    );
+    h.stop.cancel();
+    h.run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_replica_whose_siblings_hold_a_trickle_calls_at_once() {
     // Siblings holding a few jobs (below what half the quota starts in the look-ahead) leave
     // room: no join, the first call goes at once.
