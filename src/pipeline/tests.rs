@@ -952,21 +952,13 @@ async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair
     let entry = 2.0 * first;
     let h = start_plain(&queue);
     tokio::time::sleep(Duration::from_secs_f64(first - 0.01)).await;
-    let held = queue
-        .depth(JOBS)
-        .await
-        .expect("memory queue depth")
-        .in_flight;
+    let held = in_flight(&queue).await;
     assert_eq!(
         held, 100,
         "nothing of ours in flight at the first aligned read"
     );
     tokio::time::sleep(Duration::from_secs_f64(entry - first - 0.09)).await;
-    let held = queue
-        .depth(JOBS)
-        .await
-        .expect("memory queue depth")
-        .in_flight;
+    let held = in_flight(&queue).await;
     // Its look-ahead at the ceiling (50), capped by MAX_IN_FLIGHT (32 by default).
     assert_eq!(held, 132, "the whole announcement before the next read");
     assert_eq!(h.connect.calls(), 0, "a joiner waits for its entry");
@@ -980,6 +972,15 @@ async fn a_replica_that_finds_siblings_busy_joins_at_an_aligned_read_at_its_fair
     );
     h.stop.cancel();
     h.run.await.unwrap();
+}
+
+/// Messages of the jobs queue in flight, every replica's.
+async fn in_flight(queue: &MemoryQueue) -> u64 {
+    queue
+        .depth(JOBS)
+        .await
+        .expect("memory queue depth")
+        .in_flight
 }
 
 /// Another replica takes `n` of the jobs queue's messages and holds them; their receipt handles.
@@ -1081,11 +1082,7 @@ async fn a_joiner_at_the_end_of_a_backlog_enters_at_the_next_read_without_waitin
     sibling_takes(&queue, 50).await;
     let h = start_plain(&queue);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = queue
-        .depth(JOBS)
-        .await
-        .expect("memory queue depth")
-        .in_flight;
+    let held = in_flight(&queue).await;
     assert_eq!(held, 60, "it received the last 10 at once");
     let first = sharers::EVERY.as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(first - 0.5 - 0.1)).await;
