@@ -50,7 +50,7 @@ async fn run_fleet(redis_url: Option<&str>) -> Run {
         .map(|i| start_job(&format!("fleet-{i}")))
         .collect();
     queues.send_jobs(&bodies).await;
-    let results = queues.results(JOBS, Duration::from_secs(90)).await;
+    let results = queues.results_for_jobs(JOBS, Duration::from_secs(90)).await;
     let stats = sim.stats();
     Run {
         results,
@@ -71,13 +71,20 @@ async fn three_replicas_share_the_quota_through_redis() {
             .join("\n----\n")
     };
 
-    assert_eq!(run.results.len(), JOBS, "logs:\n{}", logs());
     let ids: HashSet<_> = run.results.iter().filter_map(TestResult::job_id).collect();
-    assert_eq!(ids.len(), JOBS, "one result per job");
+    assert_eq!(ids.len(), JOBS, "a result for every job; logs:\n{}", logs());
     for r in &run.results {
         assert_eq!(r.status(), "succeeded", "{}", r.body);
     }
     let s = run.stats;
+    // A second result only for a job delivered twice (moto does that now and then with several
+    // receivers), whose second start Connect answered as an idempotent replay.
+    let extra = (run.results.len() - ids.len()) as u64;
+    assert!(
+        extra <= s.operations.start_chat_contact.idempotent_replays,
+        "{extra} results beyond one per job, {} replayed starts",
+        s.operations.start_chat_contact.idempotent_replays
+    );
     assert_eq!(s.chats_created, JOBS as u64);
     assert_eq!(s.duplicate_source_chats, 0);
     // Every replica shared through Redis the whole run, without a Redis error.
@@ -115,7 +122,8 @@ async fn three_replicas_share_the_quota_through_redis() {
 #[ignore = "a measurement, not a check"]
 async fn without_redis_for_comparison() {
     let run = run_fleet(None).await;
-    assert_eq!(run.results.len(), JOBS);
+    let ids: HashSet<_> = run.results.iter().filter_map(TestResult::job_id).collect();
+    assert_eq!(ids.len(), JOBS);
     assert_eq!(run.stats.duplicate_source_chats, 0);
     for w in &run.workers {
         assert_eq!(w.metric("resume_chat_fleet_limiter_state"), 0.0);

@@ -311,6 +311,28 @@ impl Queues {
         self.drain(&self.results.clone(), n, timeout).await
     }
 
+    /// Results until `n` distinct jobs have one (or `timeout`), redelivered jobs' second results
+    /// included: SQS is at-least-once, and moto delivers a message twice now and then when
+    /// several replicas receive, each of which then publishes (the same result, from Connect's
+    /// idempotent replay).
+    pub async fn results_for_jobs(&self, n: usize, timeout: Duration) -> Vec<TestResult> {
+        let deadline = Instant::now() + timeout;
+        let mut got: Vec<TestResult> = Vec::new();
+        loop {
+            let distinct = got
+                .iter()
+                .filter_map(TestResult::job_id)
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if distinct >= n || left.is_zero() {
+                return got;
+            }
+            let results = self.results.clone();
+            got.extend(self.drain(&results, n - distinct, left).await);
+        }
+    }
+
     pub async fn drain(&self, queue: &str, n: usize, timeout: Duration) -> Vec<TestResult> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::new();
