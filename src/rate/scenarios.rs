@@ -425,7 +425,10 @@ fn first_read(world: &Shared, limiter: &AdaptiveLimiter, me: usize, seed: u64) -
         let until = Instant::now() + crate::pipeline::sharers::JOIN_WAIT_MAX;
         limiter.join(until);
         // The pipeline's margin after the instant is twice a read's round trip: 2 ms here.
-        quiet_s = ((t / SHARERS_POLL_S).floor() + 1.0) * SHARERS_POLL_S - t + 0.002;
+        // Without a backlog nobody compares counts for a rise, and the pipeline does not wait.
+        if backlog {
+            quiet_s = ((t / SHARERS_POLL_S).floor() + 1.0) * SHARERS_POLL_S - t + 0.002;
+        }
     } else if look_enabled() && backlog {
         limiter.look(Instant::now() + Duration::from_secs(4));
         looking = true;
@@ -444,7 +447,7 @@ fn look_enabled() -> bool {
 /// `SHARERS_POLL_S`, on instants aligned on the shared clock (each replica's own clock off by up
 /// to `SHARERS_SKEW_S`), it reads the jobs queue's messages in flight (all replicas',
 /// `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas with work, with noise.
-/// A joiner takes no job until the aligned instant after its start has passed (the pipeline's
+/// A joiner into a backlog takes no job until the aligned instant after its start has passed (the pipeline's
 /// quiet wait), then enters at the first aligned read whose count shows it (its first jobs at
 /// least `SHARERS_STALENESS_S` before the read, as its siblings see it); a replica
 /// whose others' messages rose by a joiner's makes room for it at the same instant. Holdings
