@@ -447,9 +447,9 @@ fn look_enabled() -> bool {
 /// `SHARERS_POLL_S`, on instants aligned on the shared clock (each replica's own clock off by up
 /// to `SHARERS_SKEW_S`), it reads the jobs queue's messages in flight (all replicas',
 /// `SHARERS_STALENESS_S` old) over its own, about 1 + the other replicas with work, with noise.
-/// A joiner into a backlog takes no job until the aligned instant after its start has passed (the pipeline's
-/// quiet wait), then enters at the first aligned read whose count shows it (its first jobs at
-/// least `SHARERS_STALENESS_S` before the read, as its siblings see it); a replica
+/// A joiner into a backlog takes no job until the aligned instant after its start has passed
+/// (the pipeline's quiet wait), then enters at the first aligned read whose count shows it (its
+/// first jobs at least `SHARERS_STALENESS_S` before the read, as its siblings see it); a replica
 /// whose others' messages rose by a joiner's makes room for it at the same instant. Holdings
 /// here are whole replicas (or rates, `RATE_SHARERS_MODEL=held`), so an announcement neither
 /// fills over several receives nor shrinks after the entry; the pipeline's rules for those
