@@ -186,12 +186,24 @@ def sim_flags(scn, seed, contact_events_url=None):
     if scn.get("background_phase") and "--background-schedule" in flags:
         i = flags.index("--background-schedule") + 1
         flags[i] = shift_schedule(flags[i], random.Random(f"background-phase-{seed}"))
+    elif scn.get("background_phase") and "--background-rate" in flags:
+        # A steady other caller: the same rate from a phase drawn within its first period on
+        # (a schedule that never ends; the analysis reads the scenario's own flags, so no leaving).
+        i = flags.index("--background-rate")
+        rate = flags[i + 1]
+        del flags[i:i + 2]
+        flags += ["--background-schedule",
+                  shift_schedule(f"0:{STEADY_UNTIL_S}:{rate}", random.Random(f"background-phase-{seed}"))]
     if harness.sim_has_flag("--connect-window-seconds"):
         flags += ["--connect-window-seconds", "0"]
     if scn.get("contact_events"):
         lo, hi = scn["contact_events"]
         flags += ["--contact-events-queue-url", contact_events_url, "--contact-events-delay-ms", f"{lo}:{hi}"]
     return flags
+
+
+# Long past any run's end: a steady other caller's schedule.
+STEADY_UNTIL_S = 100_000
 
 
 def shift_schedule(schedule, rng):

@@ -122,3 +122,13 @@ def test_the_neighbours_arrival_moves_by_seed_within_its_first_period_and_keeps_
     assert flags == run.sim_flags(scn, 1)
     assert flags != run.sim_flags(scn, 2)
     assert scn["sim"] == ["--background-schedule", "8:20:4,30:40:2"]
+
+
+def test_a_steady_other_caller_starts_at_a_phase_drawn_by_seed_and_never_leaves():
+    scn = {"sim": ["--start-chat-rate", "10", "--background-rate", "3"], "background_phase": True}
+    flags = run.sim_flags(scn, 1)
+    assert "--background-rate" not in flags
+    start, stop, rate = (float(v) for v in flags[flags.index("--background-schedule") + 1].split(":"))
+    assert 0.0 <= start < 1 / 3 and stop == run.STEADY_UNTIL_S and rate == 3.0
+    assert flags != run.sim_flags(scn, 2)
+    assert "--background-schedule" not in scn["sim"]
