@@ -183,9 +183,10 @@ def sim_flags(scn, seed, contact_events_url=None):
         i = flags.index("--seed")
         del flags[i:i + 2]
     flags += ["--seed", str(seed)]
+    phase = random.Random(f"background-phase-{seed}")
     if scn.get("background_phase") and "--background-schedule" in flags:
         i = flags.index("--background-schedule") + 1
-        flags[i] = shift_schedule(flags[i], random.Random(f"background-phase-{seed}"))
+        flags[i] = shift_schedule(flags[i], phase)
     elif scn.get("background_phase") and "--background-rate" in flags:
         # A steady other caller: the same rate from a phase drawn within its first period on
         # (a schedule that never ends; the analysis reads the scenario's own flags, so no leaving).
@@ -193,7 +194,7 @@ def sim_flags(scn, seed, contact_events_url=None):
         rate = flags[i + 1]
         del flags[i:i + 2]
         flags += ["--background-schedule",
-                  shift_schedule(f"0:{STEADY_UNTIL_S}:{rate}", random.Random(f"background-phase-{seed}"))]
+                  shift_schedule(f"0:{STEADY_UNTIL_S}:{rate}", phase)]
     if harness.sim_has_flag("--connect-window-seconds"):
         flags += ["--connect-window-seconds", "0"]
     if scn.get("contact_events"):

@@ -162,7 +162,9 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
         others: Some(others),
         looking: false,
     };
-    if others as f64 >= threshold(ctx) {
+    let busy = threshold(ctx);
+    let backlog = depth.visible as f64 >= busy;
+    if others as f64 >= busy {
         let now = Instant::now();
         for op in Operation::ALL {
             ctx.limiter(op).join(now + JOIN_WAIT_MAX);
@@ -182,14 +184,14 @@ pub async fn first_read<Q: MessageQueue, C>(ctx: &Context<Q, C>) -> FirstRead {
         // twice ours, plus a millisecond each for the tasks' clocks and tokio's timer.
         // Without a backlog in the queue nobody compares counts for a rise (room is made only
         // while there is one), so there is nothing to wait for.
-        if depth.visible as f64 >= threshold(ctx) {
+        if backlog {
             let quiet_until = aligned.next(now) + took * 2 + Duration::from_millis(2);
             tokio::select! {
                 _ = ctx.stop_receiving.cancelled() => {}
                 _ = tokio::time::sleep_until(quiet_until) => {}
             }
         }
-    } else if depth.visible as f64 >= threshold(ctx) {
+    } else if backlog {
         // A backlog and nobody on it yet: replicas that start together all read here before
         // any of them has received, so none joins, and each entered at the ceiling into the
         // others' storm (the benchmark's fleets: 1.3-3.8 429s per replica in the start-up).

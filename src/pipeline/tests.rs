@@ -927,13 +927,7 @@ fn start_plain(queue: &Arc<MemoryQueue>) -> Harness {
 }
 
 async fn sibling_holds(queue: &MemoryQueue, n: usize) {
-    for _ in 0..n.div_ceil(10) {
-        let got = queue
-            .receive(JOBS, 10, Duration::ZERO, Duration::from_secs(600))
-            .await
-            .expect("memory queue receives");
-        assert!(!got.is_empty());
-    }
+    sibling_takes(queue, n).await;
 }
 
 #[tokio::test(start_paused = true)]
