@@ -44,7 +44,7 @@
 //!
 //! `CAPACITY_EVENTS_DELAY_MS=lo,hi` the contact events' delay,
 //! `CAPACITY_SEEDS=a-b` overrides the seeds, `CAPACITY_TRACE=seed` prints a timeline of that
-//! seed, `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
+//! seed (one row per `CAPACITY_TRACE_STEP` seconds, default a 60th of the run), `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -775,7 +775,11 @@ fn run_ours(
     for r in 0..count {
         q.push(0, Event::Wake { r });
     }
-    let trace_step = ns(s.duration_s / 60.0).max(1);
+    let trace_step = std::env::var("CAPACITY_TRACE_STEP")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(ns(s.duration_s / 60.0), ns)
+        .max(1);
     let mut next_trace = 0u64;
     let mut window: Vec<(u64, u64)> = vec![(0, 0); insts.len()];
     while let Some(Reverse((now, _, e))) = q.heap.pop() {
