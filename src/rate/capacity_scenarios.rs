@@ -778,6 +778,7 @@ fn run_ours(
     let trace_step = std::env::var("CAPACITY_TRACE_STEP")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
+        .filter(|step| step.is_finite() && *step > 0.0)
         .map_or(ns(s.duration_s / 60.0), ns)
         .max(1);
     let mut next_trace = 0u64;
