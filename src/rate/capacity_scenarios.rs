@@ -44,7 +44,9 @@
 //!
 //! `CAPACITY_EVENTS_DELAY_MS=lo,hi` the contact events' delay,
 //! `CAPACITY_SEEDS=a-b` overrides the seeds, `CAPACITY_TRACE=seed` prints a timeline of that
-//! seed (one row per `CAPACITY_TRACE_STEP` seconds, default a 60th of the run), `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings (tuning).
+//! seed (one row per `CAPACITY_TRACE_STEP` seconds, default a 60th of the run),
+//! `CAPACITY_SETTINGS=share,varied_share,step,escalation` overrides the machine's settings
+//! (tuning).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
