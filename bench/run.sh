@@ -7,8 +7,9 @@
 # Usage: bench/run.sh [SCENARIO ...] [--impl ours|baseline|both] [--seeds N]
 # Scenarios (bench/scenarios.py ORDER): steady noisy neighbour capacity lifetimes capacity-events
 # lifetimes-events two-instances new-account both-ops latency trickle faults outage fleet3 fleet6 staggered kill fleet3-redis
-# fleet6-redis fleet6-long overhead. No scenario: all of them, each with its own seeds (3 for the
-# targeted ones); BENCHMARKS.md states how long the last full run took.
+# fleet6-redis fleet6-long overhead. No scenario: all of them, each with its own seeds (3 for most,
+# 8 for neighbour, 6 for staggered, 1 for the Redis fleets and fleet6-long; bench/scenarios.py);
+# BENCHMARKS.md states how long the last full run took.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
