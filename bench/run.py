@@ -486,7 +486,7 @@ def main(argv):
     ap.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=" ".join(ORDER))
     ap.add_argument("--impl", choices=["ours", "baseline", "both"], default="both")
     ap.add_argument("--seeds", type=int, default=None,
-                    help="seeds per scenario (default: each scenario's own, 1-3); seeds are 1..N")
+                    help="seeds per scenario (default: each scenario's own, 1-8); seeds are 1..N")
     args = ap.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in ORDER]
     if unknown:
